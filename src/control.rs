@@ -1,0 +1,68 @@
+//! The node's own registered processes: `net_kernel` (so `net_adm:ping`
+//! works) and `portnode`, the control server Erlang calls with gen_server.
+
+use crate::etf::{a, int, tuple};
+use crate::node::process::{error, Process, Received};
+use crate::node::Node;
+use eetf::{Map, Term};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::warn;
+
+/// Starts and registers the node's own processes.
+pub fn start(node: &Arc<Node>) {
+    let pid = node.spawn(net_kernel);
+    node.register("net_kernel", &pid);
+    let pid = node.spawn(control);
+    node.register("portnode", &pid);
+}
+
+/// Answers `{is_auth, Node}` (what `net_adm:ping` sends) with `yes`.
+async fn net_kernel(mut me: Process) -> Term {
+    loop {
+        match me.recv_classified().await {
+            Received::Call(call) => {
+                let reply = match crate::etf::as_tuple(&call.request) {
+                    Some([tag, _]) if crate::etf::as_atom(tag) == Some("is_auth") => a("yes"),
+                    _ => error(a("not_supported")),
+                };
+                me.reply(&call, reply);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `portnode` control server.
+async fn control(mut me: Process) -> Term {
+    let mut casts: i64 = 0;
+    loop {
+        match me.recv_classified().await {
+            Received::Call(call) => {
+                let reply = match crate::etf::as_atom(&call.request) {
+                    Some("ping") => a("pong"),
+                    Some("info") => info(me.node()),
+                    Some("cast_count") => int(casts),
+                    _ => error(tuple(vec![a("unknown_call"), call.request.clone()])),
+                };
+                me.reply(&call, reply);
+            }
+            Received::Cast(_) => casts += 1,
+            Received::Other(msg) => warn!(message = %msg, "control server ignored an unknown message"),
+        }
+    }
+}
+
+fn info(node: &Node) -> Term {
+    let connected: Vec<Term> = node.connected_nodes().iter().map(|n| a(n)).collect();
+    let entries: HashMap<Term, Term> = [
+        (a("version"), Term::from(eetf::Binary::from(env!("CARGO_PKG_VERSION").as_bytes().to_vec()))),
+        (a("node"), Term::from(node.name().clone())),
+        (a("connected_nodes"), crate::etf::list(connected)),
+        (a("process_count"), int(node.process_count() as i64)),
+        (a("uptime_ms"), int(node.uptime().as_millis() as i64)),
+    ]
+    .into_iter()
+    .collect();
+    Term::from(Map::from(entries))
+}

@@ -1,0 +1,65 @@
+//! Where the cookie comes from. The cookie is a secret: it is never logged,
+//! and errors name the file, never the content.
+
+use std::path::{Path, PathBuf};
+
+/// The environment variable the Erlang bridge uses to hand over the cookie.
+pub const COOKIE_ENV: &str = "PORTNODE_COOKIE";
+
+/// Why no cookie could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CookieError {
+    #[error("cannot read cookie file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cookie file {0} is empty")]
+    Empty(PathBuf),
+    #[error("no cookie: pass --cookie-file, set ${COOKIE_ENV}, or create $HOME/.erlang.cookie")]
+    Missing,
+}
+
+/// The cookie: `--cookie`, else `--cookie-file`, else `$PORTNODE_COOKIE`,
+/// else `$HOME/.erlang.cookie`.
+pub fn load(value: Option<&str>, file: Option<&Path>) -> Result<String, CookieError> {
+    if let Some(v) = value {
+        return Ok(v.to_owned());
+    }
+    if let Some(path) = file {
+        return read(path);
+    }
+    if let Ok(v) = std::env::var(COOKIE_ENV) {
+        if !v.is_empty() {
+            return Ok(v);
+        }
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => read(&Path::new(&home).join(".erlang.cookie")),
+        None => Err(CookieError::Missing),
+    }
+}
+
+fn read(path: &Path) -> Result<String, CookieError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CookieError::Read { path: path.to_owned(), source })?;
+    let cookie = text.trim();
+    if cookie.is_empty() {
+        return Err(CookieError::Empty(path.to_owned()));
+    }
+    Ok(cookie.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_trims_a_cookie_file() {
+        let dir = std::env::temp_dir().join(format!("portnode-cookie-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c");
+        std::fs::write(&path, "SECRETVALUE\n").unwrap();
+        assert_eq!(load(None, Some(&path)).unwrap(), "SECRETVALUE");
+        std::fs::write(&path, "\n").unwrap();
+        let err = load(None, Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("empty") && !err.contains("SECRET"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

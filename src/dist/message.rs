@@ -1,0 +1,260 @@
+//! Distribution control messages: the frames nodes exchange after the handshake.
+//!
+//! portnode advertises neither the atom cache nor fragments, so every frame
+//! is `112` (pass-through) followed by a control tuple and, for some ops, a
+//! payload term. This module turns those bytes into [`Control`] values and
+//! back; it decodes every op OTP 25 sends, including the ones erl_dist
+//! 0.8 gets wrong (SEND_TT, SPAWN_REQUEST with a byte-string argument list).
+
+use crate::etf::{self, as_atom, as_int, as_pid, as_ref, as_tuple, int, tuple, TermError};
+use eetf::{Atom, Pid, Reference, Term};
+
+/// The target of a send or monitor: a pid, or a name registered on the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcRef {
+    Pid(Pid),
+    Name(Atom),
+}
+
+impl ProcRef {
+    fn from_term(term: &Term) -> Result<Self, MessageError> {
+        match term {
+            Term::Pid(p) => Ok(ProcRef::Pid(p.clone())),
+            Term::Atom(a) => Ok(ProcRef::Name(a.clone())),
+            _ => Err(MessageError::Field("process")),
+        }
+    }
+    fn to_term(&self) -> Term {
+        match self {
+            ProcRef::Pid(p) => Term::from(p.clone()),
+            ProcRef::Name(a) => Term::from(a.clone()),
+        }
+    }
+}
+
+/// One control message, with its payload where the op has one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    Link { from: Pid, to: Pid },
+    Send { to: Pid, msg: Term },
+    SendSender { from: Pid, to: Pid, msg: Term },
+    RegSend { from: Pid, to: Atom, msg: Term },
+    AliasSend { from: Pid, alias: Reference, msg: Term },
+    /// EXIT (a link broke): `from` died with `reason`.
+    Exit { from: Pid, to: Pid, reason: Term },
+    /// EXIT2: `from` called `exit(to, reason)`.
+    Exit2 { from: Pid, to: Pid, reason: Term },
+    MonitorP { from: Pid, to: ProcRef, reference: Reference },
+    DemonitorP { from: Pid, to: ProcRef, reference: Reference },
+    MonitorPExit { from: ProcRef, to: Pid, reference: Reference, reason: Term },
+    UnlinkId { id: u64, from: Pid, to: Pid },
+    UnlinkIdAck { id: u64, from: Pid, to: Pid },
+    SpawnRequest { req_id: Reference, from: Pid },
+    SpawnReply { req_id: Reference, to: Pid, result: Term },
+    GroupLeader,
+}
+
+/// Why a frame could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("frame does not start with the pass-through byte (got {0})")]
+    NotPassThrough(u8),
+    #[error("empty frame")]
+    Empty,
+    #[error("bad term: {0}")]
+    Term(#[from] TermError),
+    #[error("control message is not a tuple with an op")]
+    NotControl,
+    #[error("unknown control op {0}")]
+    UnknownOp(i64),
+    #[error("control message field {0} is malformed")]
+    Field(&'static str),
+    #[error("op {0} needs a payload and has none")]
+    MissingPayload(i64),
+    #[error("{0} bytes left after the message")]
+    Trailing(usize),
+}
+
+impl Control {
+    /// Parses one frame (without its 4-byte length).
+    pub fn decode(frame: &[u8]) -> Result<Control, MessageError> {
+        match frame.first() {
+            None => return Err(MessageError::Empty),
+            Some(112) => {}
+            Some(&b) => return Err(MessageError::NotPassThrough(b)),
+        }
+        let (ctrl, used) = etf::decode(&frame[1..])?;
+        let rest = &frame[1 + used..];
+        let (payload, rest) = if rest.is_empty() {
+            (None, rest)
+        } else {
+            let (p, n) = etf::decode(rest)?;
+            (Some(p), &rest[n..])
+        };
+        if !rest.is_empty() {
+            return Err(MessageError::Trailing(rest.len()));
+        }
+        let f = as_tuple(&ctrl).ok_or(MessageError::NotControl)?;
+        let op = f.first().and_then(as_int).ok_or(MessageError::NotControl)?;
+        let pid = |i: usize, name| f.get(i).and_then(as_pid).cloned().ok_or(MessageError::Field(name));
+        let reference = |i: usize| f.get(i).and_then(as_ref).cloned().ok_or(MessageError::Field("ref"));
+        let field = |i: usize, name| f.get(i).cloned().ok_or(MessageError::Field(name));
+        let payload = || payload.clone().ok_or(MessageError::MissingPayload(op));
+        let arity = |n: usize| if f.len() == n { Ok(()) } else { Err(MessageError::Field("arity")) };
+        let msg = match op {
+            1 => { arity(3)?; Control::Link { from: pid(1, "from")?, to: pid(2, "to")? } }
+            2 => { arity(3)?; Control::Send { to: pid(2, "to")?, msg: payload()? } }
+            12 => { arity(4)?; Control::Send { to: pid(2, "to")?, msg: payload()? } }
+            22 | 23 => Control::SendSender { from: pid(1, "from")?, to: pid(2, "to")?, msg: payload()? },
+            6 | 16 => {
+                let to = f.get(3).and_then(as_atom).ok_or(MessageError::Field("name"))?;
+                Control::RegSend { from: pid(1, "from")?, to: etf::atom(to), msg: payload()? }
+            }
+            33 | 34 => Control::AliasSend { from: pid(1, "from")?, alias: reference(2)?, msg: payload()? },
+            3 => { arity(4)?; Control::Exit { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(3, "reason")? } }
+            13 => { arity(5)?; Control::Exit { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(4, "reason")? } }
+            24 | 25 => Control::Exit { from: pid(1, "from")?, to: pid(2, "to")?, reason: payload()? },
+            8 => { arity(4)?; Control::Exit2 { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(3, "reason")? } }
+            18 => { arity(5)?; Control::Exit2 { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(4, "reason")? } }
+            26 | 27 => Control::Exit2 { from: pid(1, "from")?, to: pid(2, "to")?, reason: payload()? },
+            19 | 20 => {
+                arity(4)?;
+                let (from, reference) = (pid(1, "from")?, reference(3)?);
+                let to = ProcRef::from_term(&field(2, "to")?)?;
+                if op == 19 { Control::MonitorP { from, to, reference } } else { Control::DemonitorP { from, to, reference } }
+            }
+            21 | 28 => {
+                let from = ProcRef::from_term(&field(1, "from")?)?;
+                let reason = if op == 21 { field(4, "reason")? } else { payload()? };
+                Control::MonitorPExit { from, to: pid(2, "to")?, reference: reference(3)?, reason }
+            }
+            35 | 36 => {
+                arity(4)?;
+                let id = f.get(1).and_then(as_u64).ok_or(MessageError::Field("id"))?;
+                let (from, to) = (pid(2, "from")?, pid(3, "to")?);
+                if op == 35 { Control::UnlinkId { id, from, to } } else { Control::UnlinkIdAck { id, from, to } }
+            }
+            29 | 30 => Control::SpawnRequest { req_id: reference(1)?, from: pid(2, "from")? },
+            31 | 32 => Control::SpawnReply { req_id: reference(1)?, to: pid(2, "to")?, result: field(4, "result")? },
+            7 => Control::GroupLeader,
+            other => return Err(MessageError::UnknownOp(other)),
+        };
+        Ok(msg)
+    }
+
+    /// Appends the frame (4-byte length included) for this message to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0, 112]);
+        let (ctrl, payload): (Term, Option<&Term>) = match self {
+            Control::Link { from, to } => (tuple(vec![int(1), pid(from), pid(to)]), None),
+            Control::Send { to, msg } => (tuple(vec![int(2), etf::a(""), pid(to)]), Some(msg)),
+            Control::SendSender { from, to, msg } => (tuple(vec![int(22), pid(from), pid(to)]), Some(msg)),
+            Control::RegSend { from, to, msg } => {
+                (tuple(vec![int(6), pid(from), etf::a(""), Term::from(to.clone())]), Some(msg))
+            }
+            Control::AliasSend { from, alias, msg } => {
+                (tuple(vec![int(33), pid(from), Term::from(alias.clone())]), Some(msg))
+            }
+            Control::Exit { from, to, reason } => (tuple(vec![int(24), pid(from), pid(to)]), Some(reason)),
+            Control::Exit2 { from, to, reason } => (tuple(vec![int(26), pid(from), pid(to)]), Some(reason)),
+            Control::MonitorP { from, to, reference } => {
+                (tuple(vec![int(19), pid(from), to.to_term(), Term::from(reference.clone())]), None)
+            }
+            Control::DemonitorP { from, to, reference } => {
+                (tuple(vec![int(20), pid(from), to.to_term(), Term::from(reference.clone())]), None)
+            }
+            Control::MonitorPExit { from, to, reference, reason } => (
+                tuple(vec![int(28), from.to_term(), pid(to), Term::from(reference.clone())]),
+                Some(reason),
+            ),
+            Control::UnlinkId { id, from, to } => (tuple(vec![int(35), u64_term(*id), pid(from), pid(to)]), None),
+            Control::UnlinkIdAck { id, from, to } => {
+                (tuple(vec![int(36), u64_term(*id), pid(from), pid(to)]), None)
+            }
+            Control::SpawnReply { req_id, to, result } => (
+                tuple(vec![int(31), Term::from(req_id.clone()), pid(to), int(0), result.clone()]),
+                None,
+            ),
+            // portnode never sends these; encode them as a harmless no-op send.
+            Control::SpawnRequest { .. } | Control::GroupLeader => (tuple(vec![int(7)]), None),
+        };
+        etf::encode_into(&ctrl, out);
+        if let Some(p) = payload {
+            etf::encode_into(p, out);
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+fn pid(p: &Pid) -> Term {
+    Term::from(p.clone())
+}
+
+fn u64_term(n: u64) -> Term {
+    match i32::try_from(n) {
+        Ok(v) => int(i64::from(v)),
+        Err(_) => Term::from(eetf::BigInteger::from(n)),
+    }
+}
+
+fn as_u64(term: &Term) -> Option<u64> {
+    match term {
+        Term::FixInteger(i) => u64::try_from(i.value).ok(),
+        Term::BigInteger(b) => u64::try_from(&b.value).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: u32) -> Pid {
+        Pid::new("a@h", id, 0, 7)
+    }
+
+    #[test]
+    fn encoded_messages_decode_back() {
+        let r = Reference { node: etf::atom("a@h"), id: vec![1, 2, 3], creation: 7 };
+        let cases = vec![
+            Control::Link { from: p(1), to: p(2) },
+            Control::Send { to: p(2), msg: etf::a("hi") },
+            Control::RegSend { from: p(1), to: etf::atom("portnode"), msg: int(5) },
+            Control::Exit { from: p(1), to: p(2), reason: etf::a("normal") },
+            Control::Exit2 { from: p(1), to: p(2), reason: etf::a("kill") },
+            Control::MonitorP { from: p(1), to: ProcRef::Name(etf::atom("x")), reference: r.clone() },
+            Control::MonitorPExit { from: ProcRef::Pid(p(2)), to: p(1), reference: r.clone(), reason: etf::a("noproc") },
+            Control::UnlinkId { id: 1 << 40, from: p(1), to: p(2) },
+            Control::UnlinkIdAck { id: 3, from: p(1), to: p(2) },
+        ];
+        for c in cases {
+            let mut out = Vec::new();
+            c.encode_into(&mut out);
+            let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+            assert_eq!(len, out.len() - 4);
+            assert_eq!(Control::decode(&out[4..]).expect("decodes"), c);
+        }
+    }
+
+    #[test]
+    fn send_tt_takes_the_right_fields() {
+        let mut frame = vec![112];
+        etf::encode_into(&tuple(vec![int(12), etf::a(""), pid(&p(2)), etf::a("token")]), &mut frame);
+        etf::encode_into(&etf::a("msg"), &mut frame);
+        assert_eq!(Control::decode(&frame).unwrap(), Control::Send { to: p(2), msg: etf::a("msg") });
+    }
+
+    #[test]
+    fn malformed_frames_are_errors() {
+        assert_eq!(Control::decode(&[]), Err(MessageError::Empty));
+        assert_eq!(Control::decode(&[68]), Err(MessageError::NotPassThrough(68)));
+        let mut frame = vec![112];
+        etf::encode_into(&tuple(vec![int(99)]), &mut frame);
+        assert_eq!(Control::decode(&frame), Err(MessageError::UnknownOp(99)));
+        let mut frame = vec![112];
+        etf::encode_into(&tuple(vec![int(2), etf::a(""), pid(&p(1))]), &mut frame);
+        assert_eq!(Control::decode(&frame), Err(MessageError::MissingPayload(2)));
+    }
+}

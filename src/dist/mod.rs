@@ -1,0 +1,20 @@
+//! The Erlang distribution protocol: epmd, the handshake, and connections.
+
+pub mod connection;
+pub mod epmd;
+pub mod handshake;
+pub mod message;
+
+use erl_dist::DistributionFlags;
+
+/// The flags portnode offers a peer. Hidden (no PUBLISHED); no atom cache and
+/// no fragments, which it does not implement; monitors by pid and by name,
+/// so that OTP does not quietly keep monitors local.
+pub fn flags() -> DistributionFlags {
+    DistributionFlags::mandatory()
+        | DistributionFlags::DIST_MONITOR
+        | DistributionFlags::DIST_MONITOR_NAME
+        | DistributionFlags::EXIT_PAYLOAD
+        | DistributionFlags::SEND_SENDER
+        | DistributionFlags::SPAWN
+}

@@ -1,0 +1,114 @@
+//! portnode: a hidden Erlang node that runs external programs on behalf of
+//! Erlang processes and makes sure none outlives its owner.
+//!
+//! [`run`] wires the parts together: epmd registration, the listener and
+//! dialers ([`dist`]), the process table ([`node`]), the node's own
+//! registered processes ([`control`]) and shutdown ([`shutdown`]).
+
+pub mod cli;
+pub mod control;
+pub mod cookie;
+pub mod dist;
+pub mod etf;
+pub mod names;
+pub mod node;
+pub mod shutdown;
+
+use dist::connection::{self, Settings};
+use dist::{epmd, handshake};
+use erl_dist::node::NodeName;
+use node::Node;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Runs a node until it is told to stop.
+pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    let name = names::node_name(cli.sname.as_deref(), cli.name.as_deref())?;
+    let cookie = cookie::load(cli.cookie.as_deref(), cli.cookie_file.as_deref())?;
+    let listener = TcpListener::bind((cli.listen, cli.port)).await?;
+    let port = listener.local_addr()?.port();
+    let registration = epmd::register(name.name(), port).await?;
+    let node = Node::new(&name.to_string(), registration.creation);
+    control::start(&node);
+    info!(node = %name, port, creation = registration.creation, listen = %cli.listen, "portnode up");
+
+    let settings = Settings { net_ticktime: Duration::from_secs(cli.net_ticktime), max_frame: cli.max_frame };
+    let tracker = TaskTracker::new();
+    let link = Link { node: node.clone(), name: name.clone(), cookie: Arc::from(cookie.as_str()), settings, tracker: tracker.clone() };
+    let acceptor = tokio::spawn(accept_loop(listener, link.clone()));
+    let dialers: Vec<_> = cli.connect.iter().map(|peer| tokio::spawn(dial_loop(peer.clone(), link.clone()))).collect();
+
+    let why = shutdown::signalled(cli.exit_on_stdin_eof).await;
+    info!(why, "shutting down");
+    acceptor.abort();
+    dialers.iter().for_each(|d| d.abort());
+    node.terminate_all(etf::a("shutdown"));
+    node.disconnect_all();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await.is_err() {
+        warn!("connections did not close within 3 s");
+    }
+    drop(registration);
+    Ok(())
+}
+
+/// What accepting and dialing need to set up a connection.
+#[derive(Clone)]
+struct Link {
+    node: Arc<Node>,
+    name: NodeName,
+    cookie: Arc<str>,
+    settings: Settings,
+    tracker: TaskTracker,
+}
+
+async fn accept_loop(listener: TcpListener, link: Link) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let link = link.clone();
+        link.tracker.clone().spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match handshake::accept(stream, &link.name, link.node.creation(), &link.cookie).await {
+                Ok((stream, peer)) => connection::serve(stream, peer, link.node.clone(), link.settings).await,
+                Err(e) => warn!(peer = %addr, reason = %e, "rejected a connection"),
+            }
+        });
+    }
+}
+
+/// Keeps a connection to `peer` open, redialing with a backoff when it drops.
+async fn dial_loop(peer: String, link: Link) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match dial_once(&peer, &link).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                warn!(peer = %peer, reason = %e, retry_in = ?backoff, "cannot connect");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn dial_once(peer: &str, link: &Link) -> anyhow::Result<()> {
+    let (alive, host) = peer.split_once('@').ok_or_else(|| anyhow::anyhow!("node name {peer:?} has no @HOST"))?;
+    let port = epmd::lookup(alive, host).await?.ok_or_else(|| anyhow::anyhow!("{peer} is not registered with epmd on {host}"))?;
+    let (stream, info) = handshake::dial((host.to_owned(), port), &link.name, link.node.creation(), &link.cookie).await?;
+    if info.name != peer {
+        anyhow::bail!("dialed {peer} but the node answering is {}", info.name);
+    }
+    let task = link.tracker.spawn(connection::serve(stream, info, link.node.clone(), link.settings));
+    task.await?;
+    Ok(())
+}

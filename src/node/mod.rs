@@ -1,0 +1,253 @@
+//! The node: its identity, its process table and registered names, and the
+//! routing of messages and signals between local processes and connected peers.
+//!
+//! Link, monitor and exit-signal rules live in [`signals`]; the process
+//! context a task sees lives in [`process`].
+
+pub mod process;
+mod signals;
+
+use crate::dist::message::Control;
+use crate::etf;
+use eetf::{Atom, Pid, Reference, Term};
+use futures::FutureExt;
+use process::Process;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+/// A monitor held on a local process: who watches, and by which name if any.
+#[derive(Clone)]
+struct Watcher {
+    watcher: Pid,
+    name: Option<Atom>,
+}
+
+/// A local process's entry in the process table.
+struct Entry {
+    mailbox: mpsc::UnboundedSender<Term>,
+    abort: Option<AbortHandle>,
+    name: Option<String>,
+    trap_exit: bool,
+    links: HashSet<Pid>,
+    /// Monitors others hold on this process, by reference.
+    watched_by: HashMap<Reference, Watcher>,
+    /// Monitors this process holds on others, by reference.
+    watching: HashMap<Reference, Pid>,
+}
+
+/// A live connection to a peer node: where its outgoing messages go.
+#[derive(Clone)]
+pub struct Peer {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<Control>,
+}
+
+#[derive(Default)]
+struct State {
+    procs: HashMap<u32, Entry>,
+    names: HashMap<String, u32>,
+    peers: HashMap<String, Peer>,
+}
+
+/// A portnode node: a hidden member of an Erlang cluster.
+pub struct Node {
+    name: Atom,
+    creation: u32,
+    started: Instant,
+    next_id: AtomicU32,
+    next_ref: AtomicU32,
+    state: Mutex<State>,
+}
+
+impl Node {
+    /// A node named `name` (`alive@host`) with the creation epmd gave it.
+    pub fn new(name: &str, creation: u32) -> Arc<Node> {
+        Arc::new(Node {
+            name: etf::atom(name),
+            creation,
+            started: Instant::now(),
+            next_id: AtomicU32::new(1),
+            next_ref: AtomicU32::new(1),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The node name, as an atom.
+    pub fn name(&self) -> &Atom {
+        &self.name
+    }
+
+    /// The creation of this incarnation.
+    pub fn creation(&self) -> u32 {
+        self.creation
+    }
+
+    /// Time since the node started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True if `pid` names a process of this incarnation of this node.
+    fn is_local(&self, pid: &Pid) -> bool {
+        pid.node == self.name && pid.creation == self.creation
+    }
+
+    /// True if `pid` belongs to this node's name, whatever the creation.
+    fn is_this_node(&self, pid: &Pid) -> bool {
+        pid.node == self.name
+    }
+
+    /// A new reference of this node.
+    pub fn make_ref(&self) -> Reference {
+        let n = self.next_ref.fetch_add(1, Ordering::Relaxed);
+        let salt = self.started.elapsed().as_nanos() as u32;
+        Reference { node: self.name.clone(), id: vec![n, salt, 0], creation: self.creation }
+    }
+
+    /// Starts a local process running `body`; the value it returns is its exit reason.
+    pub fn spawn<F, Fut>(self: &Arc<Self>, body: F) -> Pid
+    where
+        F: FnOnce(Process) -> Fut,
+        Fut: Future<Output = Term> + Send + 'static,
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid::new(self.name.name.clone(), id, 0, self.creation);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().procs.insert(id, Entry {
+            mailbox: tx,
+            abort: None,
+            name: None,
+            trap_exit: false,
+            links: HashSet::new(),
+            watched_by: HashMap::new(),
+            watching: HashMap::new(),
+        });
+        let fut = body(Process::new(pid.clone(), self.clone(), rx));
+        let node = self.clone();
+        let me = pid.clone();
+        let task = tokio::spawn(async move {
+            let reason = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(reason) => reason,
+                Err(_) => etf::a("panic"),
+            };
+            node.exited(&me, reason);
+        });
+        if let Some(entry) = self.lock().procs.get_mut(&id) {
+            entry.abort = Some(task.abort_handle());
+        }
+        pid
+    }
+
+    /// Registers `pid` under `name`; false if the name is taken or the pid is gone.
+    pub fn register(&self, name: &str, pid: &Pid) -> bool {
+        let mut st = self.lock();
+        if st.names.contains_key(name) || !self.is_local(pid) {
+            return false;
+        }
+        match st.procs.get_mut(&pid.id) {
+            Some(entry) if entry.name.is_none() => {
+                entry.name = Some(name.to_owned());
+                st.names.insert(name.to_owned(), pid.id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The pid registered under `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        let st = self.lock();
+        st.names.get(name).map(|&id| self.pid_of(id))
+    }
+
+    fn pid_of(&self, id: u32) -> Pid {
+        Pid::new(self.name.name.clone(), id, 0, self.creation)
+    }
+
+    /// Number of live local processes.
+    pub fn process_count(&self) -> usize {
+        self.lock().procs.len()
+    }
+
+    /// Names of the connected nodes.
+    pub fn connected_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self.lock().peers.keys().cloned().collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Sends `msg` to `to`. `from` is the sending local process, if any.
+    pub fn send(&self, from: Option<&Pid>, to: &Pid, msg: Term) {
+        if self.is_this_node(to) {
+            let st = self.lock();
+            if let Some(entry) = st.procs.get(&to.id).filter(|_| self.is_local(to)) {
+                let _ = entry.mailbox.send(msg);
+            }
+            return;
+        }
+        let control = match from {
+            Some(from) => Control::SendSender { from: from.clone(), to: to.clone(), msg },
+            None => Control::Send { to: to.clone(), msg },
+        };
+        self.to_peer(&to.node.name, control);
+    }
+
+    /// Sends `msg` to the process registered as `name` on this node.
+    pub fn send_named(&self, name: &str, msg: Term) {
+        let st = self.lock();
+        if let Some(entry) = st.names.get(name).and_then(|id| st.procs.get(id)) {
+            let _ = entry.mailbox.send(msg);
+        }
+    }
+
+    /// Queues a control message for a peer; dropped if the peer is not connected.
+    fn to_peer(&self, node: &str, control: Control) {
+        if let Some(peer) = self.lock().peers.get(node) {
+            let _ = peer.tx.send(control);
+        }
+    }
+
+    /// Records a new connection; an older one to the same node is replaced.
+    pub fn peer_up(&self, node: &str, peer: Peer) -> Option<Peer> {
+        self.lock().peers.insert(node.to_owned(), peer)
+    }
+
+    /// Forgets connection `id` to `node` and fires every link and monitor
+    /// across it with `noconnection`.
+    pub fn peer_down(&self, node: &str, id: u64) {
+        {
+            let mut st = self.lock();
+            match st.peers.get(node) {
+                Some(p) if p.id == id => {
+                    st.peers.remove(node);
+                }
+                _ => return,
+            }
+        }
+        self.break_links_to_node(node);
+    }
+
+    /// Ends every local process with `reason` (used at shutdown).
+    pub fn terminate_all(&self, reason: Term) {
+        let ids: Vec<u32> = self.lock().procs.keys().copied().collect();
+        for id in ids {
+            self.terminate(&self.pid_of(id), reason.clone());
+        }
+    }
+
+    /// Drops every connection: their tasks end when their queues close.
+    pub fn disconnect_all(&self) {
+        self.lock().peers.clear();
+    }
+}

@@ -1,0 +1,115 @@
+//! The view a local process has of itself: its pid, its mailbox, and the
+//! signals it can send. Each process is one tokio task; see [`super::Node::spawn`].
+
+use super::Node;
+use crate::etf::{self, a, tuple};
+use eetf::{Pid, Reference, Term};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A local process: what its task owns.
+pub struct Process {
+    pid: Pid,
+    node: Arc<Node>,
+    mailbox: mpsc::UnboundedReceiver<Term>,
+}
+
+/// A gen_server call received by a process: reply with [`Process::reply`].
+pub struct Call {
+    pub from: Pid,
+    pub tag: Term,
+    pub request: Term,
+}
+
+/// What a process finds in its mailbox, classified.
+pub enum Received {
+    Call(Call),
+    Cast(Term),
+    Other(Term),
+}
+
+impl Process {
+    pub(crate) fn new(pid: Pid, node: Arc<Node>, mailbox: mpsc::UnboundedReceiver<Term>) -> Self {
+        Process { pid, node, mailbox }
+    }
+
+    /// This process's pid.
+    pub fn pid(&self) -> &Pid {
+        &self.pid
+    }
+
+    /// The node this process runs on.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The next message. Never ends: a process is ended by the node, not by its mailbox.
+    pub async fn recv(&mut self) -> Term {
+        match self.mailbox.recv().await {
+            Some(msg) => msg,
+            // The node dropped the entry: this task is about to be aborted.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The next message, sorted into gen_server calls, casts and the rest.
+    pub async fn recv_classified(&mut self) -> Received {
+        classify(self.recv().await)
+    }
+
+    /// Sends `msg` to `to`, local or remote. Sends to dead pids are dropped, as in Erlang.
+    pub fn send(&self, to: &Pid, msg: Term) {
+        self.node.send(Some(&self.pid), to, msg);
+    }
+
+    /// Answers a gen_server call.
+    pub fn reply(&self, call: &Call, reply: Term) {
+        self.send(&call.from, tuple(vec![call.tag.clone(), reply]));
+    }
+
+    /// Links this process to `other` (local or remote).
+    pub fn link(&self, other: &Pid) {
+        self.node.link(&self.pid, other);
+    }
+
+    /// Removes the link to `other`, if any.
+    pub fn unlink(&self, other: &Pid) {
+        self.node.unlink(&self.pid, other);
+    }
+
+    /// Monitors `target`; a `{'DOWN', Ref, process, Target, Reason}` arrives when it goes.
+    pub fn monitor(&self, target: &Pid) -> Reference {
+        self.node.monitor(&self.pid, target)
+    }
+
+    /// Turns exit signals into `{'EXIT', From, Reason}` messages (all but `kill`).
+    pub fn trap_exit(&self, on: bool) {
+        self.node.set_trap_exit(&self.pid, on);
+    }
+
+    /// Registers this process under `name`. False if the name is taken.
+    pub fn register(&self, name: &str) -> bool {
+        self.node.register(name, &self.pid)
+    }
+}
+
+/// Sorts a message into call, cast or other, as gen_server does.
+pub fn classify(msg: Term) -> Received {
+    if let Some(f) = etf::as_tuple(&msg) {
+        match (f.len(), f.first().and_then(etf::as_atom)) {
+            (3, Some("$gen_call")) => {
+                if let Some([Term::Pid(from), tag]) = etf::as_tuple(&f[1]) {
+                    return Received::Call(Call { from: from.clone(), tag: tag.clone(), request: f[2].clone() });
+                }
+            }
+            (2, Some("$gen_cast")) => return Received::Cast(f[1].clone()),
+            _ => {}
+        }
+    }
+    Received::Other(msg)
+}
+
+/// `{error, Reason}`.
+pub fn error(reason: Term) -> Term {
+    tuple(vec![a("error"), reason])
+}
