@@ -1,5 +1,12 @@
 //! The node's own registered processes: `net_kernel` (so `net_adm:ping`
 //! works) and `portnode`, the control server Erlang calls with gen_server.
+//!
+//! Calls the control server answers: `ping` -> `pong`; `info` -> a map
+//! (version, node, connected_nodes, process_count, uptime_ms);
+//! `{spawn_probe, ReportTo}` -> the pid of a new [`probe`] process;
+//! `cast_count` -> how many casts it has received (for benchmarks).
+
+mod probe;
 
 use crate::etf::{a, int, tuple};
 use crate::node::process::{error, Process, Received};
@@ -43,7 +50,13 @@ async fn control(mut me: Process) -> Term {
                     Some("ping") => a("pong"),
                     Some("info") => info(me.node()),
                     Some("cast_count") => int(casts),
-                    _ => error(tuple(vec![a("unknown_call"), call.request.clone()])),
+                    _ => match crate::etf::as_tuple(&call.request) {
+                        Some([op, Term::Pid(report_to)]) if crate::etf::as_atom(op) == Some("spawn_probe") => {
+                            let report_to = report_to.clone();
+                            Term::from(me.node().spawn(move |p| probe::run(p, report_to)))
+                        }
+                        _ => error(tuple(vec![a("unknown_call"), call.request.clone()])),
+                    },
                 };
                 me.reply(&call, reply);
             }

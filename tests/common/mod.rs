@@ -1,0 +1,254 @@
+//! Test harness: real portnode and real `erl` nodes behind guards whose
+//! `Drop` kills them, so nothing outlives a test, even a failing one.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The cookie every test node shares (kept in a file, never on a command line).
+pub const COOKIE: &str = "PORTNODETESTCOOKIE";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or test run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The short host name, as `erl -sname` uses it.
+pub fn host() -> String {
+    let h = portnode::names::hostname().expect("hostname");
+    h.split('.').next().unwrap_or(&h).to_owned()
+}
+
+/// A private $HOME holding `.erlang.cookie`, removed on drop.
+pub struct Home {
+    pub path: PathBuf,
+}
+
+impl Home {
+    pub fn new(cookie: &str) -> Home {
+        let path = std::env::temp_dir().join(unique("portnode-test-home-"));
+        std::fs::create_dir_all(&path).expect("temp home");
+        let file = path.join(".erlang.cookie");
+        std::fs::write(&file, cookie).expect("cookie");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        Home { path }
+    }
+    pub fn cookie_file(&self) -> PathBuf {
+        self.path.join(".erlang.cookie")
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Waits until `cond` holds, up to `limit`; panics with `what` otherwise.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running portnode binary.
+pub struct Portnode {
+    child: Child,
+    pub sname: String,
+    pub node: String,
+    log: PathBuf,
+}
+
+impl Portnode {
+    /// Starts `portnode --sname NAME` with the home's cookie file, and waits until it is up.
+    pub fn start(home: &Home, extra: &[&str]) -> Portnode {
+        Self::start_named(home, &unique("pn"), extra)
+    }
+
+    pub fn start_named(home: &Home, sname: &str, extra: &[&str]) -> Portnode {
+        let log = home.path.join(format!("{sname}.{}.log", unique("")));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portnode"))
+            .args(["--sname", sname, "--exit-on-stdin-eof", "--cookie-file"])
+            .arg(home.cookie_file())
+            .args(extra)
+            .env("HOME", &home.path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn portnode");
+        let node = format!("{sname}@{}", host());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("portnode up") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("portnode exited early ({status}): {text}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("portnode did not come up: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Portnode { child, sname: sname.to_owned(), node, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` and waits for the process to end; returns its exit code.
+    pub fn signal_and_wait(&mut self, signal: i32) -> Option<i32> {
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.wait_exit()
+    }
+
+    /// Waits (up to 10 s) for the process to end; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "portnode did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Closes the node's stdin.
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+}
+
+impl Drop for Portnode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- portnode {} log ---\n{}", self.node, self.log());
+        }
+    }
+}
+
+/// A running `erl` node that evaluates expressions sent on its stdin.
+pub struct Erl {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    pub node: String,
+}
+
+const REPL: &str = r#"
+Loop = fun Loop(Bs) ->
+  case io:get_line('') of
+    eof -> halt();
+    Line ->
+      {R, Bs2} = try
+          {ok, Ts, _} = erl_scan:string(Line),
+          {ok, Es} = erl_parse:parse_exprs(Ts),
+          {value, V, B} = erl_eval:exprs(Es, Bs),
+          {V, B}
+        catch C:E -> {{caught, C, E}, Bs} end,
+      io:put_chars([io_lib:print(R, 1, 1000000, -1), "\n==END==\n"]),
+      Loop(Bs2)
+  end
+end,
+io:put_chars("==READY==\n"),
+Loop(erl_eval:new_bindings())."#;
+
+impl Erl {
+    /// Starts `erl -sname NAME` with `home` as $HOME (and so its cookie).
+    pub fn start(home: &Home, extra: &[&str]) -> Erl {
+        let sname = unique("erl");
+        let mut child = Command::new("erl")
+            .args(["-noshell", "-sname", &sname])
+            .args(extra)
+            .args(["-eval", REPL])
+            .env("HOME", &home.path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn erl (is Erlang installed?)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut erl = Erl { child, stdin, lines, node: format!("{sname}@{}", host()) };
+        erl.read_until("==READY==", Duration::from_secs(30));
+        erl
+    }
+
+    fn read_until(&mut self, marker: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == marker => return out.join("\n"),
+                Ok(line) => out.push(line),
+                Err(_) => panic!("erl {} gave no {marker} within {limit:?}; output so far: {out:?}", self.node),
+            }
+        }
+    }
+
+    /// Evaluates Erlang expressions (without the final dot) and returns the printed result.
+    pub fn eval(&mut self, exprs: &str) -> String {
+        self.eval_within(exprs, Duration::from_secs(30))
+    }
+
+    pub fn eval_within(&mut self, exprs: &str, limit: Duration) -> String {
+        let line = format!("{}.\n", exprs.replace('\n', " "));
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line.as_bytes()).expect("write to erl");
+        stdin.flush().expect("flush erl");
+        self.read_until("==END==", limit)
+    }
+
+    /// Kills the VM with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Erl {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True if epmd lists `sname`.
+pub fn epmd_lists(sname: &str) -> bool {
+    let out = Command::new("epmd").arg("-names").output().expect("epmd -names");
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(&format!("name {sname} ")))
+}
