@@ -1,0 +1,150 @@
+//! Bad input and hard conditions: a wrong cookie, a 10 MB message, ticks
+//! against a short net_ticktime, a silent peer, and random and truncated
+//! frames from a raw peer. After each, the node must still answer.
+
+mod common;
+use common::*;
+use erl_dist::handshake::ClientSideHandshake;
+use erl_dist::node::{Creation, LocalNode};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+/// A raw peer: completes a real handshake with `pn`, then is driven by hand.
+async fn raw_peer(pn: &Portnode, cookie: &str) -> TcpStream {
+    let alive = pn.node.split('@').next().unwrap();
+    let port = portnode::dist::epmd::lookup(alive, "127.0.0.1").await.unwrap().expect("registered");
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = format!("{}@{}", unique("raw"), host()).parse().unwrap();
+    let mut local = LocalNode::new(name, Creation::new(1));
+    local.flags = portnode::dist::flags();
+    let mut hs = ClientSideHandshake::new(stream.compat(), local, cookie);
+    hs.execute_send_name(6).await.expect("send name");
+    let (stream, _) = hs.execute_rest(true).await.expect("handshake");
+    stream.into_inner()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn a_wrong_cookie_is_rejected_and_logged_without_the_cookie() {
+    let home = Home::new(COOKIE);
+    let other = Home::new("SOMEOTHERCOOKIE");
+    let pn = Portnode::start(&home, &[]);
+    let mut intruder = Erl::start(&other, &[]);
+    assert_eq!(intruder.eval(&format!("net_adm:ping('{}')", pn.node)), "pang");
+    wait_for("the rejection in the log", Duration::from_secs(5), || pn.log().contains("wrong cookie"));
+    let mut friend = Erl::start(&home, &[]);
+    assert_eq!(friend.eval(&format!("net_adm:ping('{}')", pn.node)), "pong");
+    let log = pn.log();
+    assert!(!log.contains(COOKIE) && !log.contains("SOMEOTHERCOOKIE"), "a cookie leaked into the log");
+}
+
+#[test]
+fn a_ten_megabyte_message_goes_both_ways() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &[]);
+    let mut erl = Erl::start(&home, &[]);
+    erl.eval(&format!("N = '{}', P = gen_server:call({{portnode, N}}, {{spawn_probe, self()}})", pn.node));
+    let out = erl.eval("B = crypto:strong_rand_bytes(10 * 1024 * 1024), P ! {echo, self(), {big, B}}, receive {big, B2} -> B2 =:= B after 20000 -> timeout end");
+    assert_eq!(out, "true");
+    // A large list of small terms too.
+    let out = erl.eval("L = lists:seq(1, 200000), P ! {echo, self(), {list, L}}, receive {list, L2} -> L2 =:= L after 20000 -> timeout end");
+    assert_eq!(out, "true");
+}
+
+#[test]
+fn a_peer_with_a_short_net_ticktime_stays_connected() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &[]);
+    let mut erl = Erl::start(&home, &["-kernel", "net_ticktime", "4"]);
+    assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+    // Idle for well over the peer's tick timeout (4 s).
+    erl.eval_within("monitor_node(N, true), receive {nodedown, N} -> down after 10000 -> still_up end", Duration::from_secs(20))
+        .eq("still_up")
+        .then_some(())
+        .expect("the connection dropped while idle");
+    assert_eq!(erl.eval("gen_server:call({portnode, N}, ping)"), "pong");
+    assert_eq!(pn.log().matches("node connected").count(), 1);
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_tick_timeout() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &["--net-ticktime", "2"]);
+    runtime().block_on(async {
+        let mut stream = raw_peer(&pn, COOKIE).await;
+        let start = Instant::now();
+        // Read (and ignore) the node's ticks until it closes the connection.
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(6), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "silent peer not dropped within 6 s");
+        assert!(start.elapsed() >= Duration::from_millis(1500), "dropped too early: {:?}", start.elapsed());
+    });
+    wait_for("the tick timeout in the log", Duration::from_secs(3), || pn.log().contains("tick timeout"));
+}
+
+#[test]
+fn random_and_truncated_frames_never_take_the_node_down() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &["--max-frame", "1000000"]);
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    runtime().block_on(async {
+        // Garbage instead of a handshake.
+        let mut s = TcpStream::connect(("127.0.0.1", epmd_port(&pn).await)).await.unwrap();
+        let _ = s.write_all(b"\x00\x05hello world, not a handshake").await;
+        drop(s);
+        // Well-framed messages with random, partly valid contents.
+        for round in 0..20 {
+            let mut stream = raw_peer(&pn, COOKIE).await;
+            let mut out = Vec::new();
+            for _ in 0..200 {
+                let len = (next() % 64) as usize + 1;
+                let mut body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                match next() % 4 {
+                    0 => body[0] = 112,
+                    1 if len > 2 => { body[0] = 112; body[1] = 131; }
+                    2 if len > 3 => { body[0] = 112; body[1] = 131; body[2] = 104; }
+                    _ => {}
+                }
+                out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                out.extend_from_slice(&body);
+            }
+            // End some rounds with a truncated frame, others with an oversized header.
+            if round % 2 == 0 {
+                out.extend_from_slice(&[0, 0, 1, 0, 112, 131]);
+            } else {
+                out.extend_from_slice(&u32::MAX.to_be_bytes());
+            }
+            let _ = stream.write_all(&out).await;
+        }
+    });
+    let mut erl = Erl::start(&home, &[]);
+    assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+    assert_eq!(erl.eval("gen_server:call({portnode, N}, ping)"), "pong");
+    let log = pn.log();
+    assert!(log.contains("cannot decode"), "malformed messages were not reported");
+    assert!(log.contains("exceeds the limit"), "oversized frame was not reported");
+}
+
+async fn epmd_port(pn: &Portnode) -> u16 {
+    let alive = pn.node.split('@').next().unwrap();
+    portnode::dist::epmd::lookup(alive, "127.0.0.1").await.unwrap().expect("registered")
+}
