@@ -1,0 +1,200 @@
+%% @doc The bridge: owns this Erlang node's portnode.
+%%
+%% By default it launches `priv/bin/portnode' as a port of its own, with a
+%% node name derived from this node's, the cookie in its environment (never
+%% in argv) and `--exit-on-stdin-eof', so the program dies with this VM. It
+%% waits until portnode answers, then monitors the node: if portnode goes
+%% down, the bridge stops and its supervisor restarts it. Lines that
+%% portnode logs are forwarded to `logger'.
+%%
+%% With the application env `{node, Node}' it attaches to a portnode that
+%% runs on its own (on another machine, say) instead of launching one.
+-module(portnode_bridge).
+-behaviour(gen_server).
+-compile({no_auto_import, [node/0]}).
+
+%% API
+-export([start_link/0, node/0]).
+%% gen_server
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-record(state, {node :: node() | undefined,
+                port :: port() | undefined,
+                os_pid :: non_neg_integer() | undefined}).
+
+-define(NODE_KEY, {?MODULE, node}).
+
+%%% API
+
+%% @doc Starts the bridge, registered as `portnode_bridge'. Returns once portnode answers.
+-spec start_link() -> {ok, pid()} | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc The portnode node this Erlang node uses by default.
+-spec node() -> node().
+node() ->
+    case persistent_term:get(?NODE_KEY, undefined) of
+        undefined -> erlang:error({portnode_not_ready, "the portnode application is not running"});
+        Node -> Node
+    end.
+
+%%% gen_server
+
+%% Connecting is done here, not in handle_continue: once the application has
+%% started, portnode is usable. It is bounded by the `startup_timeout' env.
+-spec init([]) -> {ok, #state{}} | {stop, term()}.
+init([]) ->
+    process_flag(trap_exit, true),
+    case erlang:is_alive() of
+        false -> {stop, {not_distributed, "start Erlang with -sname or -name to use portnode"}};
+        true -> connect(application:get_env(portnode, node), #state{})
+    end.
+
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
+handle_call(node, _From, State = #state{node = Node}) ->
+    {reply, Node, State};
+handle_call(os_pid, _From, State = #state{os_pid = OsPid}) ->
+    {reply, OsPid, State};
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info({Port, {data, {_, Line}}}, State = #state{port = Port}) ->
+    log_line(Line),
+    {noreply, State};
+handle_info({Port, {exit_status, Status}}, State = #state{port = Port}) ->
+    {stop, {portnode_exited, Status}, State#state{port = undefined}};
+handle_info({nodedown, Node}, State = #state{node = Node}) ->
+    {stop, {portnode_down, Node}, State};
+handle_info({'EXIT', Port, Reason}, State = #state{port = Port}) ->
+    {stop, {portnode_port_exit, Reason}, State#state{port = undefined}};
+handle_info(_Msg, State) ->
+    {noreply, State}.
+
+-spec terminate(term(), #state{}) -> ok.
+terminate(_Reason, #state{node = Node, port = Port, os_pid = OsPid}) ->
+    persistent_term:erase(?NODE_KEY),
+    case OsPid of
+        undefined -> ok;
+        _ ->
+            %% Closing stdin makes portnode shut down: it stops its programs and
+            %% leaves the cluster. Wait for that, bounded, then make sure.
+            Port =/= undefined andalso (catch erlang:port_close(Port)),
+            wait_gone(Node, OsPid, 5000)
+    end.
+
+%%% Internal functions
+
+connect({ok, Node}, State) when is_atom(Node) ->
+    case wait_pong(Node, deadline(timeout())) of
+        ok -> up(Node, State);
+        timeout -> {stop, {portnode_unreachable, Node}}
+    end;
+connect(undefined, State) ->
+    Exe = executable(),
+    Node = portnode_name(),
+    Args = [name_flag(), atom_to_list(Node), "--exit-on-stdin-eof", "--log-level", log_level()],
+    Port = erlang:open_port({spawn_executable, Exe},
+                            [{args, Args},
+                             {env, [{"PORTNODE_COOKIE", atom_to_list(erlang:get_cookie())},
+                                    {"RUST_LOG", false}]},
+                             {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout, hide]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    State1 = State#state{port = Port, os_pid = OsPid},
+    case wait_pong(Node, deadline(timeout())) of
+        ok -> up(Node, State1);
+        timeout ->
+            terminate(timeout, State1),
+            {stop, {portnode_did_not_connect, Node}}
+    end.
+
+up(Node, State) ->
+    true = erlang:monitor_node(Node, true),
+    persistent_term:put(?NODE_KEY, Node),
+    logger:info("portnode ~s is up", [Node], #{domain => [portnode]}),
+    {ok, State#state{node = Node}}.
+
+executable() ->
+    case code:priv_dir(portnode) of
+        {error, bad_name} -> erlang:error({portnode_priv_dir_missing, "is the portnode application in the code path?"});
+        Priv ->
+            Exe = filename:join([Priv, "bin", "portnode"]),
+            case filelib:is_regular(Exe) of
+                true -> Exe;
+                false -> erlang:error({portnode_binary_missing, Exe, "build it with `rebar3 compile`"})
+            end
+    end.
+
+%% A name unique to this Erlang node: `<alive>_portnode@<host>'.
+portnode_name() ->
+    [Alive, Host] = string:split(atom_to_list(erlang:node()), "@"),
+    list_to_atom(Alive ++ "_portnode@" ++ Host).
+
+name_flag() ->
+    case net_kernel:longnames() of
+        true -> "--name";
+        false -> "--sname"
+    end.
+
+log_level() ->
+    case logger:get_primary_config() of
+        #{level := Level} when Level =:= debug; Level =:= info; Level =:= error -> atom_to_list(Level);
+        #{level := warning} -> "warn";
+        _ -> "info"
+    end.
+
+timeout() ->
+    application:get_env(portnode, startup_timeout, 15000).
+
+deadline(Ms) ->
+    erlang:monotonic_time(millisecond) + Ms.
+
+wait_pong(Node, Deadline) ->
+    case net_adm:ping(Node) of
+        pong -> ok;
+        pang ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> timeout;
+                false -> receive after 50 -> wait_pong(Node, Deadline) end
+            end
+    end.
+
+wait_gone(Node, OsPid, Ms) ->
+    Connected = Node =/= undefined andalso lists:member(Node, nodes(hidden)),
+    Wait = case Connected of true -> Ms; false -> 0 end,
+    receive
+        {nodedown, Node} when Connected -> ok
+    after Wait ->
+        ok
+    end,
+    %% Make sure of it, by its own OS pid (never by name).
+    case os:cmd("kill -0 " ++ integer_to_list(OsPid) ++ " 2>/dev/null && echo alive") of
+        "alive\n" when Connected ->
+            logger:warning("portnode ~s did not stop within ~b ms; killing os pid ~b", [Node, Ms, OsPid]),
+            os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+            ok;
+        "alive\n" ->
+            %% Not connected (it died or never came up): give stdin EOF a moment.
+            timer:sleep(200),
+            os:cmd("kill -9 " ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
+            ok;
+        _ ->
+            ok
+    end.
+
+%% portnode logs `<time> <LEVEL> <target>: <message>'; map the level to logger's.
+log_line(Line) ->
+    Level = case binary:match(Line, [<<" ERROR ">>, <<" WARN ">>, <<" DEBUG ">>, <<" TRACE ">>]) of
+                {Pos, Len} -> level(binary:part(Line, Pos + 1, Len - 2));
+                nomatch -> info
+            end,
+    logger:log(Level, "portnode: ~ts", [Line], #{domain => [portnode]}).
+
+level(<<"ERROR">>) -> error;
+level(<<"WARN">>) -> warning;
+level(_) -> debug.

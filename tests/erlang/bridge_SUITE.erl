@@ -1,0 +1,85 @@
+%% @doc The bridge: the application launches its own portnode, connects to
+%% it, and leaves nothing behind when it stops or when portnode dies.
+-module(bridge_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_testcase/2, end_per_testcase/2]).
+-export([starts_and_answers/1, stop_leaves_nothing_running/1,
+         portnode_death_restarts_the_bridge/1, attaches_to_a_named_node/1]).
+
+all() ->
+    [starts_and_answers, stop_leaves_nothing_running,
+     portnode_death_restarts_the_bridge, attaches_to_a_named_node].
+
+init_per_testcase(_Case, Config) ->
+    {ok, _} = application:ensure_all_started(portnode),
+    Config.
+
+end_per_testcase(_Case, _Config) ->
+    application:stop(portnode),
+    application:unset_env(portnode, node),
+    ok.
+
+%% @doc net_adm:ping and the control server answer; the node is hidden.
+starts_and_answers(_Config) ->
+    Node = portnode:node(),
+    ?assertEqual(pong, net_adm:ping(Node)),
+    ?assertEqual(pong, portnode:ping()),
+    ?assert(lists:member(Node, nodes(hidden))),
+    #{node := Node, connected_nodes := Connected} = portnode:info(),
+    ?assert(lists:member(node(), Connected)).
+
+%% @doc application:stop shuts portnode down: its OS process is gone.
+stop_leaves_nothing_running(_Config) ->
+    OsPid = gen_server:call(portnode_bridge, os_pid),
+    ?assert(os_alive(OsPid)),
+    ok = application:stop(portnode),
+    ?assertNot(os_alive(OsPid)).
+
+%% @doc Killing portnode makes the bridge exit; its supervisor starts a new one.
+portnode_death_restarts_the_bridge(_Config) ->
+    Bridge = whereis(portnode_bridge),
+    OsPid = gen_server:call(portnode_bridge, os_pid),
+    Ref = monitor(process, Bridge),
+    os:cmd("kill -9 " ++ integer_to_list(OsPid)),
+    receive {'DOWN', Ref, process, Bridge, _} -> ok after 5000 -> ct:fail(bridge_did_not_exit) end,
+    ok = wait_until(fun() -> is_pid(whereis(portnode_bridge)) andalso whereis(portnode_bridge) =/= Bridge end),
+    ok = wait_until(fun() -> catch portnode:ping() =:= pong end),
+    ?assertNotEqual(OsPid, gen_server:call(portnode_bridge, os_pid)).
+
+%% @doc With {node, Node} the bridge attaches to a portnode it did not launch.
+attaches_to_a_named_node(_Config) ->
+    Node = portnode:node(),
+    OsPid = gen_server:call(portnode_bridge, os_pid),
+    %% Keep this portnode alive while the application restarts in attach mode:
+    %% the supervisor (not the bridge) is stopped, so re-launch by hand.
+    ok = application:stop(portnode),
+    Exe = filename:join([code:priv_dir(portnode), "bin", "portnode"]),
+    [Alive, _] = string:split(atom_to_list(Node), "@"),
+    Port = open_port({spawn_executable, Exe},
+                     [{args, ["--sname", Alive ++ "_own", "--exit-on-stdin-eof"]},
+                      {env, [{"PORTNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
+                      exit_status, stderr_to_stdout]),
+    [_, Host] = string:split(atom_to_list(Node), "@"),
+    Own = list_to_atom(Alive ++ "_own@" ++ Host),
+    ok = application:set_env(portnode, node, Own),
+    {ok, _} = application:ensure_all_started(portnode),
+    ?assertEqual(Own, portnode:node()),
+    ?assertEqual(pong, portnode:ping()),
+    ?assertEqual(undefined, gen_server:call(portnode_bridge, os_pid)),
+    ?assertNot(os_alive(OsPid)),
+    port_close(Port).
+
+os_alive(OsPid) ->
+    %% kill -0 succeeds while the process exists (a zombie included, so reap first).
+    timer:sleep(100),
+    os:cmd("kill -0 " ++ integer_to_list(OsPid) ++ " 2>/dev/null && echo yes") =:= "yes\n".
+
+wait_until(Fun) -> wait_until(Fun, 100).
+wait_until(_Fun, 0) -> timeout;
+wait_until(Fun, N) ->
+    case Fun() of
+        true -> ok;
+        _ -> timer:sleep(100), wait_until(Fun, N - 1)
+    end.
