@@ -15,7 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, Notify};
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// Limits and timers of a connection.
@@ -103,9 +102,10 @@ async fn write_loop(
     settings: Settings,
     echo: &Notify,
 ) -> ConnectionEnd {
-    let tick_every = settings.net_ticktime / 4;
+    let mut ticks = tokio::time::interval(settings.net_ticktime / 4);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = Vec::with_capacity(64 * 1024);
-    let mut last_write = Instant::now();
+    let mut wrote_since_tick = false;
     loop {
         buf.clear();
         tokio::select! {
@@ -123,11 +123,20 @@ async fn write_loop(
                 None => return ConnectionEnd::Dropped,
             },
             _ = echo.notified() => buf.extend_from_slice(&[0, 0, 0, 0]),
-            _ = tokio::time::sleep_until(last_write + tick_every) => buf.extend_from_slice(&[0, 0, 0, 0]),
+            // Tick only when nothing else went out in the last quarter tick time.
+            _ = ticks.tick() => {
+                if std::mem::take(&mut wrote_since_tick) {
+                    continue;
+                }
+                buf.extend_from_slice(&[0, 0, 0, 0]);
+            }
         }
         if let Err(e) = wr.write_all(&buf).await {
             return e.into();
         }
-        last_write = Instant::now();
+        wrote_since_tick = true;
+        if buf.capacity() > 4 << 20 {
+            buf = Vec::with_capacity(64 * 1024);
+        }
     }
 }
