@@ -1,12 +1,28 @@
-%% @doc The portnode API.
+%% @doc The portnode API: remote ports, drop-in replacements for the port BIFs.
 %%
-%% The default portnode node is the one the {@link portnode_bridge} launched
-%% (or attached to); every function also takes a node explicitly.
+%% A handle is a pid on a portnode node that behaves like a port to its owner:
+%% the port message protocol (`H ! {Owner, {command, Data}}', `{Owner, close}',
+%% `{Owner, {connect, Pid}}') and the messages a port sends (`{H, {data, D}}',
+%% `{H, {exit_status, S}}', `{H, eof}', `{H, closed}', `{H, connected}') are the
+%% same. The program never outlives the handle: when it goes (close, owner
+%% exit, owner's node down, portnode shutdown), the program's process group
+%% gets SIGTERM, then SIGKILL after `kill_timeout' ms.
 -module(portnode).
--compile({no_auto_import, [node/0]}).
+-compile({no_auto_import, [node/0, open_port/2, port_command/2, port_command/3, port_close/1, port_connect/2, port_info/1, port_info/2]}).
 
 %% Node
 -export([node/0, ping/0, ping/1, info/0, info/1]).
+%% Ports
+-export([open_port/2, open_port/3, port_command/2, port_command/3, port_close/1,
+         port_connect/2, port_info/1, port_info/2]).
+%% Beyond ports
+-export([os_pid/1, kill/2, close_stdin/1]).
+%% error_info
+-export([format_error/2]).
+
+-type handle() :: pid().
+-type port_name() :: {spawn_executable, file:name_all()} | {spawn, string() | binary()}.
+-export_type([handle/0, port_name/0]).
 
 %%% Node
 
@@ -18,7 +34,7 @@ node() ->
 %% @doc `pong' if the default portnode answers its control server.
 -spec ping() -> pong.
 ping() ->
-    ping(?MODULE:node()).
+    ping(node()).
 
 %% @doc `pong' if portnode `Node' answers its control server.
 -spec ping(node()) -> pong.
@@ -28,9 +44,139 @@ ping(Node) ->
 %% @doc Facts about the default portnode: version, node, connected nodes, process count, uptime.
 -spec info() -> #{atom() => term()}.
 info() ->
-    info(?MODULE:node()).
+    info(node()).
 
 %% @doc Facts about portnode `Node'.
 -spec info(node()) -> #{atom() => term()}.
 info(Node) ->
     gen_server:call({portnode, Node}, info).
+
+%%% Ports
+
+%% @doc Like `erlang:open_port/2', on the default portnode node.
+-spec open_port(port_name(), list()) -> handle().
+open_port(PortName, Settings) ->
+    open_port(node(), PortName, Settings).
+
+%% @doc Like `erlang:open_port/2', on portnode `Node'. The caller becomes the
+%% owner and is linked to the handle. Raises what `erlang:open_port/2' raises
+%% (`badarg', `enoent', `eacces', ...); a `badarg' names the bad setting in
+%% its error_info.
+-spec open_port(node(), port_name(), list()) -> handle().
+open_port(Node, PortName, Settings) ->
+    Args = [PortName, Settings],
+    plain(PortName) andalso plain(Settings) orelse badarg(Args, {not_plain_data, [PortName, Settings]}),
+    case gen_server:call({portnode, Node}, {open_port, self(), PortName, Settings}, infinity) of
+        {ok, Handle} -> Handle;
+        {error, {badarg, Bad}} -> badarg(Args, {bad_argument, Bad});
+        {error, Reason} -> erlang:error(Reason, Args)
+    end.
+
+%% @doc Sends `Data' to the program, as `erlang:port_command/2'. Asynchronous:
+%% a closed handle is not detected (the data is dropped, as a send to a dead pid).
+-spec port_command(handle(), iodata()) -> true.
+port_command(Handle, Data) when is_pid(Handle) ->
+    iodata(Data) orelse erlang:error(badarg, [Handle, Data]),
+    Handle ! {'$port_command', Data},
+    true;
+port_command(Handle, Data) ->
+    erlang:error(badarg, [Handle, Data]).
+
+%% @doc As `erlang:port_command/3'; `force' and `nosuspend' are accepted (a
+%% handle never suspends its caller) and the result is always `true'.
+-spec port_command(handle(), iodata(), [force | nosuspend]) -> boolean().
+port_command(Handle, Data, Options) when is_list(Options) ->
+    lists:all(fun(O) -> O =:= force orelse O =:= nosuspend end, Options)
+        orelse erlang:error(badarg, [Handle, Data, Options]),
+    port_command(Handle, Data);
+port_command(Handle, Data, Options) ->
+    erlang:error(badarg, [Handle, Data, Options]).
+
+%% @doc Closes the handle and stops the program, as `erlang:port_close/1'
+%% (no `{H, closed}' message). `badarg' if it is already closed.
+-spec port_close(handle()) -> true.
+port_close(Handle) ->
+    call(Handle, close, [Handle]).
+
+%% @doc Makes `Pid' the owner and links it, as `erlang:port_connect/2'.
+-spec port_connect(handle(), pid()) -> true.
+port_connect(Handle, Pid) when is_pid(Pid) ->
+    call(Handle, {connect, Pid}, [Handle, Pid]);
+port_connect(Handle, Pid) ->
+    erlang:error(badarg, [Handle, Pid]).
+
+%% @doc As `erlang:port_info/1': name, links, id, connected, input, output,
+%% os_pid; `undefined' once the handle is closed.
+-spec port_info(handle()) -> [{atom(), term()}] | undefined.
+port_info(Handle) ->
+    try_call(Handle, info).
+
+%% @doc As `erlang:port_info/2' for `name', `links', `id', `connected',
+%% `input', `output', `os_pid'; `undefined' once the handle is closed.
+-spec port_info(handle(), atom()) -> {atom(), term()} | undefined.
+port_info(Handle, Item) when is_atom(Item) ->
+    try_call(Handle, {info, Item});
+port_info(Handle, Item) ->
+    erlang:error(badarg, [Handle, Item]).
+
+%%% Beyond ports
+
+%% @doc The OS pid of the program.
+-spec os_pid(handle()) -> non_neg_integer().
+os_pid(Handle) ->
+    call(Handle, os_pid, [Handle]).
+
+%% @doc Sends a signal to the program: a number, or a name (`term', `sigkill', `'HUP'', ...).
+-spec kill(handle(), atom() | pos_integer()) -> ok | {error, not_running | badarg}.
+kill(Handle, Signal) when is_atom(Signal); is_integer(Signal), Signal > 0 ->
+    call(Handle, {kill, Signal}, [Handle, Signal]);
+kill(Handle, Signal) ->
+    erlang:error(badarg, [Handle, Signal]).
+
+%% @doc Closes the program's stdin: it reads EOF; its output keeps arriving.
+-spec close_stdin(handle()) -> ok.
+close_stdin(Handle) ->
+    call(Handle, close_stdin, [Handle]).
+
+%% @private error_info: name what was wrong with an open_port argument.
+-spec format_error(term(), erlang:stacktrace()) -> map().
+format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
+    case proplists:get_value(error_info, Info, #{}) of
+        #{cause := {bad_argument, Bad}} ->
+            #{general => io_lib:format("bad or unsupported open_port argument: ~tp", [Bad])};
+        #{cause := {not_plain_data, _}} ->
+            #{general => "open_port arguments must be plain data (no funs, pids, ports or references)"};
+        _ ->
+            #{}
+    end.
+
+%%% Internal functions
+
+call(Handle, Request, Args) when is_pid(Handle) ->
+    try gen_server:call(Handle, Request, infinity)
+    catch exit:{Reason, _} when Reason =:= noproc; Reason =:= normal; Reason =:= noconnection ->
+        erlang:error(badarg, Args)
+    end;
+call(_Handle, _Request, Args) ->
+    erlang:error(badarg, Args).
+
+try_call(Handle, Request) when is_pid(Handle) ->
+    try gen_server:call(Handle, Request, infinity)
+    catch exit:{Reason, _} when Reason =:= noproc; Reason =:= normal; Reason =:= noconnection ->
+        undefined
+    end;
+try_call(Handle, Request) ->
+    erlang:error(badarg, [Handle, Request]).
+
+badarg(Args, Cause) ->
+    erlang:error(badarg, Args, [{error_info, #{module => ?MODULE, cause => Cause}}]).
+
+iodata(Data) ->
+    try iolist_size(Data) of _ -> true catch error:badarg -> false end.
+
+%% Terms portnode decodes: no funs, pids, ports or references.
+plain(T) when is_atom(T); is_number(T); is_binary(T) -> true;
+plain([]) -> true;
+plain([H | T]) -> plain(H) andalso plain(T);
+plain(T) when is_tuple(T) -> plain(tuple_to_list(T));
+plain(_) -> false.

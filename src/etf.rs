@@ -214,6 +214,16 @@ pub fn binary(bytes: Vec<u8>) -> Term {
     Term::from(Binary::from(bytes))
 }
 
+/// Bytes as an Erlang list of integers (a string). eetf's byte-string
+/// encoding only holds 65535 bytes, so longer ones go as a plain list.
+pub fn byte_list(bytes: Vec<u8>) -> Term {
+    if bytes.len() <= usize::from(u16::MAX) {
+        Term::from(eetf::ByteList::from(bytes))
+    } else {
+        list(bytes.into_iter().map(|b| int(i64::from(b))).collect())
+    }
+}
+
 /// An integer term (small or big, whichever fits).
 pub fn int(n: i64) -> Term {
     match i32::try_from(n) {

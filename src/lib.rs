@@ -12,6 +12,7 @@ pub mod dist;
 pub mod etf;
 pub mod names;
 pub mod node;
+pub mod port;
 pub mod shutdown;
 
 use dist::connection::{self, Settings};
@@ -46,11 +47,16 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     acceptor.abort();
     dialers.iter().for_each(|d| d.abort());
     node.terminate_all(etf::a("shutdown"));
+    // Let the aborted port processes drop, which starts their programs' reapers.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     node.disconnect_all();
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await.is_err() {
         warn!("connections did not close within 3 s");
     }
+    // Every program is stopped within its kill timeout.
+    port::child::reapers().close();
+    port::child::reapers().wait().await;
     drop(registration);
     Ok(())
 }

@@ -4,6 +4,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
+    // Before any thread exists: the watchdog is forked from this process.
+    if let Err(e) = portnode::port::watchdog::start() {
+        eprintln!("portnode: cannot start the watchdog: {e}");
+        std::process::exit(1);
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();

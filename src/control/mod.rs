@@ -4,7 +4,9 @@
 //! Calls the control server answers: `ping` -> `pong`; `info` -> a map
 //! (version, node, connected_nodes, process_count, uptime_ms);
 //! `{spawn_probe, ReportTo}` -> the pid of a new [`probe`] process;
-//! `cast_count` -> how many casts it has received (for benchmarks).
+//! `cast_count` -> how many casts it has received (for benchmarks);
+//! `{open_port, Owner, PortName, Settings}` -> `{ok, Handle}` or `{error, Reason}`
+//! (see [`crate::port`]).
 
 mod probe;
 
@@ -54,6 +56,12 @@ async fn control(mut me: Process) -> Term {
                         Some([op, Term::Pid(report_to)]) if crate::etf::as_atom(op) == Some("spawn_probe") => {
                             let report_to = report_to.clone();
                             Term::from(me.node().spawn(move |p| probe::run(p, report_to)))
+                        }
+                        Some([op, Term::Pid(owner), name, settings]) if crate::etf::as_atom(op) == Some("open_port") => {
+                            match crate::port::open(me.node(), owner, name, settings) {
+                                Ok(pid) => tuple(vec![a("ok"), Term::from(pid)]),
+                                Err(reason) => error(reason),
+                            }
                         }
                         _ => error(tuple(vec![a("unknown_call"), call.request.clone()])),
                     },

@@ -9,7 +9,7 @@ use super::handshake::PeerInfo;
 use super::message::Control;
 use crate::node::{Node, Peer};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -49,11 +49,12 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, node: Arc<Node>, settings:
     let (tx, rx) = mpsc::unbounded_channel();
     let echo = Arc::new(Notify::new());
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    drop(node.peer_up(&peer.name, Peer { id, tx }));
+    let queued = Arc::new(AtomicUsize::new(0));
+    drop(node.peer_up(&peer.name, Peer { id, tx, queued: queued.clone() }));
     info!(peer = %peer.name, creation = peer.creation, "node connected");
     let end = tokio::select! {
         e = read_loop(rd, &peer.name, &node, settings, &echo) => e,
-        e = write_loop(wr, rx, settings, &echo) => e,
+        e = write_loop(wr, rx, settings, &echo, &queued) => e,
     };
     node.peer_down(&peer.name, id);
     match end {
@@ -101,6 +102,7 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Control>,
     settings: Settings,
     echo: &Notify,
+    queued: &AtomicUsize,
 ) -> ConnectionEnd {
     let mut ticks = tokio::time::interval(settings.net_ticktime / 4);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,12 +115,17 @@ async fn write_loop(
             msg = rx.recv() => match msg {
                 Some(control) => {
                     control.encode_into(&mut buf);
+                    let mut taken = 1;
                     while buf.len() < 256 * 1024 {
                         match rx.try_recv() {
-                            Ok(control) => control.encode_into(&mut buf),
+                            Ok(control) => {
+                                control.encode_into(&mut buf);
+                                taken += 1;
+                            }
                             Err(_) => break,
                         }
                     }
+                    queued.fetch_sub(taken, Ordering::Relaxed);
                 }
                 None => return ConnectionEnd::Dropped,
             },

@@ -15,7 +15,7 @@ use process::Process;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -39,6 +39,8 @@ struct Entry {
     watched_by: HashMap<Reference, Watcher>,
     /// Monitors this process holds on others, by reference.
     watching: HashMap<Reference, Pid>,
+    /// A message to send after the exit signals.
+    last_words: Option<(Pid, Term)>,
 }
 
 /// A live connection to a peer node: where its outgoing messages go.
@@ -46,7 +48,13 @@ struct Entry {
 pub struct Peer {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<Control>,
+    /// Messages queued for the writer and not yet taken.
+    pub queued: Arc<AtomicUsize>,
 }
+
+/// A peer with this many messages waiting to be written is busy: ports
+/// stop reading their programs' output for it until it drains.
+const BUSY_PEER: usize = 128;
 
 #[derive(Default)]
 struct State {
@@ -132,6 +140,7 @@ impl Node {
             links: HashSet::new(),
             watched_by: HashMap::new(),
             watching: HashMap::new(),
+            last_words: None,
         });
         let fut = body(Process::new(pid.clone(), self.clone(), rx));
         let node = self.clone();
@@ -214,7 +223,24 @@ impl Node {
     /// Queues a control message for a peer; dropped if the peer is not connected.
     fn to_peer(&self, node: &str, control: Control) {
         if let Some(peer) = self.lock().peers.get(node) {
+            peer.queued.fetch_add(1, Ordering::Relaxed);
             let _ = peer.tx.send(control);
+        }
+    }
+
+    /// False while the connection to `node` has a long queue (see [`BUSY_PEER`]).
+    pub fn peer_room(&self, node: &str) -> bool {
+        match self.lock().peers.get(node) {
+            Some(peer) => peer.queued.load(Ordering::Relaxed) < BUSY_PEER,
+            None => true,
+        }
+    }
+
+    /// The pids local process `pid` is linked to.
+    pub fn links_of(&self, pid: &Pid) -> Vec<Pid> {
+        match self.lock().procs.get(&pid.id).filter(|_| self.is_local(pid)) {
+            Some(e) => e.links.iter().cloned().collect(),
+            None => Vec::new(),
         }
     }
 

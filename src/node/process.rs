@@ -87,6 +87,11 @@ impl Process {
         self.node.set_trap_exit(&self.pid, on);
     }
 
+    /// Sends `msg` to `to` once this process has exited and its exit signals are out.
+    pub fn after_exit(&self, to: &Pid, msg: Term) {
+        self.node.set_last_words(&self.pid, to.clone(), msg);
+    }
+
     /// Registers this process under `name`. False if the name is taken.
     pub fn register(&self, name: &str) -> bool {
         self.node.register(name, &self.pid)

@@ -87,6 +87,13 @@ impl Node {
         reference
     }
 
+    /// Sets the message local process `me` leaves behind when it exits.
+    pub(crate) fn set_last_words(&self, me: &Pid, to: Pid, msg: Term) {
+        if let Some(e) = self.lock().procs.get_mut(&me.id) {
+            e.last_words = Some((to, msg));
+        }
+    }
+
     /// Sets the trap_exit flag of local process `me`.
     pub(crate) fn set_trap_exit(&self, me: &Pid, on: bool) {
         if let Some(e) = self.lock().procs.get_mut(&me.id) {
@@ -136,6 +143,9 @@ impl Node {
                 let control = Control::MonitorPExit { from, to: w.watcher.clone(), reference, reason: reason.clone() };
                 self.to_peer(&w.watcher.node.name, control);
             }
+        }
+        if let Some((to, msg)) = entry.last_words {
+            self.send(Some(pid), &to, msg);
         }
         for (reference, target) in entry.watching {
             if !self.is_this_node(&target) {

@@ -1,0 +1,48 @@
+//! Remote ports: an external program represented by a process on this node
+//! that speaks Erlang's port protocol to its owner.
+//!
+//! [`open`] parses the request and starts the program; the port process
+//! then relays data both ways until the program ends or the port is
+//! closed, and its [`child::Running`] guard makes sure the program (and
+//! its whole process group) is stopped whatever ends the port.
+
+pub mod child;
+pub mod codec;
+pub mod settings;
+pub mod spawn;
+pub mod watchdog;
+
+mod process;
+
+use crate::etf::{a, tuple};
+use crate::node::Node;
+use eetf::{Pid, Term};
+use settings::PortSpec;
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+/// Opens a port for `owner`: `{ok, Handle}`-ready pid, or the error reason
+/// `erlang:open_port/2` would raise (`badarg` forms carry the bad term).
+pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) -> Result<Pid, Term> {
+    let spec = PortSpec::parse(port_name, settings).map_err(|settings::BadArg(bad)| {
+        warn!(owner = %owner, argument = %bad, "open_port: bad or unsupported argument");
+        tuple(vec![a("badarg"), bad])
+    })?;
+    let fail = |e: std::io::Error| {
+        debug!(owner = %owner, program = %spec.name, error = %e, "open_port: cannot start program");
+        a(spawn::errno_name(&e))
+    };
+    spawn::precheck(&spec).map_err(fail)?;
+    let owner_pid = owner.clone();
+    let pid = match spawn::spawn(&spec) {
+        Ok(spawned) => node.spawn(move |me| process::run(me, owner_pid, spec, spawned)),
+        Err(e) => match spawn::failed_in_child(&e) {
+            Some(errno) => node.spawn(move |me| process::failed_start(me, owner_pid, spec, errno)),
+            None => return Err(fail(e)),
+        },
+    };
+    // Before the owner hears of the handle: trap exits, and link to the owner.
+    node.set_trap_exit(&pid, true);
+    node.link(&pid, owner);
+    Ok(pid)
+}

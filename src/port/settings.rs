@@ -1,0 +1,250 @@
+//! The `open_port/2` arguments: a port name and a settings list, parsed into
+//! a [`PortSpec`] with the port BIF's rules, or a badarg naming what is wrong.
+
+use crate::etf::{as_atom, as_int, as_list, as_tuple};
+use eetf::Term;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Program {
+    /// `{spawn_executable, File}`: run File with `args`.
+    Executable(OsString),
+    /// `{spawn, CommandLine}`: run by `/bin/sh -c`, as ports do.
+    Shell(OsString),
+}
+
+/// How the program's output (and our input to it) is cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Stream,
+    /// `{packet, N}`: N-byte big-endian length before each message.
+    Packet(u8),
+    /// `{line, L}`: lines, split into `noeol` pieces longer than L.
+    Line(usize),
+}
+
+/// Where the program's stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stderr {
+    /// portnode's own stderr (a plain port: the VM's stderr).
+    Inherit,
+    /// `stderr_to_stdout`.
+    ToStdout,
+    /// `{stderr, message}`: the owner gets `{H, {stderr, Data}}`.
+    Message,
+}
+
+/// A parsed `open_port` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortSpec {
+    pub program: Program,
+    pub args: Vec<OsString>,
+    pub arg0: Option<OsString>,
+    pub env: Vec<(OsString, Option<OsString>)>,
+    pub cd: Option<OsString>,
+    pub framing: Framing,
+    pub binary: bool,
+    pub exit_status: bool,
+    pub use_stdio: bool,
+    pub stderr: Stderr,
+    /// Output of the program is read (not `out`).
+    pub input: bool,
+    /// The program's stdin is written (not `in`).
+    pub output: bool,
+    pub eof: bool,
+    pub kill_timeout: Duration,
+    /// The name `port_info(H, name)` reports.
+    pub name: String,
+}
+
+/// A bad argument: the offending term, to be named in the error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("bad or unsupported open_port argument: {0}")]
+pub struct BadArg(pub Term);
+
+/// Default grace period between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_millis(5000);
+
+impl PortSpec {
+    /// Parses `PortName` and `Settings` as `erlang:open_port/2` would.
+    pub fn parse(port_name: &Term, settings: &Term) -> Result<PortSpec, BadArg> {
+        let bad = |t: &Term| BadArg(t.clone());
+        let (program, name) = match as_tuple(port_name) {
+            Some([kind, file]) if as_atom(kind) == Some("spawn_executable") => {
+                let f = string(file).ok_or_else(|| bad(port_name))?;
+                let name = String::from_utf8_lossy(f.as_encoded_bytes()).into_owned();
+                (Program::Executable(f), name)
+            }
+            Some([kind, cmd]) if as_atom(kind) == Some("spawn") => {
+                let c = string(cmd).ok_or_else(|| bad(port_name))?;
+                let name = String::from_utf8_lossy(c.as_encoded_bytes()).into_owned();
+                if c.is_empty() {
+                    return Err(bad(port_name));
+                }
+                (Program::Shell(c), name)
+            }
+            _ => return Err(bad(port_name)),
+        };
+        let mut spec = PortSpec {
+            program,
+            args: Vec::new(),
+            arg0: None,
+            env: Vec::new(),
+            cd: None,
+            framing: Framing::Stream,
+            binary: false,
+            exit_status: false,
+            use_stdio: true,
+            stderr: Stderr::Inherit,
+            input: true,
+            output: true,
+            eof: false,
+            kill_timeout: DEFAULT_KILL_TIMEOUT,
+            name,
+        };
+        let (mut only_in, mut only_out) = (false, false);
+        for setting in as_list(settings).ok_or_else(|| bad(settings))? {
+            match (as_atom(&setting), as_tuple(&setting)) {
+                (Some("stream"), _) => spec.framing = Framing::Stream,
+                (Some("binary"), _) => spec.binary = true,
+                (Some("exit_status"), _) => spec.exit_status = true,
+                (Some("use_stdio"), _) => spec.use_stdio = true,
+                (Some("nouse_stdio"), _) => spec.use_stdio = false,
+                (Some("stderr_to_stdout"), _) => spec.stderr = Stderr::ToStdout,
+                (Some("in"), _) => only_in = true,
+                (Some("out"), _) => only_out = true,
+                (Some("eof"), _) => spec.eof = true,
+                (Some("hide"), _) => {}
+                (_, Some([key, value])) => spec.apply_pair(key, value).map_err(|()| bad(&setting))?,
+                _ => return Err(bad(&setting)),
+            }
+        }
+        // As erts: `in` and `out` add directions; neither means both.
+        spec.input = only_in || !only_out;
+        spec.output = only_out || !only_in;
+        if !matches!(spec.program, Program::Executable(_)) && (!spec.args.is_empty() || spec.arg0.is_some()) {
+            // Like erlang:open_port: args and arg0 only go with spawn_executable.
+            return Err(bad(settings));
+        }
+        if spec.stderr != Stderr::Inherit && !spec.use_stdio {
+            return Err(bad(settings));
+        }
+        Ok(spec)
+    }
+
+    fn apply_pair(&mut self, key: &Term, value: &Term) -> Result<(), ()> {
+        match as_atom(key).ok_or(())? {
+            "packet" => {
+                self.framing = match as_int(value) {
+                    Some(n @ (1 | 2 | 4)) => Framing::Packet(n as u8),
+                    _ => return Err(()),
+                }
+            }
+            "line" => match as_int(value) {
+                Some(l) if l > 0 => self.framing = Framing::Line(l as usize),
+                _ => return Err(()),
+            },
+            "args" => {
+                let items = as_list(value).ok_or(())?;
+                self.args = items.iter().map(string).collect::<Option<_>>().ok_or(())?;
+            }
+            "arg0" => self.arg0 = Some(string(value).ok_or(())?),
+            "cd" => self.cd = Some(string(value).ok_or(())?),
+            "env" => {
+                for pair in as_list(value).ok_or(())? {
+                    match as_tuple(&pair) {
+                        Some([k, v]) => {
+                            let k = string(k).filter(|k| !k.is_empty() && !k.as_encoded_bytes().contains(&b'=')).ok_or(())?;
+                            let v = if as_atom(v) == Some("false") { None } else { Some(string(v).ok_or(())?) };
+                            self.env.push((k, v));
+                        }
+                        _ => return Err(()),
+                    }
+                }
+            }
+            "stderr" if as_atom(value) == Some("message") => {
+                self.stderr = Stderr::Message;
+            }
+            "kill_timeout" => match as_int(value) {
+                Some(ms) if ms >= 0 => self.kill_timeout = Duration::from_millis(ms as u64),
+                _ => return Err(()),
+            },
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+}
+
+/// An Erlang string (a list of code points, or a binary) as OS bytes in
+/// UTF-8, the way a VM with `+fnu` encodes file names and arguments.
+pub fn string(term: &Term) -> Option<OsString> {
+    let bytes = match term {
+        Term::Binary(b) => b.bytes.clone(),
+        Term::ByteList(b) => b.bytes.iter().map(|&c| char::from(c)).collect::<String>().into_bytes(),
+        Term::List(l) => l
+            .elements
+            .iter()
+            .map(|e| as_int(e).and_then(|c| u32::try_from(c).ok()).and_then(char::from_u32))
+            .collect::<Option<String>>()?
+            .into_bytes(),
+        _ => return None,
+    };
+    if bytes.contains(&0) {
+        return None;
+    }
+    Some(OsString::from_vec(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etf::{a, binary, int, list, tuple};
+
+    fn s(text: &str) -> Term {
+        Term::from(eetf::ByteList::from(text))
+    }
+
+    #[test]
+    fn parses_the_usual_settings() {
+        let name = tuple(vec![a("spawn_executable"), s("/bin/cat")]);
+        let settings = list(vec![
+            tuple(vec![a("packet"), int(2)]),
+            a("binary"),
+            a("exit_status"),
+            tuple(vec![a("args"), list(vec![s("a b"), binary("é".as_bytes().to_vec())])]),
+            tuple(vec![a("env"), list(vec![tuple(vec![s("X"), s("1")]), tuple(vec![s("Y"), a("false")])])]),
+            tuple(vec![a("kill_timeout"), int(100)]),
+            tuple(vec![a("stderr"), a("message")]),
+        ]);
+        let spec = PortSpec::parse(&name, &settings).expect("parses");
+        assert_eq!(spec.framing, Framing::Packet(2));
+        assert!(spec.binary && spec.exit_status && spec.input && spec.output);
+        assert_eq!(spec.args, vec![OsString::from("a b"), OsString::from("é")]);
+        assert_eq!(spec.env, vec![(OsString::from("X"), Some(OsString::from("1"))), (OsString::from("Y"), None)]);
+        assert_eq!(spec.kill_timeout, Duration::from_millis(100));
+        assert_eq!(spec.stderr, Stderr::Message);
+    }
+
+    #[test]
+    fn names_what_it_rejects() {
+        let name = tuple(vec![a("spawn"), s("cat")]);
+        let unknown = tuple(vec![a("parallelism"), a("true")]);
+        assert_eq!(PortSpec::parse(&name, &list(vec![unknown.clone()])), Err(BadArg(unknown)));
+        let packet3 = tuple(vec![a("packet"), int(3)]);
+        assert_eq!(PortSpec::parse(&name, &list(vec![packet3.clone()])), Err(BadArg(packet3)));
+        assert!(PortSpec::parse(&tuple(vec![a("fd"), int(0), int(1)]), &list(vec![])).is_err());
+        // args only with spawn_executable
+        let args = list(vec![tuple(vec![a("args"), list(vec![s("x")])])]);
+        assert_eq!(PortSpec::parse(&name, &args), Err(BadArg(args.clone())));
+        assert!(PortSpec::parse(&tuple(vec![a("spawn_executable"), s("/bin/echo")]), &args).is_ok());
+    }
+
+    #[test]
+    fn latin1_byte_strings_become_utf8() {
+        let t = Term::from(eetf::ByteList::from(vec![104u8, 233]));
+        assert_eq!(string(&t).unwrap(), OsString::from("hé"));
+    }
+}
