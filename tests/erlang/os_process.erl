@@ -1,0 +1,34 @@
+%% @doc OS process facts for tests: is a pid alive, which are its children.
+-module(os_process).
+
+-export([alive/1, wait_gone/2, zombie_children/1, os_pid_of_node/1]).
+
+%% @doc True if `OsPid' exists and is not a zombie.
+-spec alive(integer()) -> boolean().
+alive(OsPid) ->
+    case string:trim(os:cmd("ps -o stat= -p " ++ integer_to_list(OsPid))) of
+        "" -> false;
+        "Z" ++ _ -> false;
+        _ -> true
+    end.
+
+%% @doc Waits up to `Ms' for every pid in `OsPids' to be gone; returns the ones still alive.
+-spec wait_gone([integer()], non_neg_integer()) -> [integer()].
+wait_gone(OsPids, Ms) when Ms =< 0 ->
+    [P || P <- OsPids, alive(P)];
+wait_gone(OsPids, Ms) ->
+    case [P || P <- OsPids, alive(P)] of
+        [] -> [];
+        _ -> timer:sleep(50), wait_gone(OsPids, Ms - 50)
+    end.
+
+%% @doc Zombie children of `OsPid' (there should never be any).
+-spec zombie_children(integer()) -> [string()].
+zombie_children(OsPid) ->
+    Lines = string:split(os:cmd("ps -o pid=,stat= --ppid " ++ integer_to_list(OsPid)), "\n", all),
+    [L || L <- Lines, string:find(L, "Z") =/= nomatch].
+
+%% @doc The OS pid of the VM of Erlang node `Node'.
+-spec os_pid_of_node(node()) -> integer().
+os_pid_of_node(Node) ->
+    list_to_integer(erpc:call(Node, os, getpid, [])).
