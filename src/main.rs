@@ -4,6 +4,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
+    raise_fd_limit();
     // Before any thread exists: the watchdog is forked from this process.
     if let Err(e) = portnode::port::watchdog::start() {
         eprintln!("portnode: cannot start the watchdog: {e}");
@@ -28,4 +29,17 @@ fn main() {
     };
     // A blocked stdin reader must not hold the process open.
     std::process::exit(code);
+}
+
+/// Every program holds two or three pipe ends here: lift the soft limit on
+/// open files to the hard one.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
