@@ -8,7 +8,6 @@ use super::spawn::Spawned;
 use crate::etf::{self, a, as_atom, as_int, as_tuple, int, tuple};
 use crate::node::process::{Call, Process, Received};
 use eetf::{Pid, Term};
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -44,8 +43,6 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
     let mut port = Port { me, owner, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
     let framing = port.spec.framing;
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let mut err_chunk = vec![0u8; 4096];
     let mut status = None;
     loop {
         if stdout.is_none() && stderr.is_none() && !port.done {
@@ -65,10 +62,9 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
                     return reason;
                 }
             }
-            read = read_some(stdout.as_mut(), &mut chunk), if stdout.is_some() && room => match read {
+            read = read_some(stdout.as_ref(), &mut out_buf), if stdout.is_some() && room => match read {
                 Ok(n) if n > 0 => {
                     port.bytes_in += n as u64;
-                    out_buf.extend_from_slice(&chunk[..n]);
                     loop {
                         match codec::decode(framing, &mut out_buf) {
                             Ok(Some(frame)) => port.deliver(frame),
@@ -86,9 +82,8 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
                 }
             },
             _ = tokio::time::sleep(std::time::Duration::from_millis(1)), if stdout.is_some() && !room => {}
-            read = read_some(stderr.as_mut(), &mut err_chunk), if stderr.is_some() => match read {
+            read = read_some(stderr.as_ref(), &mut err_buf), if stderr.is_some() => match read {
                 Ok(n) if n > 0 => {
-                    err_buf.extend_from_slice(&err_chunk[..n]);
                     let data = port.data(std::mem::take(&mut err_buf));
                     port.to_owner(tuple(vec![a("stderr"), data]));
                 }
@@ -120,10 +115,29 @@ pub async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i3
     a("normal")
 }
 
-async fn read_some(pipe: Option<&mut pipe::Receiver>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match pipe {
-        Some(p) => p.read(buf).await,
-        None => std::future::pending().await,
+thread_local! {
+    /// One read buffer for every port on this thread: an idle port holds
+    /// none, so thousands of open programs cost little memory (and forking
+    /// the next one stays cheap).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Waits until `pipe` is readable, then appends what it has to `out`.
+/// Cancel-safe: nothing is read until the bytes can be kept.
+async fn read_some(pipe: Option<&pipe::Receiver>, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let Some(pipe) = pipe else { return std::future::pending().await };
+    loop {
+        pipe.readable().await?;
+        let read = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let n = pipe.try_read(&mut scratch[..])?;
+            out.extend_from_slice(&scratch[..n]);
+            Ok::<usize, std::io::Error>(n)
+        });
+        match read {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
     }
 }
 
