@@ -12,6 +12,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+/// The most read from a program at once (a Linux pipe's default capacity).
 const READ_CHUNK: usize = 64 * 1024;
 
 /// What the message handlers decide.
