@@ -33,6 +33,7 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) ->
         a(spawn::errno_name(&e))
     };
     spawn::precheck(&spec).map_err(fail)?;
+    spawn::trim_heap();
     let owner_pid = owner.clone();
     let pid = match spawn::spawn(&spec) {
         Ok(spawned) => node.spawn(move |me| process::run(me, owner_pid, spec, spawned)),
