@@ -223,16 +223,14 @@ impl Port {
     /// The port message protocol, and the EXIT signals a port reacts to.
     fn message(&mut self, msg: Term) -> Next {
         match as_tuple(&msg) {
-            Some([from, cmd]) if *from == Term::from(self.owner.clone()) => match (as_atom(cmd), as_tuple(cmd)) {
+            Some([Term::Pid(from), cmd]) if *from == self.owner => match (as_atom(cmd), as_tuple(cmd)) {
                 (Some("close"), _) => {
                     // erts sends `{Port, closed}` after the port's exit signal.
                     let closed = tuple(vec![self.handle_pid(), a("closed")]);
                     self.me.after_exit(&self.owner, closed);
                     Next::Exit(a("normal"))
                 }
-                (_, Some([op, data])) if as_atom(op) == Some("command") => {
-                    if self.write(data) { Next::Continue } else { Next::Exit(a("badsig")) }
-                }
+                (_, Some([op, data])) if as_atom(op) == Some("command") => self.command(data),
                 (_, Some([op, Term::Pid(new)])) if as_atom(op) == Some("connect") => {
                     let old = std::mem::replace(&mut self.owner, new.clone());
                     self.me.link(new);
@@ -241,9 +239,7 @@ impl Port {
                 }
                 _ => Next::Exit(a("badsig")),
             },
-            Some([tag, data]) if as_atom(tag) == Some("$port_command") => {
-                if self.write(data) { Next::Continue } else { Next::Exit(a("badsig")) }
-            }
+            Some([tag, data]) if as_atom(tag) == Some("$port_command") => self.command(data),
             Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
                 // A port closes when its owner exits, for any reason, and when
                 // any other linked process exits abnormally.
@@ -258,6 +254,12 @@ impl Port {
                 Next::Continue
             }
         }
+    }
+
+    /// Data for the program by message: what is not iodata (or has no way
+    /// in) ends the port with `badsig`, as it does a port.
+    fn command(&mut self, data: &Term) -> Next {
+        if self.write(data) { Next::Continue } else { Next::Exit(a("badsig")) }
     }
 
     /// The calls behind the `portnode` API functions.

@@ -72,9 +72,9 @@ attaches_to_a_named_node(_Config) ->
     port_close(Port).
 
 os_alive(OsPid) ->
-    %% kill -0 succeeds while the process exists (a zombie included, so reap first).
+    %% Give a process that is exiting a moment to be gone.
     timer:sleep(100),
-    os:cmd("kill -0 " ++ integer_to_list(OsPid) ++ " 2>/dev/null && echo yes") =:= "yes\n".
+    os_process:alive(OsPid).
 
 wait_until(Fun) -> wait_until(Fun, 100).
 wait_until(_Fun, 0) -> timeout;
