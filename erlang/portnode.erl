@@ -16,13 +16,21 @@
 -export([open_port/2, open_port/3, port_command/2, port_command/3, port_close/1,
          port_connect/2, port_info/1, port_info/2]).
 %% Beyond ports
--export([os_pid/1, kill/2, close_stdin/1]).
+-export([os_pid/1, kill/2, close_stdin/1, stop/1, stop/2]).
+%% Supervision
+-export([service/1, service/3, supervisor/3, start_supervisor/2, start_supervisor/3]).
 %% error_info
 -export([format_error/2]).
 
+-define(IS_GRACE(G), (is_integer(G) andalso G >= 0) orelse G =:= brutal_kill orelse G =:= infinity).
+
 -type handle() :: pid().
 -type port_name() :: {spawn_executable, file:name_all()} | {spawn, string() | binary()}.
--export_type([handle/0, port_name/0]).
+-type grace() :: non_neg_integer() | brutal_kill | infinity.
+-type program_spec() :: #{id := term(), start := {port_name(), list()},
+                          restart => supervisor:restart(), shutdown => supervisor:shutdown(),
+                          type => worker, modules => supervisor:modules()}.
+-export_type([handle/0, port_name/0, grace/0, program_spec/0]).
 
 %%% Node
 
@@ -138,6 +146,86 @@ kill(Handle, Signal) ->
 close_stdin(Handle) ->
     call(Handle, close_stdin, [Handle]).
 
+%% @doc Stops the program now, like `port_close/1', but returns only once
+%% it is gone: SIGTERM to its process group, SIGKILL after its `kill_timeout'.
+-spec stop(handle()) -> ok.
+stop(Handle) ->
+    stop(Handle, default).
+
+%% @doc Stops the program: SIGTERM, SIGKILL after `Grace' ms (at once for
+%% `brutal_kill', never for `infinity'); returns once it is gone. `ok' also
+%% if the handle was already closed.
+-spec stop(handle(), grace() | default) -> ok.
+stop(Handle, default) when is_pid(Handle) ->
+    stop(Handle, kill_timeout(Handle));
+stop(Handle, Grace) when is_pid(Handle), ?IS_GRACE(Grace) ->
+    try gen_server:call(Handle, {stop, Grace}, infinity)
+    catch exit:{Reason, _} when Reason =:= noproc; Reason =:= normal; Reason =:= noconnection -> ok
+    end;
+stop(Handle, Grace) ->
+    erlang:error(badarg, [Handle, Grace]).
+
+%%% Supervision
+
+%% @doc A child spec for a supervisor: the program runs as a
+%% `portnode_service' (see its doc for the service options in `Settings'),
+%% permanent, with a 5000 ms shutdown.
+-spec service(term(), port_name(), list()) -> supervisor:child_spec().
+service(Id, PortName, Settings) ->
+    service(#{id => Id, start => {PortName, Settings}}).
+
+%% @doc The map form: `#{id := Id, start := {PortName, Settings}, restart =>
+%% R, shutdown => S}'. The program gets the shutdown as its SIGTERM-to-SIGKILL
+%% grace (less a margin to be reaped in), unless `Settings' has a `kill_timeout'.
+-spec service(program_spec()) -> supervisor:child_spec().
+service(Spec = #{id := Id, start := {PortName, Settings}}) when is_list(Settings) ->
+    Shutdown = maps:get(shutdown, Spec, 5000),
+    Grace = case Shutdown of
+                brutal_kill -> [{kill_timeout, 0}];
+                infinity -> [];
+                Ms when is_integer(Ms), Ms >= 0 -> [{kill_timeout, Ms - min(500, Ms div 2)}]
+            end,
+    HasGrace = lists:keymember(kill_timeout, 1, Settings),
+    #{id => Id,
+      start => {portnode_service, start_link, [Id, PortName, Settings ++ [G || G <- Grace, not HasGrace]]},
+      restart => maps:get(restart, Spec, permanent),
+      shutdown => Shutdown,
+      type => worker,
+      modules => [portnode_service]}.
+
+%% @doc A child spec for a supervisor that runs inside portnode (see
+%% `start_supervisor/3'), for an Erlang supervisor's child list.
+-spec supervisor(term(), supervisor:sup_flags(), [program_spec()]) -> supervisor:child_spec().
+supervisor(Id, SupFlags, ChildSpecs) ->
+    #{id => Id,
+      start => {?MODULE, start_supervisor, [SupFlags, ChildSpecs]},
+      restart => permanent,
+      shutdown => infinity,
+      type => supervisor,
+      modules => [?MODULE]}.
+
+%% @doc Starts a supervisor inside the default portnode, linked to the caller.
+-spec start_supervisor(supervisor:sup_flags(), [program_spec()]) -> {ok, pid()} | {error, term()}.
+start_supervisor(SupFlags, ChildSpecs) ->
+    start_supervisor(node(), SupFlags, ChildSpecs).
+
+%% @doc Starts a supervisor inside portnode `Node', linked to the caller,
+%% with OTP's semantics for programs: strategies one_for_one, one_for_all and
+%% rest_for_one, intensity and period, permanent, transient and temporary
+%% children, a shutdown per child, ordered start and reverse-ordered stop.
+%% Restarts happen inside portnode. Children are `#{id := Id, start :=
+%% {PortName, Settings}, ...}' maps; a program exiting with status 0 has
+%% exited `normal', otherwise with `{exit_status, N}' or `{exit_signal, Name}'.
+%% `supervisor:which_children/1', `count_children/1', `terminate_child/2',
+%% `restart_child/2', `delete_child/2', `start_child/2' and `get_childspec/2'
+%% work on the pid. Returns what `supervisor:start_link/2' returns.
+-spec start_supervisor(node(), supervisor:sup_flags(), [program_spec()]) -> {ok, pid()} | {error, term()}.
+start_supervisor(Node, SupFlags, ChildSpecs) ->
+    case plain([SupFlags, ChildSpecs]) of
+        true -> gen_server:call({portnode, Node}, {start_supervisor, self(), SupFlags, ChildSpecs}, infinity);
+        false -> {error, {not_plain_data, "supervisor flags and child specs must be plain data"}}
+    end.
+
 %% @private error_info: name what was wrong with an open_port argument.
 -spec format_error(term(), erlang:stacktrace()) -> map().
 format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
@@ -151,6 +239,12 @@ format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
     end.
 
 %%% Internal functions
+
+kill_timeout(Handle) ->
+    %% The handle applies its own kill_timeout when stopped with no grace of its own.
+    try gen_server:call(Handle, kill_timeout, infinity)
+    catch exit:{Reason, _} when Reason =:= noproc; Reason =:= normal; Reason =:= noconnection -> 0
+    end.
 
 call(Handle, Request, Args) when is_pid(Handle) ->
     try gen_server:call(Handle, Request, infinity)
@@ -179,4 +273,5 @@ plain(T) when is_atom(T); is_number(T); is_binary(T) -> true;
 plain([]) -> true;
 plain([H | T]) -> plain(H) andalso plain(T);
 plain(T) when is_tuple(T) -> plain(tuple_to_list(T));
+plain(T) when is_map(T) -> plain(maps:to_list(T));
 plain(_) -> false.

@@ -14,6 +14,7 @@ pub mod names;
 pub mod node;
 pub mod port;
 pub mod shutdown;
+pub mod supervisor;
 
 use dist::connection::{self, Settings};
 use dist::{epmd, handshake};

@@ -6,7 +6,8 @@
 //! `{spawn_probe, ReportTo}` -> the pid of a new [`probe`] process;
 //! `cast_count` -> how many casts it has received (for benchmarks);
 //! `{open_port, Owner, PortName, Settings}` -> `{ok, Handle}` or `{error, Reason}`
-//! (see [`crate::port`]).
+//! (see [`crate::port`]); `{start_supervisor, Parent, SupFlags, ChildSpecs}`
+//! -> `{ok, Sup}` or `{error, Reason}` (see [`crate::supervisor`]).
 
 mod probe;
 
@@ -48,6 +49,14 @@ async fn control(mut me: Process) -> Term {
     loop {
         match me.recv_classified().await {
             Received::Call(call) => {
+                if let Some([op, Term::Pid(parent), flags, children]) = crate::etf::as_tuple(&call.request) {
+                    if crate::etf::as_atom(op) == Some("start_supervisor") {
+                        // The supervisor answers the call itself, once its children run.
+                        let (parent, flags, children) = (parent.clone(), flags.clone(), children.clone());
+                        crate::supervisor::start(&me.node().clone(), &me, call, &parent, &flags, &children);
+                        continue;
+                    }
+                }
                 let reply = match crate::etf::as_atom(&call.request) {
                     Some("ping") => a("pong"),
                     Some("info") => info(me.node()),
@@ -59,7 +68,7 @@ async fn control(mut me: Process) -> Term {
                         }
                         Some([op, Term::Pid(owner), name, settings]) if crate::etf::as_atom(op) == Some("open_port") => {
                             match crate::port::open(me.node(), owner, name, settings) {
-                                Ok(pid) => tuple(vec![a("ok"), Term::from(pid)]),
+                                Ok(opened) => tuple(vec![a("ok"), Term::from(opened.handle)]),
                                 Err(reason) => error(reason),
                             }
                         }

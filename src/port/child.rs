@@ -49,6 +49,18 @@ impl Running {
         status
     }
 
+    /// Stops the program now and returns once it is reaped: SIGTERM to its
+    /// group, SIGKILL after `grace` (at once for zero, never for `None`).
+    /// Cancel-safe: if the caller goes away, `Drop` finishes the job.
+    pub async fn terminate(&mut self, grace: Option<Duration>) {
+        let exited = self.status.is_some();
+        if let Some(child) = self.child.as_mut() {
+            stop(child, self.pgid, grace, exited).await;
+            self.child = None;
+            watchdog::remove(self.pgid);
+        }
+    }
+
     /// Sends `signal` to the program's first process (not its group).
     pub fn signal(&self, signal: i32) -> bool {
         if self.status.is_some() {
@@ -65,7 +77,11 @@ impl Drop for Running {
         let (pgid, timeout, exited) = (self.pgid, self.kill_timeout, self.status.is_some());
         match tokio::runtime::Handle::try_current() {
             Ok(_) => {
-                reapers().spawn(stop(child, pgid, timeout, exited));
+                reapers().spawn(async move {
+                    let mut child = child;
+                    stop(&mut child, pgid, Some(timeout), exited).await;
+                    watchdog::remove(pgid);
+                });
             }
             Err(_) => {
                 // No runtime left (process exit): kill the group outright.
@@ -78,14 +94,23 @@ impl Drop for Running {
     }
 }
 
-/// SIGTERM to the group, SIGKILL after `timeout`, reap; then SIGKILL to
-/// whatever is left of the group (grandchildren that outlived the leader).
-async fn stop(mut child: Child, pgid: u32, timeout: Duration, exited: bool) {
+/// SIGTERM to the group, SIGKILL after `grace` (at once if it is zero,
+/// never if it is `None`), reap; then SIGKILL to whatever is left of the
+/// group (grandchildren that outlived the leader).
+async fn stop(child: &mut Child, pgid: u32, grace: Option<Duration>, exited: bool) {
     let group = pgid as libc::pid_t;
     if !exited {
+        let first = if grace == Some(Duration::ZERO) { libc::SIGKILL } else { libc::SIGTERM };
         // SAFETY: signalling the group this port created; the leader is not yet reaped.
-        unsafe { libc::killpg(group, libc::SIGTERM) };
-        if tokio::time::timeout(timeout, child.wait()).await.is_err() {
+        unsafe { libc::killpg(group, first) };
+        let waited = match grace {
+            Some(grace) => tokio::time::timeout(grace, child.wait()).await.is_ok(),
+            None => {
+                let _ = child.wait().await;
+                true
+            }
+        };
+        if !waited {
             debug!(pgid, "program ignored SIGTERM; sending SIGKILL");
             // SAFETY: as above.
             unsafe { libc::killpg(group, libc::SIGKILL) };
@@ -94,7 +119,21 @@ async fn stop(mut child: Child, pgid: u32, timeout: Duration, exited: bool) {
     }
     // SAFETY: the group id cannot be reused while any member lives.
     unsafe { libc::killpg(group, libc::SIGKILL) };
-    watchdog::remove(pgid);
+}
+
+/// How a program ended, as the owner hears it: `{exit_status, Code}` (a
+/// signal death is 128 + N, as with ports), or with `signal_apart` (the
+/// `exit_signal` setting) `{exit_signal, Name}` for a death by signal.
+pub fn exit_report(status: ExitStatus, signal_apart: bool) -> eetf::Term {
+    use crate::etf::{a, int, tuple};
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(sig) if signal_apart => {
+            let name = signal_name(sig).map(|n| a(&n)).unwrap_or_else(|| int(i64::from(sig)));
+            tuple(vec![a("exit_signal"), name])
+        }
+        _ => tuple(vec![a("exit_status"), int(status_code(status))]),
+    }
 }
 
 /// The exit status as a port reports it: the code, or 128 + the signal.
@@ -105,6 +144,12 @@ pub fn status_code(status: ExitStatus) -> i64 {
         (None, Some(sig)) => 128 + i64::from(sig),
         _ => 0,
     }
+}
+
+/// The name of signal `n` as Erlang code spells it (`sigkill`), if it has one.
+pub fn signal_name(n: i32) -> Option<String> {
+    const NAMES: [&str; 15] = ["HUP", "INT", "QUIT", "ABRT", "KILL", "USR1", "USR2", "PIPE", "ALRM", "TERM", "CHLD", "CONT", "STOP", "TSTP", "WINCH"];
+    NAMES.iter().find(|name| signal_number(name) == Some(n)).map(|name| format!("sig{}", name.to_ascii_lowercase()))
 }
 
 /// A signal by number, or by name (`term`, `sigterm`, `TERM`, ...).

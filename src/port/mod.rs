@@ -14,6 +14,8 @@ pub mod watchdog;
 
 mod process;
 
+pub(crate) use process::grace_period;
+
 use crate::etf::{a, tuple};
 use crate::node::Node;
 use eetf::{Pid, Term};
@@ -21,9 +23,16 @@ use settings::PortSpec;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
-/// Opens a port for `owner`: `{ok, Handle}`-ready pid, or the error reason
-/// `erlang:open_port/2` would raise (`badarg` forms carry the bad term).
-pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) -> Result<Pid, Term> {
+/// An open port: its handle, and the OS pid of its program (none if the
+/// program failed to start after the checks passed).
+pub struct Opened {
+    pub handle: Pid,
+    pub os_pid: Option<u32>,
+}
+
+/// Opens a port for `owner`, or returns the error reason `erlang:open_port/2`
+/// would raise (`badarg` forms carry the bad term).
+pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) -> Result<Opened, Term> {
     let spec = PortSpec::parse(port_name, settings).map_err(|settings::BadArg(bad)| {
         warn!(owner = %owner, argument = %bad, "open_port: bad or unsupported argument");
         tuple(vec![a("badarg"), bad])
@@ -35,15 +44,18 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) ->
     spawn::precheck(&spec).map_err(fail)?;
     spawn::trim_heap();
     let owner_pid = owner.clone();
-    let pid = match spawn::spawn(&spec) {
-        Ok(spawned) => node.spawn(move |me| process::run(me, owner_pid, spec, spawned)),
+    let (pid, os_pid) = match spawn::spawn(&spec) {
+        Ok(spawned) => {
+            let os_pid = spawned.os_pid;
+            (node.spawn(move |me| process::run(me, owner_pid, spec, spawned)), Some(os_pid))
+        }
         Err(e) => match spawn::failed_in_child(&e) {
-            Some(errno) => node.spawn(move |me| process::failed_start(me, owner_pid, spec, errno)),
+            Some(errno) => (node.spawn(move |me| process::failed_start(me, owner_pid, spec, errno)), None),
             None => return Err(fail(e)),
         },
     };
     // Before the owner hears of the handle: trap exits, and link to the owner.
     node.set_trap_exit(&pid, true);
     node.link(&pid, owner);
-    Ok(pid)
+    Ok(Opened { handle: pid, os_pid })
 }

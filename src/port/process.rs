@@ -9,6 +9,8 @@ use crate::etf::{self, a, as_atom, as_int, as_tuple, int, tuple};
 use crate::node::process::{Call, Process, Received};
 use eetf::{Pid, Term};
 use tokio::net::unix::pipe;
+use std::process::ExitStatus;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -19,6 +21,9 @@ const READ_CHUNK: usize = 64 * 1024;
 enum Next {
     Continue,
     Exit(Term),
+    /// Stop the program (SIGTERM, SIGKILL after the grace period; see
+    /// [`Running::terminate`]), answer the call if any, and exit `normal`.
+    Stop(Option<Duration>, Option<Call>),
 }
 
 struct Port {
@@ -47,22 +52,28 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
     let mut status = None;
     loop {
         if stdout.is_none() && stderr.is_none() && !port.done {
-            let code = match status {
-                Some(code) => code,
-                None if port.spec.exit_status || !port.spec.input => child::status_code(port.program.wait().await),
-                None => 0,
+            let status = match status {
+                Some(status) => status,
+                None if port.spec.exit_status || !port.spec.input => port.program.wait().await,
+                None => ExitStatus::default(),
             };
-            if let Next::Exit(reason) = port.output_ended(code) {
+            if let Next::Exit(reason) = port.output_ended(status) {
                 return reason;
             }
         }
         let room = port.me.node().peer_room(&port.owner.node.name);
         tokio::select! {
-            msg = port.me.recv() => {
-                if let Next::Exit(reason) = port.handle(msg) {
-                    return reason;
+            msg = port.me.recv() => match port.handle(msg) {
+                Next::Continue => {}
+                Next::Exit(reason) => return reason,
+                Next::Stop(grace, call) => {
+                    port.program.terminate(grace).await;
+                    if let Some(call) = call {
+                        port.me.reply(&call, a("ok"));
+                    }
+                    return a("normal");
                 }
-            }
+            },
             read = read_some(stdout.as_ref(), &mut out_buf), if stdout.is_some() && room => match read {
                 Ok(n) if n > 0 => {
                     port.bytes_in += n as u64;
@@ -90,7 +101,7 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
                 }
                 _ => stderr = None,
             },
-            s = port.program.wait(), if status.is_none() => status = Some(child::status_code(s)),
+            s = port.program.wait(), if status.is_none() => status = Some(s),
         }
     }
 }
@@ -184,9 +195,9 @@ impl Port {
     }
 
     /// The program's output has ended and (when asked for) its status is known.
-    fn output_ended(&mut self, code: i64) -> Next {
+    fn output_ended(&mut self, status: ExitStatus) -> Next {
         if self.spec.exit_status {
-            self.to_owner(tuple(vec![a("exit_status"), int(code)]));
+            self.to_owner(child::exit_report(status, self.spec.exit_signal));
         }
         if let Some(frame) = self.last_line.take() {
             self.deliver(frame);
@@ -240,6 +251,10 @@ impl Port {
                 _ => Next::Exit(a("badsig")),
             },
             Some([tag, data]) if as_atom(tag) == Some("$port_command") => self.command(data),
+            Some([tag, grace]) if as_atom(tag) == Some("$portnode_stop") => match grace_period(grace) {
+                Some(grace) => Next::Stop(grace, None),
+                None => Next::Exit(a("badsig")),
+            },
             Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
                 // A port closes when its owner exits, for any reason, and when
                 // any other linked process exits abnormally.
@@ -268,6 +283,7 @@ impl Port {
         let (reply, next) = match (as_atom(&request), as_tuple(&request)) {
             (Some("close"), _) => (a("true"), Next::Exit(a("normal"))),
             (Some("os_pid"), _) => (int(i64::from(self.os_pid)), Next::Continue),
+            (Some("kill_timeout"), _) => (int(self.spec.kill_timeout.as_millis() as i64), Next::Continue),
             (Some("close_stdin"), _) => {
                 self.stdin = None;
                 (a("ok"), Next::Continue)
@@ -286,6 +302,10 @@ impl Port {
                 self.me.link(new);
                 (a("true"), Next::Continue)
             }
+            (_, Some([op, grace])) if as_atom(op) == Some("stop") => match grace_period(grace) {
+                Some(grace) => return Next::Stop(grace, Some(call)),
+                None => (a("badarg"), Next::Continue),
+            },
             (_, Some([op, data])) if as_atom(op) == Some("command") => {
                 if self.write(data) { (a("true"), Next::Continue) } else { (a("badarg"), Next::Continue) }
             }
@@ -314,6 +334,16 @@ impl Port {
             "os_pid" => int(i64::from(self.os_pid)),
             _ => a("undefined"),
         }
+    }
+}
+
+/// A stop's grace period: milliseconds, `brutal_kill` (none) or `infinity`.
+pub(crate) fn grace_period(term: &Term) -> Option<Option<Duration>> {
+    match (as_int(term), as_atom(term)) {
+        (Some(ms), _) if ms >= 0 => Some(Some(Duration::from_millis(ms as u64))),
+        (_, Some("brutal_kill")) => Some(Some(Duration::ZERO)),
+        (_, Some("infinity")) => Some(None),
+        _ => None,
     }
 }
 

@@ -48,6 +48,9 @@ pub struct PortSpec {
     pub framing: Framing,
     pub binary: bool,
     pub exit_status: bool,
+    /// `exit_signal` (portnode only): a death by signal is reported as
+    /// `{exit_signal, Name}` instead of `{exit_status, 128 + N}`.
+    pub exit_signal: bool,
     pub use_stdio: bool,
     pub stderr: Stderr,
     /// Output of the program is read (not `out`).
@@ -97,6 +100,7 @@ impl PortSpec {
             framing: Framing::Stream,
             binary: false,
             exit_status: false,
+            exit_signal: false,
             use_stdio: true,
             stderr: Stderr::Inherit,
             input: true,
@@ -111,6 +115,7 @@ impl PortSpec {
                 (Some("stream"), _) => spec.framing = Framing::Stream,
                 (Some("binary"), _) => spec.binary = true,
                 (Some("exit_status"), _) => spec.exit_status = true,
+                (Some("exit_signal"), _) => spec.exit_signal = true,
                 (Some("use_stdio"), _) => spec.use_stdio = true,
                 (Some("nouse_stdio"), _) => spec.use_stdio = false,
                 (Some("stderr_to_stdout"), _) => spec.stderr = Stderr::ToStdout,

@@ -1,7 +1,7 @@
 %% @doc OS process facts for tests: is a pid alive, which are its children.
 -module(os_process).
 
--export([alive/1, wait_gone/2, zombie_children/1, os_pid_of_node/1]).
+-export([alive/1, wait_gone/2, zombie_children/1, children_of/1, os_pid_of_node/1]).
 
 %% @doc True if `OsPid' exists and is not a zombie.
 -spec alive(integer()) -> boolean().
@@ -27,6 +27,12 @@ wait_gone(OsPids, Ms) ->
 zombie_children(OsPid) ->
     Lines = string:split(os:cmd("ps -o pid=,stat= --ppid " ++ integer_to_list(OsPid)), "\n", all),
     [L || L <- Lines, string:find(L, "Z") =/= nomatch].
+
+%% @doc Live (non-zombie) children of `OsPid', sorted.
+-spec children_of(integer()) -> [integer()].
+children_of(OsPid) ->
+    Lines = string:split(os:cmd("ps -o pid=,stat= --ppid " ++ integer_to_list(OsPid)), "\n", all),
+    lists:sort([list_to_integer(P) || L <- Lines, [P, Stat | _] <- [string:lexemes(L, " ")], hd(Stat) =/= $Z]).
 
 %% @doc The OS pid of the VM of Erlang node `Node'.
 -spec os_pid_of_node(node()) -> integer().

@@ -1,0 +1,199 @@
+%% @doc A service: one external program, run through portnode, as a worker of
+%% an Erlang supervisor. Child specs come from `portnode:service/1,3'.
+%%
+%% The server opens the program with the remote-port API and owns it. When
+%% the program exits, the server stops with `{exit_status, N}' (or
+%% `{exit_signal, Name}' for a death by signal; `normal' for status 0), so
+%% its supervisor restarts it with a new OS process. Its output goes to the
+%% logger, or to a callback, and never crashes the server. `terminate/2'
+%% stops the program within the child's shutdown: SIGTERM, then SIGKILL.
+%%
+%% Settings are `open_port' settings plus these service options:
+%% <ul>
+%% <li>`{name, Name}': register the server locally as `Name'.</li>
+%% <li>`{output, How}': what to do with each output line: a logger level
+%%     (default `info'), `ignore', or a fun `(Id, Line) -> _' or `{M, F}'
+%%     called as `M:F(Id, Line)'. Output arrives as binaries; stderr lines
+%%     go to the logger at `warning' unless `How' is `ignore'.</li>
+%% <li>`{node, Node}': the portnode node (default: the application's).</li>
+%% </ul>
+%% Unless given, the settings `{line, 4096}', `binary', `exit_status',
+%% `exit_signal' and `{stderr, message}' are added.
+-module(portnode_service).
+-behaviour(gen_server).
+
+%% API
+-export([start_link/3, os_pid/1, handle/1]).
+%% gen_server
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
+%% Reports
+-export([format_report/1]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-type output() :: logger:level() | ignore | fun((term(), binary()) -> term()) | {module(), atom()}.
+-export_type([output/0]).
+
+-record(state, {id :: term(),
+                name :: portnode:port_name(),
+                handle :: pid() | undefined,
+                os_pid :: non_neg_integer() | undefined,
+                output :: output(),
+                grace :: non_neg_integer() | infinity}).
+
+%%% API
+
+%% @doc Starts the service `Id': opens `PortName' with `Settings' (see the
+%% module doc) and links to the caller. `{error, Reason}' if the program
+%% cannot start, with the reason `open_port' raises (`enoent', `eacces', ...).
+-spec start_link(term(), portnode:port_name(), list()) -> {ok, pid()} | {error, term()}.
+start_link(Id, PortName, Settings) ->
+    {Options, PortSettings} = lists:partition(fun service_option/1, Settings),
+    Args = {Id, PortName, PortSettings, Options},
+    case proplists:get_value(name, Options) of
+        undefined -> gen_server:start_link(?MODULE, Args, []);
+        Name -> gen_server:start_link({local, Name}, ?MODULE, Args, [])
+    end.
+
+%% @doc The OS pid of the service's program.
+-spec os_pid(gen_server:server_ref()) -> non_neg_integer().
+os_pid(Server) ->
+    gen_server:call(Server, os_pid).
+
+%% @doc The service's remote-port handle.
+-spec handle(gen_server:server_ref()) -> pid().
+handle(Server) ->
+    gen_server:call(Server, handle).
+
+%%% gen_server
+
+-spec init({term(), portnode:port_name(), list(), list()}) -> {ok, #state{}} | {stop, term()}.
+init({Id, PortName, Settings, Options}) ->
+    process_flag(trap_exit, true),
+    Node = proplists:get_value(node, Options, portnode:node()),
+    Output = proplists:get_value(output, Options, info),
+    case valid_output(Output) of
+        true -> open(Id, Node, PortName, Settings, Output);
+        false -> {stop, {bad_output, Output}}
+    end.
+
+open(Id, Node, PortName, Settings, Output) ->
+    try portnode:open_port(Node, PortName, with_defaults(Settings)) of
+        Handle ->
+            OsPid = portnode:os_pid(Handle),
+            logger:update_process_metadata(#{service => Id, os_pid => OsPid}),
+            ?LOG_INFO(#{label => {portnode_service, started}, service => Id, os_pid => OsPid, program => PortName},
+                      #{report_cb => fun ?MODULE:format_report/1}),
+            {ok, #state{id = Id, name = PortName, handle = Handle, os_pid = OsPid,
+                        output = Output,
+                        grace = grace(Settings)}}
+    catch
+        error:Reason -> {stop, Reason}
+    end.
+
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
+handle_call(os_pid, _From, State) ->
+    {reply, State#state.os_pid, State};
+handle_call(handle, _From, State) ->
+    {reply, State#state.handle, State};
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info({H, {data, Data}}, State = #state{handle = H}) ->
+    output(line(Data), State),
+    {noreply, State};
+handle_info({H, {stderr, Data}}, State = #state{handle = H, output = Output}) ->
+    Output =/= ignore andalso ?LOG_WARNING("~ts", [string:trim(Data, trailing)], #{stream => stderr}),
+    {noreply, State};
+handle_info({H, {exit_status, 0}}, State = #state{handle = H}) ->
+    ended(normal, State);
+handle_info({H, {Ended, _} = How}, State = #state{handle = H}) when Ended =:= exit_status; Ended =:= exit_signal ->
+    ended(How, State);
+handle_info({'EXIT', H, Reason}, State = #state{handle = H}) ->
+    %% The handle went without a status: portnode is gone, or it was killed.
+    {stop, {handle_exit, Reason}, State#state{handle = undefined}};
+handle_info(_Msg, State) ->
+    {noreply, State}.
+
+%% Stops the program within the shutdown: SIGTERM, SIGKILL after the grace
+%% period, and returns once it is gone.
+-spec terminate(term(), #state{}) -> ok.
+terminate(_Reason, #state{handle = undefined}) ->
+    ok;
+terminate(_Reason, #state{handle = H, grace = Grace}) ->
+    _ = (catch portnode:stop(H, Grace)),
+    ok.
+
+%% Crash reports show the service, its program and OS pid.
+-spec format_status(map()) -> map().
+format_status(Status = #{state := #state{id = Id, name = Name, handle = H, os_pid = OsPid}}) ->
+    Status#{state => #{service => Id, program => Name, handle => H, os_pid => OsPid}};
+format_status(Status) ->
+    Status.
+
+%% @private
+-spec format_report(logger:report()) -> {io:format(), [term()]}.
+format_report(#{label := {portnode_service, started}, service := Id, os_pid := OsPid, program := Name}) ->
+    {"service ~tp started: os pid ~b, program ~tp", [Id, OsPid, Name]};
+format_report(#{label := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How}) ->
+    {"service ~tp (os pid ~b) exited: ~tp", [Id, OsPid, How]}.
+
+%%% Internal functions
+
+ended(How, State = #state{id = Id, os_pid = OsPid}) ->
+    Report = #{label => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How},
+    Meta = #{report_cb => fun ?MODULE:format_report/1},
+    case How of
+        normal -> ?LOG_NOTICE(Report, Meta);
+        _ -> ?LOG_ERROR(Report, Meta)
+    end,
+    {stop, How, State#state{handle = undefined}}.
+
+service_option({name, Name}) when is_atom(Name) -> true;
+service_option({output, _}) -> true;
+service_option({node, Node}) when is_atom(Node) -> true;
+service_option(_) -> false.
+
+with_defaults(Settings) ->
+    Framed = lists:any(fun({packet, _}) -> true; ({line, _}) -> true; (stream) -> true; (_) -> false end, Settings),
+    NoStderr = lists:any(fun(S) -> lists:member(S, [stderr_to_stdout, nouse_stdio]) orelse element_is(S, stderr) end, Settings),
+    [binary, exit_status, exit_signal]
+        ++ [{line, 4096} || not Framed]
+        ++ [{stderr, message} || not NoStderr]
+        ++ Settings.
+
+element_is({Key, _}, Key) -> true;
+element_is(_, _) -> false.
+
+%% The SIGTERM-to-SIGKILL grace: the `kill_timeout' setting (the child
+%% spec's shutdown puts it there, see portnode:service/1).
+grace(Settings) ->
+    proplists:get_value(kill_timeout, Settings, 5000).
+
+valid_output(ignore) -> true;
+valid_output({M, F}) -> is_atom(M) andalso is_atom(F);
+valid_output(Fun) when is_function(Fun, 2) -> true;
+valid_output(Level) -> lists:member(Level, [emergency, alert, critical, error, warning, notice, info, debug]).
+
+line({_EolOrNoeol, Line}) -> Line;
+line(Data) -> Data.
+
+output(_Line, #state{output = ignore}) ->
+    ok;
+output(Line, #state{output = Level}) when is_atom(Level) ->
+    ?LOG(Level, "~ts", [string:trim(Line, trailing)], #{stream => stdout});
+output(Line, #state{id = Id, output = Callback}) ->
+    try
+        case Callback of
+            {M, F} -> M:F(Id, Line);
+            Fun -> Fun(Id, Line)
+        end
+    catch
+        Class:Reason:Stack ->
+            ?LOG_WARNING("output callback failed: ~tp:~tp ~tp", [Class, Reason, Stack])
+    end.

@@ -1,0 +1,370 @@
+//! Supervisors that run inside portnode: a process on this node with OTP's
+//! supervisor semantics, whose children are programs (remote ports it owns).
+//!
+//! Restarts happen here, without a round trip to Erlang. The supervisor is
+//! linked to its Erlang parent: when the parent goes (or sends an exit
+//! signal, as an Erlang supervisor does to stop a child) it stops its
+//! children in reverse start order and exits with the same reason; when its
+//! restart intensity is exceeded it stops them and exits with `shutdown`.
+//! It answers the calls `supervisor:which_children/1`, `count_children/1`,
+//! `terminate_child/2`, `restart_child/2`, `delete_child/2`, `start_child/2`
+//! and `get_childspec/2` make.
+
+mod intensity;
+pub mod spec;
+
+use crate::etf::{self, a, as_atom, as_tuple, int, tuple};
+use crate::node::process::{Call, Process, Received};
+use crate::node::Node;
+use crate::port::settings::{PortSpec, Stderr};
+use eetf::{Pid, Term};
+use intensity::Intensity;
+use spec::{ChildSpec, Flags, Restart, Strategy};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{error, info, warn};
+
+/// Starts a supervisor for `parent` (linked to it) that answers `call`
+/// with `{ok, Pid}` once every child has started, or with the error
+/// `supervisor:start_link/2` would return. Bad flags or specs are answered
+/// at once, without a process.
+pub fn start(node: &Arc<Node>, me: &Process, call: Call, parent: &Pid, flags: &Term, children: &Term) {
+    let flags = match Flags::parse(flags) {
+        Ok(flags) => flags,
+        Err(reason) => return me.reply(&call, error(tuple(vec![a("supervisor_data"), reason]))),
+    };
+    let specs = match ChildSpec::parse_all(children) {
+        Ok(specs) => specs,
+        Err(reason) => return me.reply(&call, error(tuple(vec![a("start_spec"), reason]))),
+    };
+    let parent_pid = parent.clone();
+    let pid = node.spawn(move |me| run(me, parent_pid, flags, specs, call));
+    // Before it runs: trap exits, and link to the parent, as start_link does.
+    node.set_trap_exit(&pid, true);
+    node.link(&pid, parent);
+}
+
+fn error(reason: Term) -> Term {
+    tuple(vec![a("error"), reason])
+}
+
+/// A child: its spec, and its handle while its program runs.
+struct Child {
+    spec: ChildSpec,
+    handle: Option<Pid>,
+    os_pid: Option<u32>,
+    /// How the program ended (`{exit_status, N}` or `{exit_signal, S}`), as
+    /// the port reported it just before its handle exited.
+    ended: Option<Term>,
+}
+
+struct Supervisor {
+    me: Process,
+    parent: Pid,
+    strategy: Strategy,
+    intensity: Intensity,
+    children: Vec<Child>,
+    /// Messages that arrived while waiting for a child to stop.
+    deferred: VecDeque<Term>,
+}
+
+async fn run(me: Process, parent: Pid, flags: Flags, specs: Vec<ChildSpec>, call: Call) -> Term {
+    let children = specs.into_iter().map(|spec| Child { spec, handle: None, os_pid: None, ended: None }).collect();
+    let intensity = Intensity::new(flags.intensity, flags.period);
+    let mut sup = Supervisor { me, parent, strategy: flags.strategy, intensity, children, deferred: VecDeque::new() };
+    for i in 0..sup.children.len() {
+        if let Err(reason) = sup.start_child(i) {
+            let id = sup.children[i].spec.id.clone();
+            sup.terminate_all().await;
+            sup.me.unlink(&sup.parent);
+            let failed = tuple(vec![a("failed_to_start_child"), id, reason]);
+            sup.me.reply(&call, error(tuple(vec![a("shutdown"), failed])));
+            return a("normal");
+        }
+    }
+    sup.me.reply(&call, tuple(vec![a("ok"), Term::from(sup.me.pid().clone())]));
+    info!(supervisor = %sup.me.pid(), parent = %sup.parent, children = sup.children.len(), "supervisor started");
+    loop {
+        let msg = match sup.deferred.pop_front() {
+            Some(msg) => msg,
+            None => sup.me.recv().await,
+        };
+        let exit = match crate::node::process::classify(msg) {
+            Received::Call(call) => sup.call(call).await,
+            Received::Cast(_) => None,
+            Received::Other(msg) => sup.message(msg).await,
+        };
+        if let Some(reason) = exit {
+            return reason;
+        }
+    }
+}
+
+impl Supervisor {
+    fn index(&self, id: &Term) -> Option<usize> {
+        self.children.iter().position(|c| c.spec.id == *id)
+    }
+
+    fn index_of_handle(&self, handle: &Pid) -> Option<usize> {
+        self.children.iter().position(|c| c.handle.as_ref() == Some(handle))
+    }
+
+    /// Opens child `i`'s program, with the settings the supervisor needs:
+    /// the exit status (signals apart), and stderr as messages it can log.
+    fn start_child(&mut self, i: usize) -> Result<Pid, Term> {
+        let child = &mut self.children[i];
+        let mut settings = etf::as_list(&child.spec.settings).unwrap_or_default();
+        settings.extend([a("exit_status"), a("exit_signal")]);
+        let parsed = PortSpec::parse(&child.spec.port_name, &child.spec.settings).map_err(|bad| tuple(vec![a("badarg"), bad.0]))?;
+        if parsed.use_stdio && parsed.stderr == Stderr::Inherit {
+            settings.push(tuple(vec![a("stderr"), a("message")]));
+        }
+        let opened = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings))?;
+        info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = opened.os_pid.unwrap_or(0), "child started");
+        child.handle = Some(opened.handle.clone());
+        child.os_pid = opened.os_pid;
+        child.ended = None;
+        Ok(opened.handle)
+    }
+
+    /// Stops child `i`'s program within its shutdown and waits until it is gone.
+    async fn terminate_child(&mut self, i: usize) {
+        let Some(handle) = self.children[i].handle.take() else { return };
+        let grace = match self.children[i].spec.shutdown {
+            Some(d) if d.is_zero() => a("brutal_kill"),
+            Some(d) => int(d.as_millis() as i64),
+            None => a("infinity"),
+        };
+        self.me.send(&handle, tuple(vec![a("$portnode_stop"), grace]));
+        self.wait_exit(&handle).await;
+        let child = &mut self.children[i];
+        info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = child.os_pid.unwrap_or(0), "child stopped");
+        child.ended = None;
+    }
+
+    /// Stops every child, last started first.
+    async fn terminate_all(&mut self) {
+        for i in (0..self.children.len()).rev() {
+            self.terminate_child(i).await;
+        }
+    }
+
+    /// Waits for `handle`'s exit signal; other messages wait their turn.
+    async fn wait_exit(&mut self, handle: &Pid) {
+        let is_exit_of = |msg: &Term| matches!(as_tuple(msg), Some([tag, Term::Pid(from), _]) if as_atom(tag) == Some("EXIT") && from == handle);
+        if let Some(pos) = self.deferred.iter().position(is_exit_of) {
+            self.deferred.remove(pos);
+            return;
+        }
+        loop {
+            let msg = self.me.recv().await;
+            if is_exit_of(&msg) {
+                return;
+            }
+            self.deferred.push_back(msg);
+        }
+    }
+
+    async fn message(&mut self, msg: Term) -> Option<Term> {
+        match as_tuple(&msg) {
+            Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
+                if *from == self.parent {
+                    info!(supervisor = %self.me.pid(), reason = %reason, "parent exited; stopping children");
+                    self.terminate_all().await;
+                    return Some(reason.clone());
+                }
+                match self.index_of_handle(from) {
+                    Some(i) => self.child_exited(i, reason.clone()).await,
+                    None => None,
+                }
+            }
+            Some([Term::Pid(from), event]) => {
+                if let Some(i) = self.index_of_handle(from) {
+                    self.child_event(i, event);
+                }
+                None
+            }
+            Some([tag, id]) if as_atom(tag) == Some("$portnode_retry") => match self.index(id) {
+                Some(i) if self.children[i].handle.is_none() => self.restart(i).await,
+                _ => None,
+            },
+            _ => {
+                warn!(supervisor = %self.me.pid(), message = %msg, "supervisor ignored an unexpected message");
+                None
+            }
+        }
+    }
+
+    /// What a child's port sends its owner: output to log, and how it ended.
+    fn child_event(&mut self, i: usize, event: &Term) {
+        let child = &mut self.children[i];
+        let (id, os_pid) = (&child.spec.id, child.os_pid.unwrap_or(0));
+        match as_tuple(event) {
+            Some([tag, data]) if as_atom(tag) == Some("data") => {
+                let line = match as_tuple(data) {
+                    Some([_eol, line]) => text(line),
+                    _ => text(data),
+                };
+                info!(supervisor = %self.me.pid(), child = %id, os_pid, output = %line.trim_end(), "child output");
+            }
+            Some([tag, data]) if as_atom(tag) == Some("stderr") => {
+                warn!(supervisor = %self.me.pid(), child = %id, os_pid, stderr = %text(data).trim_end(), "child stderr");
+            }
+            Some([tag, _]) if matches!(as_atom(tag), Some("exit_status" | "exit_signal")) => child.ended = Some(event.clone()),
+            _ => {}
+        }
+    }
+
+    async fn child_exited(&mut self, i: usize, reason: Term) -> Option<Term> {
+        let child = &mut self.children[i];
+        child.handle = None;
+        let reason = match (as_atom(&reason), child.ended.take()) {
+            (Some("normal"), Some(ended)) if ended != tuple(vec![a("exit_status"), int(0)]) => ended,
+            _ => reason,
+        };
+        let abnormal = !is_normal(&reason);
+        let restart = match child.spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => abnormal,
+            Restart::Temporary => false,
+        };
+        let (id, os_pid) = (child.spec.id.clone(), child.os_pid.unwrap_or(0));
+        if abnormal {
+            warn!(supervisor = %self.me.pid(), child = %id, os_pid, reason = %reason, restart, "child terminated");
+        } else {
+            info!(supervisor = %self.me.pid(), child = %id, os_pid, reason = %reason, restart, "child exited");
+        }
+        if restart {
+            return self.restart(i).await;
+        }
+        if child.spec.restart == Restart::Temporary {
+            self.children.remove(i);
+        }
+        None
+    }
+
+    /// Restarts child `i` (and its siblings, as the strategy says), or gives
+    /// up with `shutdown` if that is one restart too many.
+    async fn restart(&mut self, i: usize) -> Option<Term> {
+        if !self.intensity.add(Instant::now()) {
+            error!(supervisor = %self.me.pid(), child = %self.children[i].spec.id, "reached_max_restart_intensity: stopping children and shutting down");
+            self.terminate_all().await;
+            return Some(a("shutdown"));
+        }
+        let group = match self.strategy {
+            Strategy::OneForOne => i..i + 1,
+            Strategy::OneForAll => 0..self.children.len(),
+            Strategy::RestForOne => i..self.children.len(),
+        };
+        for j in group.clone().rev() {
+            self.terminate_child(j).await;
+        }
+        // As OTP: temporary siblings stopped for the restart are not restarted.
+        let ids: Vec<Term> = group.filter(|&j| j == i || self.children[j].spec.restart != Restart::Temporary).map(|j| self.children[j].spec.id.clone()).collect();
+        self.children.retain(|c| c.spec.restart != Restart::Temporary || c.handle.is_some() || ids.contains(&c.spec.id));
+        for id in ids {
+            let Some(j) = self.index(&id) else { continue };
+            if let Err(reason) = self.start_child(j) {
+                // Try again through the mailbox; each try counts against the intensity.
+                warn!(supervisor = %self.me.pid(), child = %id, reason = %reason, "child failed to restart; will try again");
+                let me = self.me.pid().clone();
+                self.me.send(&me, tuple(vec![a("$portnode_retry"), id]));
+                break;
+            }
+        }
+        None
+    }
+
+    async fn call(&mut self, call: Call) -> Option<Term> {
+        let request = call.request.clone();
+        let reply = match (as_atom(&request), as_tuple(&request)) {
+            (Some("which_children"), _) => etf::list(self.children.iter().map(|c| {
+                let child = c.handle.clone().map(Term::from).unwrap_or_else(|| a("undefined"));
+                tuple(vec![c.spec.id.clone(), child, a("worker"), c.spec.modules.clone()])
+            }).collect()),
+            (Some("count_children"), _) => {
+                let active = self.children.iter().filter(|c| c.handle.is_some()).count() as i64;
+                let specs = self.children.len() as i64;
+                let pairs = [("specs", specs), ("active", active), ("supervisors", 0), ("workers", specs)];
+                etf::list(pairs.iter().map(|(k, v)| tuple(vec![a(k), int(*v)])).collect())
+            }
+            (Some("get_callback_module"), _) => a("portnode"),
+            (_, Some([op, id])) if as_atom(op) == Some("terminate_child") => match self.index(id) {
+                Some(i) => {
+                    self.terminate_child(i).await;
+                    if self.children[i].spec.restart == Restart::Temporary {
+                        self.children.remove(i);
+                    }
+                    a("ok")
+                }
+                None => error(a("not_found")),
+            },
+            (_, Some([op, id])) if as_atom(op) == Some("restart_child") => match self.index(id) {
+                Some(i) if self.children[i].handle.is_some() => error(a("running")),
+                Some(i) => match self.start_child(i) {
+                    Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
+                    Err(reason) => error(reason),
+                },
+                None => error(a("not_found")),
+            },
+            (_, Some([op, id])) if as_atom(op) == Some("delete_child") => match self.index(id) {
+                Some(i) if self.children[i].handle.is_some() => error(a("running")),
+                Some(i) => {
+                    self.children.remove(i);
+                    a("ok")
+                }
+                None => error(a("not_found")),
+            },
+            (_, Some([op, id])) if as_atom(op) == Some("get_childspec") => match self.index(id) {
+                Some(i) => tuple(vec![a("ok"), self.children[i].spec.to_term()]),
+                None => error(a("not_found")),
+            },
+            (_, Some([op, spec])) if as_atom(op) == Some("start_child") => self.add_child(spec),
+            _ => error(tuple(vec![a("unknown_call"), request.clone()])),
+        };
+        self.me.reply(&call, reply);
+        None
+    }
+
+    /// `supervisor:start_child/2`: a new child, started at once, last in order.
+    fn add_child(&mut self, spec: &Term) -> Term {
+        let spec = match ChildSpec::parse(spec) {
+            Ok(spec) => spec,
+            Err(reason) => return error(reason),
+        };
+        if let Some(i) = self.index(&spec.id) {
+            return match &self.children[i].handle {
+                Some(handle) => error(tuple(vec![a("already_started"), Term::from(handle.clone())])),
+                None => error(a("already_present")),
+            };
+        }
+        self.children.push(Child { spec, handle: None, os_pid: None, ended: None });
+        let last = self.children.len() - 1;
+        match self.start_child(last) {
+            Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
+            Err(reason) => {
+                self.children.pop();
+                error(reason)
+            }
+        }
+    }
+}
+
+/// `normal`, `shutdown` and `{shutdown, _}`: exits a transient child is not restarted for.
+fn is_normal(reason: &Term) -> bool {
+    match (as_atom(reason), as_tuple(reason)) {
+        (Some("normal" | "shutdown"), _) => true,
+        (_, Some([tag, _])) => as_atom(tag) == Some("shutdown"),
+        _ => false,
+    }
+}
+
+/// Program output as text for a log line.
+fn text(data: &Term) -> String {
+    let mut bytes = Vec::new();
+    match etf::iodata(data, &mut bytes) {
+        Some(()) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => data.to_string(),
+    }
+}
