@@ -141,11 +141,13 @@ name_flag() ->
         false -> "--sname"
     end.
 
+%% portnode logs at the level this node's logger shows (it has no `notice').
 log_level() ->
     case logger:get_primary_config() of
-        #{level := Level} when Level =:= debug; Level =:= info; Level =:= error -> atom_to_list(Level);
-        #{level := warning} -> "warn";
-        _ -> "info"
+        #{level := Level} when Level =:= debug; Level =:= info -> atom_to_list(Level);
+        #{level := Level} when Level =:= notice; Level =:= warning -> "warn";
+        #{level := all} -> "debug";
+        _ -> "error"
     end.
 
 timeout() ->
