@@ -279,7 +279,8 @@ impl Supervisor {
     async fn call(&mut self, call: Call) -> Option<Term> {
         let request = call.request.clone();
         let reply = match (as_atom(&request), as_tuple(&request)) {
-            (Some("which_children"), _) => etf::list(self.children.iter().map(|c| {
+            // As OTP's supervisor: the last child in start order comes first.
+            (Some("which_children"), _) => etf::list(self.children.iter().rev().map(|c| {
                 let child = c.handle.clone().map(Term::from).unwrap_or_else(|| a("undefined"));
                 tuple(vec![c.spec.id.clone(), child, a("worker"), c.spec.modules.clone()])
             }).collect()),

@@ -37,9 +37,10 @@ start(Flags, Children) ->
     {ok, Sup} = portnode:start_supervisor(Flags, Children),
     Sup.
 
-%% `[{Id, OsPid}]' in child order; `undefined' for a child not running.
+%% `[{Id, OsPid}]' in start order (which_children, as OTP's, lists the last
+%% started first); `undefined' for a child not running.
 os_pids(Sup) ->
-    [{Id, os_pid(H)} || {Id, H, worker, _} <- supervisor:which_children(Sup)].
+    [{Id, os_pid(H)} || {Id, H, worker, _} <- lists:reverse(supervisor:which_children(Sup))].
 
 os_pid(H) when is_pid(H) ->
     try portnode:os_pid(H) catch error:badarg -> undefined end;
@@ -110,7 +111,7 @@ permanent_transient_temporary(_) ->
     timer:sleep(500),
     Pids = os_pids(Sup),
     %% transient exited normally: still there, not running
-    ?assertMatch([{p, _, worker, _}, {t, undefined, worker, _}], supervisor:which_children(Sup)),
+    ?assertMatch([{t, undefined, worker, _}, {p, _, worker, _}], supervisor:which_children(Sup)),
     ?assertNotEqual(P, proplists:get_value(p, Pids)),
     %% transient restarts after a failure
     {ok, Ht} = supervisor:restart_child(Sup, t),
@@ -181,8 +182,8 @@ starts_in_order_stops_in_reverse(Config) ->
             end,
     Sup = start(#{strategy => one_for_one}, [Child(a), Child(b), Child(c)]),
     Children = supervisor:which_children(Sup),
-    ?assertEqual([a, b, c], [Id || {Id, _, _, _} <- Children]),
-    [Ha, Hb, Hc] = [H || {_, H, _, _} <- Children],
+    ?assertEqual([c, b, a], [Id || {Id, _, _, _} <- Children]),  % OTP's order: last started first
+    [Hc, Hb, Ha] = [H || {_, H, _, _} <- Children],
     ?assert(Ha < Hb andalso Hb < Hc),
     timer:sleep(300),  % let the shells set their traps
     stop_sup(Sup),
@@ -210,7 +211,7 @@ child_management_calls(_) ->
     [{a, A}, {b, _}] = os_pids(Sup),
     ok = supervisor:terminate_child(Sup, a),
     ?assertEqual([], os_process:wait_gone([A], 0)),
-    ?assertMatch([{a, undefined, worker, []}, {b, Hb, worker, []}] when is_pid(Hb), supervisor:which_children(Sup)),
+    ?assertMatch([{b, Hb, worker, []}, {a, undefined, worker, []}] when is_pid(Hb), supervisor:which_children(Sup)),
     ?assertEqual([{specs, 2}, {active, 1}, {supervisors, 0}, {workers, 2}], supervisor:count_children(Sup)),
     {ok, Ha} = supervisor:restart_child(Sup, a),
     ?assert(os_process:alive(portnode:os_pid(Ha))),
@@ -225,7 +226,7 @@ child_management_calls(_) ->
     ok = supervisor:terminate_child(Sup, c),
     ?assertEqual({error, already_present}, supervisor:start_child(Sup, sleeper(c))),
     ok = supervisor:delete_child(Sup, c),
-    ?assertEqual([a, b], [Id || {Id, _, _, _} <- supervisor:which_children(Sup)]),
+    ?assertEqual([b, a], [Id || {Id, _, _, _} <- supervisor:which_children(Sup)]),
     ?assertEqual({error, enoent}, supervisor:start_child(Sup, #{id => d, start => {{spawn_executable, "/no/such/program"}, []}})),
     stop_sup(Sup).
 
