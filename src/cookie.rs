@@ -17,19 +17,29 @@ pub enum CookieError {
     Missing,
 }
 
-/// The cookie: `--cookie`, else `--cookie-file`, else `$PORTNODE_COOKIE`,
-/// else `$HOME/.erlang.cookie`.
-pub fn load(value: Option<&str>, file: Option<&Path>) -> Result<String, CookieError> {
+/// Takes `$PORTNODE_COOKIE` out of the environment, so that no program
+/// portnode starts inherits the cookie.
+///
+/// # Safety
+/// It changes the process environment: no other thread may be running.
+pub unsafe fn take_from_env() -> Option<String> {
+    let value = std::env::var(COOKIE_ENV).ok().filter(|v| !v.is_empty());
+    // SAFETY: the caller guarantees that this process has a single thread.
+    unsafe { std::env::remove_var(COOKIE_ENV) };
+    value
+}
+
+/// The cookie: `--cookie`, else `--cookie-file`, else `from_env` (what
+/// [`take_from_env`] took), else `$HOME/.erlang.cookie`.
+pub fn load(value: Option<&str>, file: Option<&Path>, from_env: Option<&str>) -> Result<String, CookieError> {
     if let Some(v) = value {
         return Ok(v.to_owned());
     }
     if let Some(path) = file {
         return read(path);
     }
-    if let Ok(v) = std::env::var(COOKIE_ENV) {
-        if !v.is_empty() {
-            return Ok(v);
-        }
+    if let Some(v) = from_env {
+        return Ok(v.to_owned());
     }
     match std::env::var_os("HOME") {
         Some(home) => read(&Path::new(&home).join(".erlang.cookie")),
@@ -56,9 +66,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c");
         std::fs::write(&path, "SECRETVALUE\n").unwrap();
-        assert_eq!(load(None, Some(&path)).unwrap(), "SECRETVALUE");
+        assert_eq!(load(None, Some(&path), None).unwrap(), "SECRETVALUE");
         std::fs::write(&path, "\n").unwrap();
-        let err = load(None, Some(&path)).unwrap_err().to_string();
+        let err = load(None, Some(&path), None).unwrap_err().to_string();
         assert!(err.contains("empty") && !err.contains("SECRET"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -26,10 +26,11 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Runs a node until it is told to stop.
-pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+/// Runs a node until it is told to stop. `env_cookie` is what
+/// [`cookie::take_from_env`] took.
+pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()> {
     let name = names::node_name(cli.sname.as_deref(), cli.name.as_deref())?;
-    let cookie = cookie::load(cli.cookie.as_deref(), cli.cookie_file.as_deref())?;
+    let cookie = cookie::load(cli.cookie.as_deref(), cli.cookie_file.as_deref(), env_cookie.as_deref())?;
     let listener = TcpListener::bind((cli.listen, cli.port)).await?;
     let port = listener.local_addr()?.port();
     let registration = epmd::register(name.name(), port).await?;

@@ -4,6 +4,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
+    // SAFETY: no other thread exists yet. The programs portnode starts
+    // inherit its environment, and the cookie must not reach them.
+    let env_cookie = unsafe { portnode::cookie::take_from_env() };
     raise_fd_limit();
     // Before any thread exists: the watchdog is forked from this process.
     if let Err(e) = portnode::port::watchdog::start() {
@@ -20,7 +23,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(portnode::run(cli)) {
+    let code = match runtime.block_on(portnode::run(cli, env_cookie)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");

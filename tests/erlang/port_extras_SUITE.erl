@@ -8,7 +8,7 @@
 
 all() ->
     [os_pid_is_the_program, kill_by_name_and_number, close_stdin_keeps_output,
-     stderr_as_messages, port_info_items, bad_settings_are_named].
+     stderr_as_messages, port_info_items, bad_settings_are_named, programs_never_see_the_cookie].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -51,6 +51,15 @@ stderr_as_messages(_) ->
     ?assert(lists:member({data, <<"out\n">>}, Msgs)),
     ?assert(lists:member({stderr, <<"err\n">>}, Msgs)),
     ?assertEqual({exit_status, 0}, lists:last(Msgs)).
+
+%% @doc The bridge hands portnode the cookie in its environment; the
+%% programs portnode starts inherit that environment, but not the cookie.
+programs_never_see_the_cookie(_) ->
+    H = portnode:open_port({spawn_executable, "/usr/bin/env"}, [{env, [{"VISIBLE", "yes"}]}, binary, exit_status]),
+    Env = iolist_to_binary([D || {data, D} <- collect(H)]),
+    ?assertMatch({_, _}, binary:match(Env, <<"VISIBLE=yes">>)),
+    ?assertEqual(nomatch, binary:match(Env, <<"PORTNODE_COOKIE">>)),
+    ?assertEqual(nomatch, binary:match(Env, atom_to_binary(erlang:get_cookie()))).
 
 %% @doc port_info/1,2 report what erlang:port_info does.
 port_info_items(_) ->
