@@ -9,7 +9,7 @@ use super::watchdog;
 use std::process::ExitStatus;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::process::Child;
+use super::spawn::Child;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 

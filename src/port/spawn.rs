@@ -1,12 +1,25 @@
 //! Starting a program: its own process group, a parent-death signal, pipes
 //! for the stdio the settings ask for, and nothing else inherited.
+//!
+//! The program is started the way `posix_spawn` starts one: `clone` with
+//! `CLONE_VM | CLONE_VFORK`, so the child shares portnode's memory until it
+//! execs and no page table is copied. A fork would copy them, and then make
+//! portnode take a copy-on-write fault for every page it touches while the
+//! child has not exec'd yet: the cost of a spawn would grow with portnode's
+//! size. Everything the child needs is prepared before the clone; between
+//! clone and exec it makes only system calls, and never allocates.
+//! (`posix_spawn` itself cannot arm the parent-death signal.)
 
 use super::settings::{PortSpec, Program, Stderr};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::Stdio;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicI32, Ordering};
+use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
 
 /// A started program and our ends of its pipes.
 pub struct Spawned {
@@ -15,6 +28,41 @@ pub struct Spawned {
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
+}
+
+/// A program we started and have not reaped yet. It is reaped by `wait`
+/// only; [`super::child::Running`] makes sure that happens.
+pub struct Child {
+    pid: libc::pid_t,
+    /// Readable once the program has exited (Linux 5.3 and later).
+    exited: AsyncFd<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    /// Waits for the program to exit and reaps it. Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            self.exited.readable().await?.clear_ready();
+        }
+    }
+
+    /// Reaps the program if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            let mut raw = 0;
+            // SAFETY: waitpid on our own unreaped child, with a valid status pointer.
+            match unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) } {
+                0 => return Ok(None),
+                n if n == self.pid => self.status = Some(ExitStatus::from_raw(raw)),
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+        Ok(self.status)
+    }
 }
 
 /// A pipe as (read end, write end), both close-on-exec.
@@ -28,119 +76,255 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// /dev/null, close-on-exec, for the stdio a program is not given a pipe for.
+fn dev_null() -> io::Result<OwnedFd> {
+    Ok(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into())
+}
+
+fn c_string(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// What the child does between clone and exec, all of it prepared before.
+struct Plan {
+    path: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    cwd: Option<CString>,
+    /// The fd that becomes fd 0, 1, 2, 3, 4 in the program (-1: leave it).
+    stdio: [RawFd; 5],
+    /// portnode's pid: the child checks that its death signal was armed in time.
+    parent: libc::pid_t,
+    /// Set by the child when it fails before exec.
+    errno: AtomicI32,
+}
+
+/// The child, between clone and exec. It shares portnode's memory and its
+/// thread's TLS (as `posix_spawn`'s child does), while portnode's thread is
+/// suspended: only system calls here, no allocation, no locks.
+extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` points to the Plan that `start` keeps alive until the
+    // child has exec'd or exited (CLONE_VFORK suspends it until then).
+    let plan = unsafe { &*(plan as *const Plan) };
+    /// Tells the parent why, and ends the child without running anything of portnode's.
+    fn fail(plan: &Plan) -> ! {
+        plan.errno.store(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL), Ordering::Relaxed);
+        // SAFETY: _exit only ends this child.
+        unsafe { libc::_exit(127) }
+    }
+    // SAFETY: plain system calls on values prepared by the parent.
+    unsafe {
+        // portnode's signal handlers must not run here, and the program
+        // starts with default dispositions and nothing blocked.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            fail(plan);
+        }
+        // portnode may have died before the death signal was armed.
+        if libc::getppid() != plan.parent {
+            libc::_exit(1);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(plan);
+        }
+        // Move every source above the targets first, so that none is
+        // clobbered, then put each in place (dup2 clears close-on-exec).
+        let mut high = [-1; 5];
+        for (target, &fd) in plan.stdio.iter().enumerate() {
+            if fd >= 0 {
+                high[target] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[target] < 0 {
+                    fail(plan);
+                }
+            }
+        }
+        for (target, &fd) in high.iter().enumerate() {
+            if fd >= 0 && libc::dup2(fd, target as RawFd) < 0 {
+                fail(plan);
+            }
+        }
+        if let Some(dir) = &plan.cwd {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                fail(plan);
+            }
+        }
+        libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        fail(plan)
+    }
+}
+
 /// Starts the program `spec` describes. Must run on a thread that lives as
 /// long as the node: Linux sends the parent-death signal when the thread
 /// that forked exits.
 pub fn spawn(spec: &PortSpec) -> io::Result<Spawned> {
-    let mut cmd = match &spec.program {
+    let (path, mut args): (OsString, Vec<OsString>) = match &spec.program {
         Program::Executable(file) => {
             // Like spawn_executable: the file is not searched for in PATH.
             let path = if file.as_encoded_bytes().contains(&b'/') {
-                std::path::PathBuf::from(file)
+                file.clone()
             } else {
-                std::path::Path::new(".").join(file)
+                std::path::Path::new(".").join(file).into_os_string()
             };
-            let mut c = Command::new(path);
-            c.args(&spec.args);
-            if let Some(arg0) = &spec.arg0 {
-                c.arg0(arg0);
-            }
-            c
+            let arg0 = spec.arg0.clone().unwrap_or_else(|| path.clone());
+            (path, std::iter::once(arg0).chain(spec.args.iter().cloned()).collect())
         }
         Program::Shell(line) => {
             // As erts does: `/bin/sh -c "exec CMD"`, so a simple command
             // replaces the shell and its pid is the program's.
-            let mut script = std::ffi::OsString::from("exec ");
+            let mut script = OsString::from("exec ");
             script.push(line);
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(script);
-            c
+            ("/bin/sh".into(), vec!["/bin/sh".into(), "-c".into(), script])
         }
     };
-    for (key, value) in &spec.env {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    if let Some(dir) = &spec.cd {
-        cmd.current_dir(dir);
-    }
-    cmd.process_group(0).kill_on_drop(false);
+    let argv: Vec<CString> = args.drain(..).map(|a| c_string(&a)).collect::<io::Result<_>>()?;
+    let envp = environment(spec)?;
+    let cwd = spec.cd.as_deref().map(c_string).transpose()?;
 
+    // The program's stdio: [stdin, stdout, stderr, fd 3, fd 4].
+    let mut stdio: [Option<OwnedFd>; 5] = Default::default();
     let (mut stdin, mut stdout, mut stderr) = (None, None, None);
-    let mut child_fds: Vec<OwnedFd> = Vec::new();
-    let mut to_child: Option<RawFd> = None;
-    let mut from_child: Option<RawFd> = None;
-    if spec.output {
+    let to_child = if spec.output {
         let (r, w) = pipe_pair()?;
-        to_child = Some(r.as_raw_fd());
-        child_fds.push(r);
         stdin = Some(pipe::Sender::from_owned_fd(w)?);
-    }
-    let mut out_w: Option<OwnedFd> = None;
-    if spec.input {
+        Some(r)
+    } else {
+        None
+    };
+    let from_child = if spec.input {
         let (r, w) = pipe_pair()?;
-        from_child = Some(w.as_raw_fd());
-        out_w = Some(w);
         stdout = Some(pipe::Receiver::from_owned_fd(r)?);
-    }
+        Some(w)
+    } else {
+        None
+    };
+    let null = || dev_null();
     if spec.use_stdio {
-        cmd.stdin(child_fds.pop().map(Stdio::from).unwrap_or_else(Stdio::null));
-        match (&out_w, spec.stderr) {
-            (Some(w), Stderr::ToStdout) => {
-                cmd.stderr(Stdio::from(w.try_clone()?));
-            }
+        stdio[2] = match (&from_child, spec.stderr) {
+            (Some(w), Stderr::ToStdout) => Some(w.try_clone()?),
             (_, Stderr::Message) => {
                 let (r, w) = pipe_pair()?;
-                cmd.stderr(Stdio::from(w));
                 stderr = Some(pipe::Receiver::from_owned_fd(r)?);
+                Some(w)
             }
-            _ => {
-                cmd.stderr(Stdio::inherit());
-            }
-        }
-        cmd.stdout(out_w.take().map(Stdio::from).unwrap_or_else(Stdio::null));
-        to_child = None;
-        from_child = None;
+            _ => None,
+        };
+        stdio[0] = Some(match to_child {
+            Some(r) => r,
+            None => null()?,
+        });
+        stdio[1] = Some(match from_child {
+            Some(w) => w,
+            None => null()?,
+        });
     } else {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        if let Some(w) = out_w.take() {
-            child_fds.push(w);
-        }
+        // nouse_stdio: the program reads fd 3 and writes fd 4.
+        let null = null()?;
+        stdio[0] = Some(null.try_clone()?);
+        stdio[1] = Some(null);
+        stdio[3] = to_child;
+        stdio[4] = from_child;
     }
 
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure only makes async-signal-safe calls (prctl, getppid,
-    // fcntl, dup2, _exit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // portnode may have died before the death signal was armed.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            // nouse_stdio: the program reads fd 3 and writes fd 4. Move the
-            // pipe ends out of the way first so that neither is clobbered.
-            let high: Vec<(RawFd, RawFd)> = [(to_child, 3), (from_child, 4)]
-                .into_iter()
-                .filter_map(|(fd, target)| fd.map(|fd| (libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10), target)))
-                .collect();
-            for (fd, target) in high {
-                if fd < 0 || libc::dup2(fd, target) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    let plan = Plan {
+        path: c_string(&path)?,
+        argv: argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
+        envp: envp.iter().map(|e| e.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
+        cwd,
+        stdio: std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd())),
+        parent: std::process::id() as libc::pid_t,
+        errno: AtomicI32::new(0),
+    };
+    let pid = start(&plan)?;
+    drop(stdio); // the child's ends of the pipes, in this process
+    let errno = plan.errno.load(Ordering::Relaxed);
+    if errno != 0 {
+        reap_now(pid);
+        return Err(io::Error::from_raw_os_error(errno));
     }
-    let child = cmd.spawn()?;
-    drop(cmd); // closes the child's ends of the pipes in this process
-    drop(child_fds);
-    let os_pid = child.id().unwrap_or(0);
-    Ok(Spawned { child, os_pid, stdin, stdout, stderr })
+    let exited = match pidfd(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap_now(pid);
+            return Err(e);
+        }
+    };
+    Ok(Spawned { child: Child { pid, exited, status: None }, os_pid: pid as u32, stdin, stdout, stderr })
+}
+
+/// portnode's environment with the settings' changes (`None` unsets).
+fn environment(spec: &PortSpec) -> io::Result<Vec<CString>> {
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (key, value) in &spec.env {
+        vars.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            vars.push((key.clone(), v.clone()));
+        }
+    }
+    vars.into_iter()
+        .map(|(k, v)| {
+            let mut kv = k;
+            kv.push("=");
+            kv.push(v);
+            c_string(&kv)
+        })
+        .collect()
+}
+
+/// Clones the child and returns its pid once it has exec'd or failed.
+fn start(plan: &Plan) -> io::Result<libc::pid_t> {
+    const STACK: usize = 64 * 1024;
+    let mut stack = vec![0u8; STACK];
+    // SAFETY: the stack outlives the child's use of it (CLONE_VFORK returns
+    // only after exec or exit); its top is 16-byte aligned as the ABI wants.
+    // All signals are blocked around the clone so that no handler of
+    // portnode's runs in the child before it has reset them.
+    unsafe {
+        let top = stack.as_mut_ptr().add(STACK);
+        let top = top.sub(top as usize % 16) as *mut libc::c_void;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(child_main, top, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, plan as *const Plan as *mut libc::c_void);
+        let error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 { Err(error) } else { Ok(pid) }
+    }
+}
+
+/// A pidfd for our child: readable once it has exited.
+fn pidfd(pid: libc::pid_t) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("pidfd_open (portnode needs Linux 5.3 or later): {e}")));
+    }
+    // SAFETY: a new fd, owned here only; the AsyncFd owns it from here on and
+    // nothing else closes or replaces it.
+    unsafe {
+        let fd = OwnedFd::from_raw_fd(fd as RawFd);
+        AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).map_err(|e| e.into())
+    }
+}
+
+/// Reaps a child that has exited or is about to (it failed before exec, or was killed).
+fn reap_now(pid: libc::pid_t) {
+    let mut raw = 0;
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(pid, &mut raw, 0) };
 }
 
 /// Returns freed heap memory to the kernel, at most once a second. fork()
