@@ -167,6 +167,7 @@ wait_pong(Node, Deadline) ->
     end.
 
 wait_gone(Node, OsPid, Ms) ->
+    Deadline = deadline(Ms),
     Connected = Node =/= undefined andalso lists:member(Node, nodes(hidden)),
     Wait = case Connected of true -> Ms; false -> 0 end,
     receive
@@ -174,19 +175,31 @@ wait_gone(Node, OsPid, Ms) ->
     after Wait ->
         ok
     end,
-    %% Make sure of it, by its own OS pid (never by name).
-    case os:cmd("kill -0 " ++ integer_to_list(OsPid) ++ " 2>/dev/null && echo alive") of
-        "alive\n" when Connected ->
+    %% nodedown comes before portnode's last steps (leaving epmd, exiting):
+    %% wait for the process itself, by its own OS pid (never by name). Not
+    %% connected (it died or never came up): give stdin EOF a moment.
+    case wait_exit(OsPid, case Connected of true -> Deadline; false -> deadline(200) end) of
+        ok ->
+            ok;
+        alive when Connected ->
             logger:warning("portnode ~s did not stop within ~b ms; killing os pid ~b", [Node, Ms, OsPid]),
             os:cmd("kill -9 " ++ integer_to_list(OsPid)),
             ok;
-        "alive\n" ->
-            %% Not connected (it died or never came up): give stdin EOF a moment.
-            timer:sleep(200),
+        alive ->
             os:cmd("kill -9 " ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
-            ok;
-        _ ->
             ok
+    end.
+
+%% `ok' once OS process `OsPid' has exited (its parent, the VM's
+%% erl_child_setup, reaps it at once), `alive' if it still runs at `Deadline'.
+wait_exit(OsPid, Deadline) ->
+    case filelib:is_dir("/proc/" ++ integer_to_list(OsPid)) of
+        false -> ok;
+        true ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> alive;
+                false -> receive after 10 -> wait_exit(OsPid, Deadline) end
+            end
     end.
 
 %% portnode logs `<time> <LEVEL> <target>: <message>'; map the level to logger's.
