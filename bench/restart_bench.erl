@@ -7,15 +7,16 @@
 %% </ul>
 %% The program is `/bin/sleep 300' in each case. "Running" is when the OS
 %% shows the replacement: a new child of the program's parent (portnode, or
-%% the VM's erl_child_setup for a plain port), read from /proc in a loop, the
-%% same way for every case and without loading the parent. Run with
-%% `bench/run restart'.
+%% the VM's erl_child_setup for a plain port), read in a loop from
+%% /proc/Parent/task/Parent/children: both parents start programs from their
+%% main thread, so each poll is one read for every case, and it does not load
+%% the parent. Run with `bench/run restart'.
 -module(restart_bench).
 -behaviour(gen_server).
 
 -export([main/1]).
 %% The anchor's worker: a plain port in a gen_server.
--export([start_port_worker/0, init/1, handle_call/3, handle_cast/2, handle_info/2]).
+-export([start_port_worker/0, init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(KILLS, 300).
 -define(PROGRAM, "/bin/sleep").
@@ -94,9 +95,9 @@ parent(OsPid) ->
     binary_to_integer(PPid).
 
 children(Pid) ->
-    Dir = "/proc/" ++ integer_to_list(Pid) ++ "/task",
-    {ok, Tasks} = file:list_dir(Dir),
-    lists:append([string:lexemes(Bin, " ") || T <- Tasks, {ok, Bin} <- [file:read_file(Dir ++ "/" ++ T ++ "/children")]]).
+    P = integer_to_list(Pid),
+    {ok, Bin} = file:read_file("/proc/" ++ P ++ "/task/" ++ P ++ "/children"),
+    string:lexemes(Bin, " ").
 
 stop(Sup) ->
     unlink(Sup),
@@ -136,3 +137,12 @@ handle_info({Port, {exit_status, S}}, Port) ->
     {stop, {exit_status, S}, Port};
 handle_info(_Msg, Port) ->
     {noreply, Port}.
+
+%% @private
+%% Closing a port does not stop a program that never reads its stdin (the
+%% orphan problem portnode solves): the anchor stops its own program.
+terminate(_Reason, Port) ->
+    case erlang:port_info(Port, os_pid) of
+        {os_pid, OsPid} -> os:cmd("kill -9 " ++ integer_to_list(OsPid));
+        undefined -> ok
+    end.

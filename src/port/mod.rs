@@ -42,7 +42,6 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) ->
         a(spawn::errno_name(&e))
     };
     spawn::precheck(&spec).map_err(fail)?;
-    spawn::trim_heap();
     let owner_pid = owner.clone();
     let (pid, os_pid) = match spawn::spawn(&spec) {
         Ok(spawned) => {

@@ -327,21 +327,6 @@ fn reap_now(pid: libc::pid_t) {
     unsafe { libc::waitpid(pid, &mut raw, 0) };
 }
 
-/// Returns freed heap memory to the kernel, at most once a second. fork()
-/// copies the page tables of everything mapped, so memory glibc keeps after
-/// thousands of ports have closed made every later spawn slower (measured:
-/// 1.2 ms fresh, 4.7 ms after 5000 programs opened and closed; 1.8 ms with this).
-pub fn trim_heap() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    if LAST.swap(now, Ordering::Relaxed) != now {
-        // SAFETY: malloc_trim only hands free heap pages back to the kernel.
-        unsafe { libc::malloc_trim(0) };
-    }
-}
-
 /// The checks erts makes before it starts an executable: it must exist
 /// (`enoent`) and be executable by us (`eacces`). Later failures (a
 /// directory, a script without `#!`) only show in the exit status.
