@@ -157,14 +157,7 @@ deadline(Ms) ->
     erlang:monotonic_time(millisecond) + Ms.
 
 wait_pong(Node, Deadline) ->
-    case net_adm:ping(Node) of
-        pong -> ok;
-        pang ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> timeout;
-                false -> receive after 50 -> wait_pong(Node, Deadline) end
-            end
-    end.
+    poll(fun() -> net_adm:ping(Node) =:= pong end, 50, Deadline).
 
 wait_gone(Node, OsPid, Ms) ->
     Deadline = deadline(Ms),
@@ -181,24 +174,28 @@ wait_gone(Node, OsPid, Ms) ->
     case wait_exit(OsPid, case Connected of true -> Deadline; false -> deadline(200) end) of
         ok ->
             ok;
-        alive when Connected ->
+        timeout when Connected ->
             logger:warning("portnode ~s did not stop within ~b ms; killing os pid ~b", [Node, Ms, OsPid]),
             os:cmd("kill -9 " ++ integer_to_list(OsPid)),
             ok;
-        alive ->
+        timeout ->
             os:cmd("kill -9 " ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
             ok
     end.
 
 %% `ok' once OS process `OsPid' has exited (its parent, the VM's
-%% erl_child_setup, reaps it at once), `alive' if it still runs at `Deadline'.
+%% erl_child_setup, reaps it at once), `timeout' if it still runs at `Deadline'.
 wait_exit(OsPid, Deadline) ->
-    case filelib:is_dir("/proc/" ++ integer_to_list(OsPid)) of
-        false -> ok;
-        true ->
+    poll(fun() -> not filelib:is_dir("/proc/" ++ integer_to_list(OsPid)) end, 10, Deadline).
+
+%% `ok' once `Done()' is true, checked every `Every' ms; `timeout' after `Deadline'.
+poll(Done, Every, Deadline) ->
+    case Done() of
+        true -> ok;
+        false ->
             case erlang:monotonic_time(millisecond) > Deadline of
-                true -> alive;
-                false -> receive after 10 -> wait_exit(OsPid, Deadline) end
+                true -> timeout;
+                false -> receive after Every -> poll(Done, Every, Deadline) end
             end
     end.
 
