@@ -15,6 +15,8 @@
 %% Ports
 -export([open_port/2, open_port/3, port_command/2, port_command/3, port_close/1,
          port_connect/2, port_info/1, port_info/2]).
+%% Opening with the OS pid
+-export([open/2, open/3]).
 %% Beyond ports
 -export([os_pid/1, kill/2, close_stdin/1, stop/1, stop/2]).
 %% Supervision
@@ -72,31 +74,61 @@ open_port(PortName, Settings) ->
 %% its error_info.
 -spec open_port(node(), port_name(), list()) -> handle().
 open_port(Node, PortName, Settings) ->
-    Args = [PortName, Settings],
+    {Handle, _OsPid} = open(Node, PortName, Settings, [PortName, Settings]),
+    Handle.
+
+%% @doc Like `open_port/2', and returns the program's OS pid with the
+%% handle (`undefined' if the program failed to start after the checks, in
+%% which case the handle reports `{exit_status, Errno}').
+-spec open(port_name(), list()) -> {handle(), non_neg_integer() | undefined}.
+open(PortName, Settings) ->
+    open(node(), PortName, Settings).
+
+%% @doc Like `open_port/3', and returns the program's OS pid with the handle.
+-spec open(node(), port_name(), list()) -> {handle(), non_neg_integer() | undefined}.
+open(Node, PortName, Settings) ->
+    open(Node, PortName, Settings, [PortName, Settings]).
+
+open(Node, PortName, Settings, Args) ->
     plain(PortName) andalso plain(Settings) orelse badarg(Args, {not_plain_data, [PortName, Settings]}),
     case gen_server:call({portnode, Node}, {open_port, self(), PortName, Settings}, infinity) of
-        {ok, Handle} -> Handle;
+        {ok, Handle, OsPid} -> {Handle, OsPid};
         {error, {badarg, Bad}} -> badarg(Args, {bad_argument, Bad});
         {error, Reason} -> erlang:error(Reason, Args)
     end.
 
-%% @doc Sends `Data' to the program, as `erlang:port_command/2'. Asynchronous:
-%% a closed handle is not detected (the data is dropped, as a send to a dead pid).
+%% @doc Sends `Data' to the program, as `erlang:port_command/2': it waits
+%% while the handle is busy (more than 256 KiB queued for the program, until
+%% it is under 128 KiB), as a busy erts port makes its caller wait.
+%% `badarg' if the handle is found closed.
 -spec port_command(handle(), iodata()) -> true.
 port_command(Handle, Data) when is_pid(Handle) ->
-    iodata(Data) orelse erlang:error(badarg, [Handle, Data]),
-    Handle ! {'$port_command', Data},
-    true;
+    Size = iodata_size(Data, [Handle, Data]),
+    send_command(Handle, Data, Size, false, [Handle, Data]);
 port_command(Handle, Data) ->
     erlang:error(badarg, [Handle, Data]).
 
-%% @doc As `erlang:port_command/3'; `force' and `nosuspend' are accepted (a
-%% handle never suspends its caller) and the result is always `true'.
+%% @doc As `erlang:port_command/3': with `nosuspend', `false' instead of
+%% waiting while the handle is busy (the data is not sent); with `force',
+%% sent at once whatever the handle's queue.
+%%
+%% How it waits: each caller holds a credit per handle (64 KiB, kept in its
+%% process dictionary for the last 16 handles it used). Commands within the
+%% credit go as messages; the first one beyond it is a call that the handle
+%% answers when it is not busy, with a new credit. So a stream pays one
+%% round trip per 64 KiB, and what a handle queues stays bounded.
 -spec port_command(handle(), iodata(), [force | nosuspend]) -> boolean().
-port_command(Handle, Data, Options) when is_list(Options) ->
-    lists:all(fun(O) -> O =:= force orelse O =:= nosuspend end, Options)
-        orelse erlang:error(badarg, [Handle, Data, Options]),
-    port_command(Handle, Data);
+port_command(Handle, Data, Options) when is_pid(Handle), is_list(Options) ->
+    Args = [Handle, Data, Options],
+    lists:all(fun(O) -> O =:= force orelse O =:= nosuspend end, Options) orelse erlang:error(badarg, Args),
+    Size = iodata_size(Data, Args),
+    case lists:member(force, Options) of
+        true ->
+            Handle ! {'$port_command', Data},
+            true;
+        false ->
+            send_command(Handle, Data, Size, lists:member(nosuspend, Options), Args)
+    end;
 port_command(Handle, Data, Options) ->
     erlang:error(badarg, [Handle, Data, Options]).
 
@@ -104,6 +136,7 @@ port_command(Handle, Data, Options) ->
 %% (no `{H, closed}' message). `badarg' if it is already closed.
 -spec port_close(handle()) -> true.
 port_close(Handle) ->
+    forget_credit(Handle),
     call(Handle, close, [Handle]).
 
 %% @doc Makes `Pid' the owner and links it, as `erlang:port_connect/2'.
@@ -240,6 +273,47 @@ format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
 
 %%% Internal functions
 
+-define(CREDITS, '$portnode_credits').
+-define(MAX_CREDITS, 16).
+
+send_command(Handle, Data, Size, NoSuspend, Args) ->
+    Credits = case get(?CREDITS) of undefined -> #{}; C -> C end,
+    case maps:get(Handle, Credits, 0) of
+        Credit when Credit >= Size ->
+            put(?CREDITS, Credits#{Handle := Credit - Size}),
+            Handle ! {'$port_command', Data},
+            true;
+        _ ->
+            try gen_server:call(Handle, {command, Data, NoSuspend}, infinity) of
+                {ok, NewCredit} ->
+                    put(?CREDITS, bounded(Handle, Credits#{Handle => NewCredit})),
+                    true;
+                busy ->
+                    false;
+                badarg ->
+                    erlang:error(badarg, Args)
+            catch exit:{Reason, _} when Reason =:= noproc; Reason =:= normal; Reason =:= noconnection ->
+                forget_credit(Handle),
+                erlang:error(badarg, Args)
+            end
+    end.
+
+%% At most ?MAX_CREDITS handles: forgetting one only costs it a round trip.
+bounded(Keep, Credits) when map_size(Credits) > ?MAX_CREDITS ->
+    [Other | _] = maps:keys(maps:remove(Keep, Credits)),
+    maps:remove(Other, Credits);
+bounded(_Keep, Credits) ->
+    Credits.
+
+forget_credit(Handle) ->
+    case get(?CREDITS) of
+        #{Handle := _} = Credits -> put(?CREDITS, maps:remove(Handle, Credits));
+        _ -> ok
+    end.
+
+iodata_size(Data, Args) ->
+    try iolist_size(Data) catch error:badarg -> erlang:error(badarg, Args) end.
+
 kill_timeout(Handle) ->
     %% The handle applies its own kill_timeout when stopped with no grace of its own.
     try gen_server:call(Handle, kill_timeout, infinity)
@@ -264,9 +338,6 @@ try_call(Handle, Request) ->
 
 badarg(Args, Cause) ->
     erlang:error(badarg, Args, [{error_info, #{module => ?MODULE, cause => Cause}}]).
-
-iodata(Data) ->
-    try iolist_size(Data) of _ -> true catch error:badarg -> false end.
 
 %% Terms portnode decodes: no funs, pids, ports or references.
 plain(T) when is_atom(T); is_number(T); is_binary(T) -> true;

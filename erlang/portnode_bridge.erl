@@ -1,8 +1,11 @@
 %% @doc The bridge: owns this Erlang node's portnode.
 %%
 %% By default it launches `priv/bin/portnode' as a port of its own, with a
-%% node name derived from this node's, the cookie in its environment (never
-%% in argv) and `--exit-on-stdin-eof', so the program dies with this VM. It
+%% node name derived from this node's, the cookie written to its stdin
+%% (`--cookie-stdin': never in argv or in its environment, so not in
+%% `/proc/<pid>/environ' either) and `--exit-on-stdin-eof', so the program
+%% dies with this VM. The application env `cgroup' (`auto', `off' or a
+%% cgroup v2 directory) is passed as `--cgroup'. It
 %% waits until portnode answers, then monitors the node: if portnode goes
 %% down, the bridge stops and its supervisor restarts it. Lines that
 %% portnode logs are forwarded to `logger'.
@@ -98,12 +101,13 @@ connect({ok, Node}, State) when is_atom(Node) ->
 connect(undefined, State) ->
     Exe = executable(),
     Node = portnode_name(),
-    Args = [name_flag(), atom_to_list(Node), "--exit-on-stdin-eof", "--log-level", log_level()],
+    Args = [name_flag(), atom_to_list(Node), "--cookie-stdin", "--exit-on-stdin-eof",
+            "--log-level", log_level(), "--cgroup", cgroup()],
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
-                             {env, [{"PORTNODE_COOKIE", atom_to_list(erlang:get_cookie())},
-                                    {"RUST_LOG", false}]},
+                             {env, [{"PORTNODE_COOKIE", false}, {"RUST_LOG", false}]},
                              {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout, hide]),
+    true = erlang:port_command(Port, [atom_to_list(erlang:get_cookie()), $\n]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     State1 = State#state{port = Port, os_pid = OsPid},
     case wait_pong(Node, deadline(timeout())) of
@@ -152,6 +156,13 @@ log_level() ->
 
 timeout() ->
     application:get_env(portnode, startup_timeout, 15000).
+
+cgroup() ->
+    case application:get_env(portnode, cgroup, auto) of
+        auto -> "auto";
+        off -> "off";
+        Dir when is_list(Dir); is_binary(Dir) -> unicode:characters_to_list(Dir)
+    end.
 
 deadline(Ms) ->
     erlang:monotonic_time(millisecond) + Ms.

@@ -78,9 +78,10 @@ init({Id, PortName, Settings, Options}) ->
     end.
 
 open(Id, Node, PortName, Settings, Output) ->
-    try portnode:open_port(Node, PortName, with_defaults(Settings)) of
-        Handle ->
-            OsPid = portnode:os_pid(Handle),
+    %% The OS pid comes with the open: a program that exits at once has no
+    %% handle left to ask, and ends in the normal `{exit_status, N}'.
+    try portnode:open(Node, PortName, with_defaults(Settings)) of
+        {Handle, OsPid} ->
             logger:update_process_metadata(#{service => Id, os_pid => OsPid}),
             ?LOG_INFO(#{label => {portnode_service, started}, service => Id, os_pid => OsPid, program => PortName},
                       #{report_cb => fun ?MODULE:format_report/1}),

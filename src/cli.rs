@@ -21,9 +21,21 @@ pub struct Cli {
     pub cookie_file: Option<PathBuf>,
 
     /// The cookie itself, for parity with `erl -setcookie`. Visible to every
-    /// user in `ps`: prefer --cookie-file or $PORTNODE_COOKIE.
+    /// user in `ps`: prefer --cookie-file or --cookie-stdin.
     #[arg(long, value_name = "VALUE")]
     pub cookie: Option<String>,
+
+    /// Read the cookie from the first line of standard input (how the
+    /// Erlang bridge hands it over: it never appears in argv or environ).
+    #[arg(long)]
+    pub cookie_stdin: bool,
+
+    /// How programs are contained: `auto` (a cgroup v2 leaf per program
+    /// where the hierarchy is writable, else process groups), `off`
+    /// (process groups and subreaper only), or a cgroup v2 directory to
+    /// create portnode's subtree in.
+    #[arg(long, value_name = "auto|off|PATH", default_value = "auto")]
+    pub cgroup: crate::containment::Setting,
 
     /// Address to accept distribution connections on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]

@@ -195,6 +195,23 @@ impl Walker<'_> {
 }
 
 /// An atom term.
+/// Roughly the bytes `term` takes encoded (exact for binaries and byte
+/// lists, close for the rest); cheap enough to compute for every message.
+pub fn weight(term: &Term) -> usize {
+    match term {
+        Term::Binary(b) => 5 + b.bytes.len(),
+        Term::ByteList(l) => 3 + l.bytes.len(),
+        Term::List(l) => 5 + l.elements.iter().map(weight).sum::<usize>(),
+        Term::ImproperList(l) => 5 + l.elements.iter().map(weight).sum::<usize>() + weight(&l.last),
+        Term::Tuple(t) => 5 + t.elements.iter().map(weight).sum::<usize>(),
+        Term::Map(m) => 5 + m.map.iter().map(|(k, v)| weight(k) + weight(v)).sum::<usize>(),
+        Term::Atom(a) => 3 + a.name.len(),
+        Term::BitBinary(b) => 6 + b.bytes.len(),
+        Term::BigInteger(_) => 16,
+        _ => 9,
+    }
+}
+
 pub fn atom(name: &str) -> Atom {
     Atom::from(name)
 }

@@ -3,9 +3,11 @@
 //!
 //! [`run`] wires the parts together: epmd registration, the listener and
 //! dialers ([`dist`]), the process table ([`node`]), the node's own
-//! registered processes ([`control`]) and shutdown ([`shutdown`]).
+//! registered processes ([`control`]), how programs are contained
+//! ([`containment`]) and shutdown ([`shutdown`]).
 
 pub mod cli;
+pub mod containment;
 pub mod control;
 pub mod cookie;
 pub mod dist;
@@ -34,6 +36,8 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
     let listener = TcpListener::bind((cli.listen, cli.port)).await?;
     let port = listener.local_addr()?.port();
     let registration = epmd::register(name.name(), port).await?;
+    let containment = containment::init(&cli.cgroup)?;
+    port::watchdog::contain(containment);
     let node = Node::new(&name.to_string(), registration.creation);
     control::start(&node);
     info!(node = %name, port, creation = registration.creation, listen = %cli.listen, "portnode up");
@@ -59,6 +63,7 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
     // Every program is stopped within its kill timeout.
     port::child::reapers().close();
     port::child::reapers().wait().await;
+    containment.close();
     drop(registration);
     Ok(())
 }

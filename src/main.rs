@@ -6,7 +6,16 @@ fn main() {
     let cli = Cli::parse();
     // SAFETY: no other thread exists yet. The programs portnode starts
     // inherit its environment, and the cookie must not reach them.
-    let env_cookie = unsafe { portnode::cookie::take_from_env() };
+    let mut env_cookie = unsafe { portnode::cookie::take_from_env() };
+    if cli.cookie_stdin {
+        match portnode::cookie::read_stdin_line() {
+            Ok(cookie) => env_cookie = Some(cookie),
+            Err(e) => {
+                eprintln!("portnode: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     raise_fd_limit();
     // Before any thread exists: the watchdog is forked from this process.
     if let Err(e) = portnode::port::watchdog::start() {

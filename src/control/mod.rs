@@ -2,17 +2,20 @@
 //! works) and `portnode`, the control server Erlang calls with gen_server.
 //!
 //! Calls the control server answers: `ping` -> `pong`; `info` -> a map
-//! (version, node, connected_nodes, process_count, uptime_ms);
+//! (version, node, connected_nodes, process_count, uptime_ms, containment:
+//! `cgroup` or `process_group`);
 //! `{spawn_probe, ReportTo}` -> the pid of a new [`probe`] process;
 //! `cast_count` -> how many casts it has received (for benchmarks);
-//! `{open_port, Owner, PortName, Settings}` -> `{ok, Handle}` or `{error, Reason}`
+//! `{open_port, Owner, PortName, Settings}` -> `{ok, Handle, OsPid | undefined}` or `{error, Reason}`
 //! (see [`crate::port`]); `{start_supervisor, Parent, SupFlags, ChildSpecs}`
 //! -> `{ok, Sup}` or `{error, Reason}` (see [`crate::supervisor`]).
 
 mod probe;
+mod request;
 
 use crate::etf::{a, int, tuple};
 use crate::node::process::{error, Process, Received};
+use request::{CallRequest, Request};
 use crate::node::Node;
 use eetf::{Map, Term};
 use std::collections::HashMap;
@@ -47,39 +50,37 @@ async fn net_kernel(mut me: Process) -> Term {
 async fn control(mut me: Process) -> Term {
     let mut casts: i64 = 0;
     loop {
-        match me.recv_classified().await {
-            Received::Call(call) => {
-                if let Some([op, Term::Pid(parent), flags, children]) = crate::etf::as_tuple(&call.request) {
-                    if crate::etf::as_atom(op) == Some("start_supervisor") {
-                        // The supervisor answers the call itself, once its children run.
-                        let (parent, flags, children) = (parent.clone(), flags.clone(), children.clone());
-                        crate::supervisor::start(&me.node().clone(), &me, call, &parent, &flags, &children);
-                        continue;
-                    }
-                }
-                let reply = match crate::etf::as_atom(&call.request) {
-                    Some("ping") => a("pong"),
-                    Some("info") => info(me.node()),
-                    Some("cast_count") => int(casts),
-                    _ => match crate::etf::as_tuple(&call.request) {
-                        Some([op, Term::Pid(report_to)]) if crate::etf::as_atom(op) == Some("spawn_probe") => {
-                            let report_to = report_to.clone();
-                            Term::from(me.node().spawn(move |p| probe::run(p, report_to)))
-                        }
-                        Some([op, Term::Pid(owner), name, settings]) if crate::etf::as_atom(op) == Some("open_port") => {
-                            match crate::port::open(me.node(), owner, name, settings) {
-                                Ok(opened) => tuple(vec![a("ok"), Term::from(opened.handle)]),
-                                Err(reason) => error(reason),
-                            }
-                        }
-                        _ => error(tuple(vec![a("unknown_call"), call.request.clone()])),
-                    },
-                };
-                me.reply(&call, reply);
+        let (call, request) = match Request::parse(me.recv().await) {
+            Request::Call(call, request) => (call, request),
+            Request::Cast => {
+                casts += 1;
+                continue;
             }
-            Received::Cast(_) => casts += 1,
-            Received::Other(msg) => warn!(message = %msg, "control server ignored an unknown message"),
-        }
+            Request::Other(msg) => {
+                warn!(message = %msg, "control server ignored an unknown message");
+                continue;
+            }
+        };
+        let reply = match request {
+            CallRequest::Ping => a("pong"),
+            CallRequest::Info => info(me.node()),
+            CallRequest::CastCount => int(casts),
+            CallRequest::SpawnProbe { report_to } => Term::from(me.node().spawn(move |p| probe::run(p, report_to))),
+            CallRequest::OpenPort { owner, name, settings } => match crate::port::open(me.node(), &owner, &name, &settings) {
+                Ok(opened) => {
+                    let os_pid = opened.os_pid.map_or_else(|| a("undefined"), |p| int(i64::from(p)));
+                    tuple(vec![a("ok"), Term::from(opened.handle), os_pid])
+                }
+                Err(reason) => error(reason),
+            },
+            CallRequest::StartSupervisor { parent, flags, children } => {
+                // The supervisor answers the call itself, once its children run.
+                crate::supervisor::start(&me.node().clone(), &me, call, &parent, &flags, &children);
+                continue;
+            }
+            CallRequest::Unknown(request) => error(tuple(vec![a("unknown_call"), request])),
+        };
+        me.reply(&call, reply);
     }
 }
 
@@ -91,6 +92,7 @@ fn info(node: &Node) -> Term {
         (a("connected_nodes"), crate::etf::list(connected)),
         (a("process_count"), int(node.process_count() as i64)),
         (a("uptime_ms"), int(node.uptime().as_millis() as i64)),
+        (a("containment"), a(crate::containment::get().name())),
     ]
     .into_iter()
     .collect();

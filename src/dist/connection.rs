@@ -9,7 +9,9 @@ use super::handshake::PeerInfo;
 use super::message::Control;
 use crate::node::{Node, Peer};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::node::backlog::Backlog;
+use crate::node::{Outgoing, BUSY_PEER_BYTES};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -49,12 +51,12 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, node: Arc<Node>, settings:
     let (tx, rx) = mpsc::unbounded_channel();
     let echo = Arc::new(Notify::new());
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let queued = Arc::new(AtomicUsize::new(0));
-    drop(node.peer_up(&peer.name, Peer { id, tx, queued: queued.clone() }));
+    let backlog = Arc::new(Backlog::new(BUSY_PEER_BYTES, BUSY_PEER_BYTES / 2));
+    drop(node.peer_up(&peer.name, Peer { id, tx, backlog: backlog.clone() }));
     info!(peer = %peer.name, creation = peer.creation, "node connected");
     let end = tokio::select! {
         e = read_loop(rd, &peer.name, &node, settings, &echo) => e,
-        e = write_loop(wr, rx, settings, &echo, &queued) => e,
+        e = write_loop(wr, rx, settings, &echo, &backlog) => e,
     };
     node.peer_down(&peer.name, id);
     match end {
@@ -99,33 +101,35 @@ async fn read_loop(rd: OwnedReadHalf, peer: &str, node: &Node, settings: Setting
 
 async fn write_loop(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Control>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     settings: Settings,
     echo: &Notify,
-    queued: &AtomicUsize,
+    backlog: &Backlog,
 ) -> ConnectionEnd {
     let mut ticks = tokio::time::interval(settings.net_ticktime / 4);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut wrote_since_tick = false;
+    let mut pending = 0;
     loop {
         buf.clear();
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
-                Some(control) => {
+                Some((control, weight)) => {
                     control.encode_into(&mut buf);
-                    let mut taken = 1;
+                    let mut taken = weight;
                     while buf.len() < 256 * 1024 {
                         match rx.try_recv() {
-                            Ok(control) => {
+                            Ok((control, weight)) => {
                                 control.encode_into(&mut buf);
-                                taken += 1;
+                                taken += weight;
                             }
                             Err(_) => break,
                         }
                     }
-                    queued.fetch_sub(taken, Ordering::Relaxed);
+                    // Taken off once written: the backlog is what has not reached the socket.
+                    pending = taken;
                 }
                 None => return ConnectionEnd::Dropped,
             },
@@ -141,6 +145,7 @@ async fn write_loop(
         if let Err(e) = wr.write_all(&buf).await {
             return e.into();
         }
+        backlog.take(std::mem::take(&mut pending));
         wrote_since_tick = true;
         if buf.capacity() > 4 << 20 {
             buf = Vec::with_capacity(64 * 1024);

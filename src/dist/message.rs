@@ -142,6 +142,22 @@ impl Control {
         Ok(msg)
     }
 
+    /// Roughly the bytes this message takes encoded: what a peer's backlog counts.
+    pub fn weight(&self) -> usize {
+        const CONTROL: usize = 64;
+        match self {
+            Control::Send { msg, .. }
+            | Control::SendSender { msg, .. }
+            | Control::RegSend { msg, .. }
+            | Control::AliasSend { msg, .. } => CONTROL + etf::weight(msg),
+            Control::Exit { reason, .. } | Control::Exit2 { reason, .. } | Control::MonitorPExit { reason, .. } => {
+                CONTROL + etf::weight(reason)
+            }
+            Control::SpawnReply { result, .. } => CONTROL + etf::weight(result),
+            _ => CONTROL,
+        }
+    }
+
     /// Appends the frame (4-byte length included) for this message to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let start = out.len();

@@ -4,6 +4,7 @@
 //! Link, monitor and exit-signal rules live in [`signals`]; the process
 //! context a task sees lives in [`process`].
 
+pub mod backlog;
 pub mod process;
 mod signals;
 
@@ -15,7 +16,8 @@ use process::Process;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use backlog::Backlog;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -30,7 +32,7 @@ struct Watcher {
 
 /// A local process's entry in the process table.
 struct Entry {
-    mailbox: mpsc::UnboundedSender<Term>,
+    mailbox: Mailbox,
     abort: Option<AbortHandle>,
     name: Option<String>,
     trap_exit: bool,
@@ -43,18 +45,42 @@ struct Entry {
     last_words: Option<(Pid, Term)>,
 }
 
+/// A local process's mailbox: unbounded as Erlang's, but counted, so that
+/// ports can hold back their programs' output while the owner lags.
+struct Mailbox {
+    tx: mpsc::UnboundedSender<Term>,
+    backlog: Arc<Backlog>,
+}
+
+impl Mailbox {
+    fn deliver(&self, msg: Term) {
+        if self.tx.send(msg).is_ok() {
+            self.backlog.add(1);
+        }
+    }
+}
+
+/// A local owner with this many messages in its mailbox is busy; it is not
+/// busy again below half of it.
+const BUSY_MAILBOX: usize = 128;
+
+/// A message on its way to a peer, with its weight in bytes (roughly its
+/// encoded size), which the writer takes off the backlog once written.
+pub type Outgoing = (Control, usize);
+
 /// A live connection to a peer node: where its outgoing messages go.
 #[derive(Clone)]
 pub struct Peer {
     pub id: u64,
-    pub tx: mpsc::UnboundedSender<Control>,
-    /// Messages queued for the writer and not yet taken.
-    pub queued: Arc<AtomicUsize>,
+    pub tx: mpsc::UnboundedSender<Outgoing>,
+    /// Bytes queued for the writer and not yet written.
+    pub backlog: Arc<Backlog>,
 }
 
-/// A peer with this many messages waiting to be written is busy: ports
-/// stop reading their programs' output for it until it drains.
-const BUSY_PEER: usize = 128;
+/// A connection with this many bytes waiting to be written is busy (as a
+/// busy distribution port, whose default limit is 1 MiB): ports stop
+/// reading their programs' output for it until it drains to half.
+pub const BUSY_PEER_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 struct State {
@@ -132,8 +158,9 @@ impl Node {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let pid = Pid::new(self.name.name.clone(), id, 0, self.creation);
         let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(Backlog::new(BUSY_MAILBOX, BUSY_MAILBOX / 2));
         self.lock().procs.insert(id, Entry {
-            mailbox: tx,
+            mailbox: Mailbox { tx, backlog: backlog.clone() },
             abort: None,
             name: None,
             trap_exit: false,
@@ -142,7 +169,7 @@ impl Node {
             watching: HashMap::new(),
             last_words: None,
         });
-        let fut = body(Process::new(pid.clone(), self.clone(), rx));
+        let fut = body(Process::new(pid.clone(), self.clone(), rx, backlog));
         let node = self.clone();
         let me = pid.clone();
         let task = tokio::spawn(async move {
@@ -201,7 +228,7 @@ impl Node {
         if self.is_this_node(to) {
             let st = self.lock();
             if let Some(entry) = st.procs.get(&to.id).filter(|_| self.is_local(to)) {
-                let _ = entry.mailbox.send(msg);
+                entry.mailbox.deliver(msg);
             }
             return;
         }
@@ -216,22 +243,36 @@ impl Node {
     pub fn send_named(&self, name: &str, msg: Term) {
         let st = self.lock();
         if let Some(entry) = st.names.get(name).and_then(|id| st.procs.get(id)) {
-            let _ = entry.mailbox.send(msg);
+            entry.mailbox.deliver(msg);
         }
     }
 
     /// Queues a control message for a peer; dropped if the peer is not connected.
     fn to_peer(&self, node: &str, control: Control) {
+        let weight = control.weight();
         if let Some(peer) = self.lock().peers.get(node) {
-            peer.queued.fetch_add(1, Ordering::Relaxed);
-            let _ = peer.tx.send(control);
+            if peer.tx.send((control, weight)).is_ok() {
+                peer.backlog.add(weight);
+            }
         }
     }
 
-    /// False while the connection to `node` has a long queue (see [`BUSY_PEER`]).
+    /// What a message to `to` waits behind: the mailbox of a local process,
+    /// or the connection to its node. `None` if neither exists (a message
+    /// to it is dropped, so there is nothing to wait for).
+    pub fn backlog_of(&self, to: &Pid) -> Option<Arc<Backlog>> {
+        let st = self.lock();
+        if self.is_this_node(to) {
+            st.procs.get(&to.id).filter(|_| self.is_local(to)).map(|e| e.mailbox.backlog.clone())
+        } else {
+            st.peers.get(&to.node.name).map(|p| p.backlog.clone())
+        }
+    }
+
+    /// False while the connection to `node` is busy (see [`BUSY_PEER_BYTES`]).
     pub fn peer_room(&self, node: &str) -> bool {
         match self.lock().peers.get(node) {
-            Some(peer) => peer.queued.load(Ordering::Relaxed) < BUSY_PEER,
+            Some(peer) => peer.backlog.has_room(),
             None => true,
         }
     }

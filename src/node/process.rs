@@ -1,6 +1,7 @@
 //! The view a local process has of itself: its pid, its mailbox, and the
 //! signals it can send. Each process is one tokio task; see [`super::Node::spawn`].
 
+use super::backlog::Backlog;
 use super::Node;
 use crate::etf::{self, a, tuple};
 use eetf::{Pid, Reference, Term};
@@ -12,6 +13,8 @@ pub struct Process {
     pid: Pid,
     node: Arc<Node>,
     mailbox: mpsc::UnboundedReceiver<Term>,
+    /// Counts what is in the mailbox (see [`super::backlog`]).
+    backlog: Arc<Backlog>,
 }
 
 /// A gen_server call received by a process: reply with [`Process::reply`].
@@ -29,8 +32,8 @@ pub enum Received {
 }
 
 impl Process {
-    pub(crate) fn new(pid: Pid, node: Arc<Node>, mailbox: mpsc::UnboundedReceiver<Term>) -> Self {
-        Process { pid, node, mailbox }
+    pub(crate) fn new(pid: Pid, node: Arc<Node>, mailbox: mpsc::UnboundedReceiver<Term>, backlog: Arc<Backlog>) -> Self {
+        Process { pid, node, mailbox, backlog }
     }
 
     /// This process's pid.
@@ -46,7 +49,10 @@ impl Process {
     /// The next message. Never ends: a process is ended by the node, not by its mailbox.
     pub async fn recv(&mut self) -> Term {
         match self.mailbox.recv().await {
-            Some(msg) => msg,
+            Some(msg) => {
+                self.backlog.take(1);
+                msg
+            }
             // The node dropped the entry: this task is about to be aborted.
             None => std::future::pending().await,
         }

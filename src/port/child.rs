@@ -1,17 +1,25 @@
 //! A running program: waiting for it, signalling it, and stopping it.
 //!
-//! Stopping a program means SIGTERM to its process group, SIGKILL after the
-//! kill timeout, and reaping it. It runs as a tracked task, so that shutdown
-//! can wait for every program to be gone, and it also runs from `Drop`: a
-//! port process that is killed or aborted still stops its program.
+//! Stopping a program means SIGTERM to every process of its containment
+//! (its cgroup, or its group and marked descendants), SIGKILL after the
+//! kill timeout, and waiting until none is left and its first process is
+//! reaped. It runs as a tracked task, so that shutdown can wait for every
+//! program to be gone, and it also runs from `Drop`: a port process that is
+//! killed or aborted still stops its program.
 
+use super::spawn::Child;
 use super::watchdog;
+use crate::containment::Jail;
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::OnceLock;
 use std::time::Duration;
-use super::spawn::Child;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
+
+/// How long a program killed with SIGKILL may take to be gone before
+/// portnode says so in its log (it keeps waiting).
+const KILLED_WARNING: Duration = Duration::from_secs(5);
 
 /// Every reaper that is still at work.
 pub fn reapers() -> &'static TaskTracker {
@@ -21,104 +29,135 @@ pub fn reapers() -> &'static TaskTracker {
 
 /// A program started by a port, owned until it is stopped and reaped.
 pub struct Running {
-    child: Option<Child>,
-    pgid: u32,
+    program: Option<(Child, Jail)>,
     kill_timeout: Duration,
     status: Option<ExitStatus>,
 }
 
 impl Running {
-    pub fn new(child: Child, pgid: u32, kill_timeout: Duration) -> Running {
-        watchdog::add(pgid);
-        Running { child: Some(child), pgid, kill_timeout, status: None }
+    pub fn new(child: Child, jail: Jail, kill_timeout: Duration) -> Running {
+        watchdog::add(&jail);
+        Running { program: Some((child, jail)), kill_timeout, status: None }
     }
 
-    /// Waits for the program to exit (cancel-safe) and remembers its status.
+    /// Waits for the program's first process to exit (cancel-safe) and
+    /// remembers its status. A status that cannot be had (an error from
+    /// waitid) is logged and reported as 255, never as 0.
     pub async fn wait(&mut self) -> ExitStatus {
         if let Some(status) = self.status {
             return status;
         }
-        let status = match self.child.as_mut() {
-            Some(child) => match child.wait().await {
-                Ok(s) => s,
-                Err(_) => std::os::unix::process::ExitStatusExt::from_raw(0),
-            },
-            None => std::future::pending().await,
+        let Some((child, jail)) = self.program.as_mut() else { return std::future::pending().await };
+        let status = match child.exited().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(os_pid = child.pid(), error = %e, "cannot learn how a program exited; reporting status 255");
+                ExitStatus::from_raw(255 << 8)
+            }
         };
+        if jail.reaps_early() {
+            child.reap();
+        }
         self.status = Some(status);
         status
     }
 
-    /// Stops the program now and returns once it is reaped: SIGTERM to its
-    /// group, SIGKILL after `grace` (at once for zero, never for `None`).
+    /// Stops the program now and returns once all of it is gone: SIGTERM,
+    /// SIGKILL after `grace` (at once for zero, never for `None`).
     /// Cancel-safe: if the caller goes away, `Drop` finishes the job.
     pub async fn terminate(&mut self, grace: Option<Duration>) {
-        let exited = self.status.is_some();
-        if let Some(child) = self.child.as_mut() {
-            stop(child, self.pgid, grace, exited).await;
-            self.child = None;
-            watchdog::remove(self.pgid);
+        if let Some((child, jail)) = self.program.as_mut() {
+            stop(child, jail, grace).await;
+            if let Some((_, jail)) = self.program.take() {
+                release(jail);
+            }
         }
     }
 
-    /// Sends `signal` to the program's first process (not its group).
-    pub fn signal(&self, signal: i32) -> bool {
-        if self.status.is_some() {
-            return false;
+    /// Moves the program into a new guard, leaving this one empty (its
+    /// `wait` then never returns).
+    pub fn detach(&mut self) -> Running {
+        Running { program: self.program.take(), kill_timeout: self.kill_timeout, status: self.status }
+    }
+
+    /// Hands the program to a reaper task that stops it within the kill
+    /// timeout; returns at once.
+    pub fn stop_in_background(&mut self) {
+        let Some((mut child, mut jail)) = self.program.take() else { return };
+        let timeout = self.kill_timeout;
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => {
+                reapers().spawn(async move {
+                    stop(&mut child, &mut jail, Some(timeout)).await;
+                    release(jail);
+                });
+            }
+            Err(_) => {
+                // No runtime left (process exit): kill everything outright.
+                jail.kill_all();
+                drop(child);
+                release(jail);
+            }
         }
-        // SAFETY: kill(2) on a child we have not reaped, so the pid is still ours.
-        unsafe { libc::kill(self.pgid as libc::pid_t, signal) == 0 }
+    }
+
+    /// Sends `signal` to the program's first process (not the others).
+    pub fn signal(&self, signal: i32) -> bool {
+        self.status.is_none() && self.program.as_ref().is_some_and(|(child, _)| child.signal(signal))
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let Some(child) = self.child.take() else { return };
-        let (pgid, timeout, exited) = (self.pgid, self.kill_timeout, self.status.is_some());
-        match tokio::runtime::Handle::try_current() {
-            Ok(_) => {
-                reapers().spawn(async move {
-                    let mut child = child;
-                    stop(&mut child, pgid, Some(timeout), exited).await;
-                    watchdog::remove(pgid);
-                });
-            }
-            Err(_) => {
-                // No runtime left (process exit): kill the group outright.
-                // SAFETY: signalling the group this port created.
-                unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
-                drop(child);
-                watchdog::remove(pgid);
-            }
-        }
+        self.stop_in_background();
     }
 }
 
-/// SIGTERM to the group, SIGKILL after `grace` (at once if it is zero,
-/// never if it is `None`), reap; then SIGKILL to whatever is left of the
-/// group (grandchildren that outlived the leader).
-async fn stop(child: &mut Child, pgid: u32, grace: Option<Duration>, exited: bool) {
-    let group = pgid as libc::pid_t;
-    if !exited {
-        let first = if grace == Some(Duration::ZERO) { libc::SIGKILL } else { libc::SIGTERM };
-        // SAFETY: signalling the group this port created; the leader is not yet reaped.
-        unsafe { libc::killpg(group, first) };
-        let waited = match grace {
-            Some(grace) => tokio::time::timeout(grace, child.wait()).await.is_ok(),
-            None => {
-                let _ = child.wait().await;
-                true
-            }
-        };
-        if !waited {
-            debug!(pgid, "program ignored SIGTERM; sending SIGKILL");
-            // SAFETY: as above.
-            unsafe { libc::killpg(group, libc::SIGKILL) };
-            let _ = child.wait().await;
+fn release(jail: Jail) {
+    watchdog::remove(&jail);
+    jail.release();
+}
+
+/// SIGTERM to all of the program (SIGKILL if `grace` is zero), SIGKILL
+/// after `grace` (never if it is `None`); returns once no process of it is
+/// left and its first process is reaped.
+async fn stop(child: &mut Child, jail: &mut Jail, grace: Option<Duration>) {
+    if grace == Some(Duration::ZERO) {
+        jail.kill_all();
+        child.signal(libc::SIGKILL);
+    } else {
+        jail.signal_all(libc::SIGTERM);
+        child.signal(libc::SIGTERM);
+    }
+    if !gone(child, jail, grace).await {
+        debug!(os_pid = child.pid(), "program ignored SIGTERM; sending SIGKILL");
+        jail.kill_all();
+        child.signal(libc::SIGKILL);
+        if !gone(child, jail, Some(KILLED_WARNING)).await {
+            warn!(os_pid = child.pid(), "program not gone 5 s after SIGKILL; still waiting");
+            gone(child, jail, None).await;
         }
     }
-    // SAFETY: the group id cannot be reused while any member lives.
-    unsafe { libc::killpg(group, libc::SIGKILL) };
+    // Whatever is left in the group (a fork in flight, a member that left
+    // no trace to find it by), while the leader's pid still reserves the id.
+    jail.kill_group();
+    child.reap();
+}
+
+/// True once the first process has exited and nothing else of the program
+/// is left, within `limit` (forever for `None`).
+async fn gone(child: &mut Child, jail: &Jail, limit: Option<Duration>) -> bool {
+    let both = async {
+        let _ = child.exited().await;
+        jail.wait_empty(None).await;
+    };
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, both).await.is_ok(),
+        None => {
+            both.await;
+            true
+        }
+    }
 }
 
 /// How a program ended, as the owner hears it: `{exit_status, Code}` (a

@@ -1,20 +1,23 @@
 //! Remote ports: an external program represented by a process on this node
 //! that speaks Erlang's port protocol to its owner.
 //!
-//! [`open`] parses the request and starts the program; the port process
-//! then relays data both ways until the program ends or the port is
-//! closed, and its [`child::Running`] guard makes sure the program (and
-//! its whole process group) is stopped whatever ends the port.
+//! [`open`] parses the request and starts the program in its containment
+//! (see [`crate::containment`]); the port process then relays data both
+//! ways until the program ends or the port is closed, and its
+//! [`child::Running`] guard makes sure the program (all of it) is stopped
+//! whatever ends the port.
 
 pub mod child;
 pub mod codec;
+pub mod request;
 pub mod settings;
 pub mod spawn;
+pub mod stdin;
 pub mod watchdog;
 
 mod process;
 
-pub(crate) use process::grace_period;
+pub(crate) use request::grace_period;
 
 use crate::etf::{a, tuple};
 use crate::node::Node;
@@ -43,7 +46,11 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) ->
     };
     spawn::precheck(&spec).map_err(fail)?;
     let owner_pid = owner.clone();
-    let (pid, os_pid) = match spawn::spawn(&spec) {
+    let jail = crate::containment::get().prepare().map_err(|e| {
+        warn!(owner = %owner, error = %e, "open_port: cannot prepare the program's containment");
+        a(spawn::errno_name(&e))
+    })?;
+    let (pid, os_pid) = match spawn::spawn(&spec, jail) {
         Ok(spawned) => {
             let os_pid = spawned.os_pid;
             (node.spawn(move |me| process::run(me, owner_pid, spec, spawned)), Some(os_pid))

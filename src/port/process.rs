@@ -1,17 +1,34 @@
 //! The port process: one per open port, relaying between the owner and the
 //! program with the port protocol's messages.
+//!
+//! Its loop is one `select!` that serves, at all times: the mailbox (the
+//! owner's messages and calls, close, exit signals), the program's stdout
+//! and stderr, writing what is queued to its stdin, and its exit. Nothing
+//! is awaited outside it, so a port answers even while its program has
+//! closed its stdout, never reads its stdin, or is being stopped.
+//!
+//! Flow control both ways: output is read only while the owner has room
+//! (its connection's or mailbox's backlog is under the high-water mark),
+//! one frame at a time, so one read never floods it; input queued for the
+//! program past [`STDIN_BUSY`] makes `portnode:port_command` wait, as a
+//! busy erts port does.
 
 use super::child::{self, Running};
 use super::codec::{self, Frame};
+use super::request::{CallRequest, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::Spawned;
-use crate::etf::{self, a, as_atom, as_int, as_tuple, int, tuple};
-use crate::node::process::{Call, Process, Received};
+use super::stdin::Stdin;
+use crate::etf::{self, a, int, tuple};
+use crate::node::backlog::Backlog;
+use crate::node::process::{Call, Process};
 use eetf::{Pid, Term};
-use tokio::net::unix::pipe;
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::net::unix::pipe;
 use tracing::warn;
 
 /// The most read from a program at once (a Linux pipe's default capacity).
@@ -26,13 +43,41 @@ enum Next {
     Stop(Option<Duration>, Option<Call>),
 }
 
+/// One of the program's output pipes, and what was read from it and not
+/// yet delivered.
+struct Output {
+    pipe: Option<pipe::Receiver>,
+    buf: Vec<u8>,
+    /// Frames may be waiting in `buf` for the owner to have room.
+    blocked: bool,
+    /// The pipe reached EOF and its last bytes were framed.
+    ended: bool,
+}
+
+impl Output {
+    fn new(pipe: Option<pipe::Receiver>) -> Output {
+        let ended = pipe.is_none();
+        Output { pipe, buf: Vec::new(), blocked: false, ended }
+    }
+
+    /// Everything read has been delivered and no more will come.
+    fn finished(&self) -> bool {
+        self.pipe.is_none() && !self.blocked && self.ended
+    }
+}
+
+/// A stop in progress: the program, moved out of the port, being stopped.
+type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 struct Port {
     me: Process,
     owner: Pid,
+    /// What a message to the owner waits behind; refreshed when the owner changes.
+    owner_backlog: Option<Arc<Backlog>>,
     spec: PortSpec,
     program: Running,
     os_pid: u32,
-    stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    stdin: Stdin,
     bytes_in: u64,
     bytes_out: u64,
     /// Output ended and was reported with `eof`: the port stays open for the owner to close.
@@ -43,66 +88,73 @@ struct Port {
 
 /// Runs the port until it closes; returns its exit reason.
 pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Term {
-    let Spawned { child, os_pid, stdin, mut stdout, mut stderr } = spawned;
-    let stdin = stdin.map(stdin_writer);
-    let program = Running::new(child, os_pid, spec.kill_timeout);
-    let mut port = Port { me, owner, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
-    let framing = port.spec.framing;
-    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-    let mut status = None;
+    let Spawned { child, jail, os_pid, stdin, stdout, stderr } = spawned;
+    let program = Running::new(child, jail, spec.kill_timeout);
+    let owner_backlog = me.node().backlog_of(&owner);
+    let stdin = Stdin::new(stdin);
+    let mut port = Port { me, owner, owner_backlog, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
+    let (mut out, mut err) = (Output::new(stdout), Output::new(stderr));
+    // As erts: a port with the program's output ends when that output does
+    // (and its exit status is known, if asked for); an `out` port stays
+    // open, reporting nothing, until it is closed.
+    let ends_with_output = port.spec.input;
+    let need_status = port.spec.exit_status;
+    let mut status: Option<ExitStatus> = None;
+    let mut stopping: Option<(Stopping, Option<Call>)> = None;
     loop {
-        if stdout.is_none() && stderr.is_none() && !port.done {
-            let status = match status {
-                Some(status) => status,
-                None if port.spec.exit_status || !port.spec.input => port.program.wait().await,
-                None => ExitStatus::default(),
-            };
-            if let Next::Exit(reason) = port.output_ended(status) {
+        if let Err(reason) = port.deliver_output(&mut out) {
+            return reason;
+        }
+        let output_over = ends_with_output && out.finished() && err.finished();
+        if output_over && !port.done && stopping.is_none() && (status.is_some() || !need_status) {
+            if let Next::Exit(reason) = port.output_ended(status.unwrap_or_default()) {
                 return reason;
             }
         }
-        let room = port.me.node().peer_room(&port.owner.node.name);
+        let room = port.owner_has_room();
+        let backlog = port.owner_backlog.clone();
+        let output_waits = out.blocked || out.pipe.is_some() || err.pipe.is_some();
         tokio::select! {
-            msg = port.me.recv() => match port.handle(msg) {
+            msg = port.me.recv() => match port.handle(Request::parse(msg)) {
                 Next::Continue => {}
                 Next::Exit(reason) => return reason,
                 Next::Stop(grace, call) => {
-                    port.program.terminate(grace).await;
-                    if let Some(call) = call {
-                        port.me.reply(&call, a("ok"));
-                    }
-                    return a("normal");
+                    let mut program = port.program.detach();
+                    stopping = Some((Box::pin(async move { program.terminate(grace).await }), call));
                 }
             },
-            read = read_some(stdout.as_ref(), &mut out_buf), if stdout.is_some() && room => match read {
-                Ok(n) if n > 0 => {
-                    port.bytes_in += n as u64;
-                    loop {
-                        match codec::decode(framing, &mut out_buf) {
-                            Ok(Some(frame)) => port.deliver(frame),
-                            Ok(None) => break,
-                            Err(e) => {
-                                warn!(port = %port.me.pid(), program = %port.spec.name, error = %e, "program broke its framing");
-                                return a("einval");
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    port.last_line = codec::decode_eof(framing, &mut out_buf);
-                    stdout = None;
-                }
+            read = read_some(out.pipe.as_ref(), &mut out.buf), if out.pipe.is_some() && !out.blocked && room => match read {
+                Ok(n) if n > 0 => port.bytes_in += n as u64,
+                _ => out.pipe = None,
             },
-            _ = tokio::time::sleep(std::time::Duration::from_millis(1)), if stdout.is_some() && !room => {}
-            read = read_some(stderr.as_ref(), &mut err_buf), if stderr.is_some() => match read {
+            read = read_some(err.pipe.as_ref(), &mut err.buf), if err.pipe.is_some() && room => match read {
                 Ok(n) if n > 0 => {
-                    let data = port.data(std::mem::take(&mut err_buf));
+                    let data = port.data(std::mem::take(&mut err.buf));
                     port.to_owner(tuple(vec![a("stderr"), data]));
                 }
-                _ => stderr = None,
+                _ => {
+                    err.pipe = None;
+                    err.ended = true;
+                }
             },
+            _ = wait_for_room(backlog), if !room && output_waits => {}
+            written = port.stdin.write_some(), if port.stdin.has_work() => port.stdin.wrote(written, &port.me),
             s = port.program.wait(), if status.is_none() => status = Some(s),
+            _ = async { stopping.as_mut().map(|(f, _)| f).expect("guarded").as_mut().await }, if stopping.is_some() => {
+                if let Some((_, Some(call))) = stopping.take() {
+                    port.me.reply(&call, a("ok"));
+                }
+                return a("normal");
+            }
         }
+    }
+}
+
+/// Returns once `backlog` is below its low-water mark.
+async fn wait_for_room(backlog: Option<Arc<Backlog>>) {
+    match backlog {
+        Some(b) => b.room().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -116,11 +168,14 @@ pub async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i3
     if spec.eof {
         me.send(&owner, tuple(vec![me_term, a("eof")]));
         loop {
-            let msg = me.recv().await;
-            if let Some([_, cmd]) = as_tuple(&msg) {
-                if as_atom(cmd) == Some("close") {
+            match Request::parse(me.recv().await) {
+                Request::Close { from } if from == owner => return a("normal"),
+                Request::Call(call, CallRequest::Close) => {
+                    me.reply(&call, a("true"));
                     return a("normal");
                 }
+                Request::Exit { from, reason } if from == owner => return reason,
+                _ => {}
             }
         }
     }
@@ -153,21 +208,6 @@ async fn read_some(pipe: Option<&pipe::Receiver>, out: &mut Vec<u8>) -> std::io:
     }
 }
 
-/// Writes to the program's stdin from a queue; dropping the queue closes stdin.
-fn stdin_writer(mut pipe: pipe::Sender) -> mpsc::UnboundedSender<Vec<u8>> {
-    use tokio::io::AsyncWriteExt;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
-            if pipe.write_all(&data).await.is_err() {
-                // The program closed its stdin (or exited): nothing more to write.
-                break;
-            }
-        }
-    });
-    tx
-}
-
 impl Port {
     fn handle_pid(&self) -> Term {
         Term::from(self.me.pid().clone())
@@ -177,6 +217,15 @@ impl Port {
         self.me.send(&self.owner, tuple(vec![self.handle_pid(), msg]));
     }
 
+    fn owner_has_room(&self) -> bool {
+        self.owner_backlog.as_ref().is_none_or(|b| b.has_room())
+    }
+
+    fn set_owner(&mut self, new: Pid) {
+        self.owner_backlog = self.me.node().backlog_of(&new);
+        self.owner = new;
+    }
+
     /// Program output as the owner expects it: a binary, or a list of bytes.
     fn data(&self, bytes: Vec<u8>) -> Term {
         if self.spec.binary {
@@ -184,6 +233,32 @@ impl Port {
         } else {
             etf::byte_list(bytes)
         }
+    }
+
+    /// Sends the owner the frames waiting in `out`, one at a time while it
+    /// has room; frames the owner has no room for stay in the buffer.
+    fn deliver_output(&mut self, out: &mut Output) -> Result<(), Term> {
+        let framing = self.spec.framing;
+        loop {
+            if !self.owner_has_room() {
+                out.blocked = true;
+                return Ok(());
+            }
+            match codec::decode(framing, &mut out.buf) {
+                Ok(Some(frame)) => self.deliver(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(port = %self.me.pid(), program = %self.spec.name, error = %e, "program broke its framing");
+                    return Err(a("einval"));
+                }
+            }
+        }
+        out.blocked = false;
+        if out.pipe.is_none() && !out.ended {
+            self.last_line = codec::decode_eof(framing, &mut out.buf);
+            out.ended = true;
+        }
+        Ok(())
     }
 
     fn deliver(&self, frame: Frame) {
@@ -210,6 +285,8 @@ impl Port {
         Next::Exit(a("normal"))
     }
 
+    /// Frames `data` for the program and queues it; false if it is not
+    /// iodata, does not fit the framing, or the port has no way in.
     fn write(&mut self, data: &Term) -> bool {
         let mut bytes = Vec::new();
         if etf::iodata(data, &mut bytes).is_none() || !self.spec.output {
@@ -217,54 +294,46 @@ impl Port {
         }
         let Ok(framed) = codec::encode(self.spec.framing, bytes) else { return false };
         self.bytes_out += framed.len() as u64 - header_len(self.spec.framing);
-        if let Some(stdin) = &self.stdin {
-            let _ = stdin.send(framed);
-        }
+        self.stdin.queue(framed);
         true
     }
 
-    fn handle(&mut self, msg: Term) -> Next {
-        match crate::node::process::classify(msg) {
-            Received::Call(call) => self.call(call),
-            Received::Cast(_) => Next::Continue,
-            Received::Other(msg) => self.message(msg),
-        }
-    }
-
-    /// The port message protocol, and the EXIT signals a port reacts to.
-    fn message(&mut self, msg: Term) -> Next {
-        match as_tuple(&msg) {
-            Some([Term::Pid(from), cmd]) if *from == self.owner => match (as_atom(cmd), as_tuple(cmd)) {
-                (Some("close"), _) => {
-                    // erts sends `{Port, closed}` after the port's exit signal.
-                    let closed = tuple(vec![self.handle_pid(), a("closed")]);
-                    self.me.after_exit(&self.owner, closed);
-                    Next::Exit(a("normal"))
-                }
-                (_, Some([op, data])) if as_atom(op) == Some("command") => self.command(data),
-                (_, Some([op, Term::Pid(new)])) if as_atom(op) == Some("connect") => {
-                    let old = std::mem::replace(&mut self.owner, new.clone());
-                    self.me.link(new);
-                    self.me.send(&old, tuple(vec![self.handle_pid(), a("connected")]));
-                    Next::Continue
-                }
-                _ => Next::Exit(a("badsig")),
-            },
-            Some([tag, data]) if as_atom(tag) == Some("$port_command") => self.command(data),
-            Some([tag, grace]) if as_atom(tag) == Some("$portnode_stop") => match grace_period(grace) {
-                Some(grace) => Next::Stop(grace, None),
-                None => Next::Exit(a("badsig")),
-            },
-            Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
+    fn handle(&mut self, request: Request) -> Next {
+        match request {
+            Request::Call(call, request) => self.call(call, request),
+            // The port message protocol is the owner's; others are ignored.
+            Request::Close { from } if from == self.owner => {
+                // erts sends `{Port, closed}` after the port's exit signal.
+                let closed = tuple(vec![self.handle_pid(), a("closed")]);
+                self.me.after_exit(&self.owner, closed);
+                Next::Exit(a("normal"))
+            }
+            Request::Command { from, data } if from == self.owner => self.command(&data),
+            Request::Connect { from, new_owner } if from == self.owner => {
+                let old = self.owner.clone();
+                self.set_owner(new_owner.clone());
+                self.me.link(&new_owner);
+                self.me.send(&old, tuple(vec![self.handle_pid(), a("connected")]));
+                Next::Continue
+            }
+            Request::BadProtocol { from } if from == self.owner => Next::Exit(a("badsig")),
+            Request::PortCommand(data) => self.command(&data),
+            Request::Stop(grace) => Next::Stop(grace, None),
+            Request::BadStop => Next::Exit(a("badsig")),
+            Request::Exit { from, reason } => {
                 // A port closes when its owner exits, for any reason, and when
                 // any other linked process exits abnormally.
-                if *from == self.owner || as_atom(reason) != Some("normal") {
-                    Next::Exit(reason.clone())
+                if from == self.owner || etf::as_atom(&reason) != Some("normal") {
+                    Next::Exit(reason)
                 } else {
                     Next::Continue
                 }
             }
-            _ => {
+            Request::Close { from } | Request::Command { from, .. } | Request::Connect { from, .. } | Request::BadProtocol { from } => {
+                warn!(port = %self.me.pid(), from = %from, "port ignored port protocol from a process that is not its owner");
+                Next::Continue
+            }
+            Request::Ignored(msg) => {
                 warn!(port = %self.me.pid(), message = %msg, "port ignored a message that is not port protocol");
                 Next::Continue
             }
@@ -278,49 +347,57 @@ impl Port {
     }
 
     /// The calls behind the `portnode` API functions.
-    fn call(&mut self, call: Call) -> Next {
-        let request = call.request.clone();
-        let (reply, next) = match (as_atom(&request), as_tuple(&request)) {
-            (Some("close"), _) => (a("true"), Next::Exit(a("normal"))),
-            (Some("os_pid"), _) => (int(i64::from(self.os_pid)), Next::Continue),
-            (Some("kill_timeout"), _) => (int(self.spec.kill_timeout.as_millis() as i64), Next::Continue),
-            (Some("close_stdin"), _) => {
-                self.stdin = None;
-                (a("ok"), Next::Continue)
+    fn call(&mut self, call: Call, request: CallRequest) -> Next {
+        let reply = match request {
+            CallRequest::Close => {
+                self.me.reply(&call, a("true"));
+                return Next::Exit(a("normal"));
             }
-            (Some("info"), _) => {
+            CallRequest::OsPid => int(i64::from(self.os_pid)),
+            CallRequest::KillTimeout => int(self.spec.kill_timeout.as_millis() as i64),
+            CallRequest::CloseStdin => {
+                self.stdin.close();
+                a("ok")
+            }
+            CallRequest::Info => {
                 let items = ["name", "links", "id", "connected", "input", "output", "os_pid"];
-                let list = items.iter().map(|i| tuple(vec![a(i), self.info(i)])).collect();
-                (etf::list(list), Next::Continue)
+                etf::list(items.iter().map(|i| tuple(vec![a(i), self.info(i)])).collect())
             }
-            (_, Some([op, item])) if as_atom(op) == Some("info") => {
-                let value = as_atom(item).map(|i| self.info(i)).unwrap_or_else(|| a("badarg"));
-                (tuple(vec![item.clone(), value]), Next::Continue)
+            CallRequest::InfoItem(item) => {
+                let value = etf::as_atom(&item).map(|i| self.info(i)).unwrap_or_else(|| a("badarg"));
+                tuple(vec![item, value])
             }
-            (_, Some([op, Term::Pid(new)])) if as_atom(op) == Some("connect") => {
-                self.owner = new.clone();
-                self.me.link(new);
-                (a("true"), Next::Continue)
+            CallRequest::Connect(new) => {
+                self.set_owner(new.clone());
+                self.me.link(&new);
+                a("true")
             }
-            (_, Some([op, grace])) if as_atom(op) == Some("stop") => match grace_period(grace) {
-                Some(grace) => return Next::Stop(grace, Some(call)),
-                None => (a("badarg"), Next::Continue),
-            },
-            (_, Some([op, data])) if as_atom(op) == Some("command") => {
-                if self.write(data) { (a("true"), Next::Continue) } else { (a("badarg"), Next::Continue) }
-            }
-            (_, Some([op, sig])) if as_atom(op) == Some("kill") => {
-                let number = as_int(sig).and_then(|n| i32::try_from(n).ok()).or_else(|| as_atom(sig).and_then(child::signal_number));
-                match number {
-                    Some(n) if self.program.signal(n) => (a("ok"), Next::Continue),
-                    Some(_) => (tuple(vec![a("error"), a("not_running")]), Next::Continue),
-                    None => (tuple(vec![a("error"), a("badarg")]), Next::Continue),
+            CallRequest::Stop(grace) => return Next::Stop(grace, Some(call)),
+            CallRequest::BadStop => a("badarg"),
+            CallRequest::Command(data) => a(if self.write(&data) { "true" } else { "badarg" }),
+            CallRequest::FlowCommand { data, nosuspend } => {
+                if nosuspend && self.stdin.busy() {
+                    a("busy")
+                } else if !self.write(&data) {
+                    a("badarg")
+                } else {
+                    // Answered now if the port is not busy, else once it drains.
+                    return match self.stdin.answer_when_not_busy(call) {
+                        Some(call) => {
+                            self.me.reply(&call, super::stdin::credit_reply());
+                            Next::Continue
+                        }
+                        None => Next::Continue,
+                    };
                 }
             }
-            _ => (tuple(vec![a("error"), tuple(vec![a("unknown_call"), request.clone()])]), Next::Continue),
+            CallRequest::Kill(Some(n)) if self.program.signal(n) => a("ok"),
+            CallRequest::Kill(Some(_)) => tuple(vec![a("error"), a("not_running")]),
+            CallRequest::Kill(None) => tuple(vec![a("error"), a("badarg")]),
+            CallRequest::Unknown(request) => tuple(vec![a("error"), tuple(vec![a("unknown_call"), request])]),
         };
         self.me.reply(&call, reply);
-        next
+        Next::Continue
     }
 
     fn info(&self, item: &str) -> Term {
@@ -334,16 +411,6 @@ impl Port {
             "os_pid" => int(i64::from(self.os_pid)),
             _ => a("undefined"),
         }
-    }
-}
-
-/// A stop's grace period: milliseconds, `brutal_kill` (none) or `infinity`.
-pub(crate) fn grace_period(term: &Term) -> Option<Option<Duration>> {
-    match (as_int(term), as_atom(term)) {
-        (Some(ms), _) if ms >= 0 => Some(Some(Duration::from_millis(ms as u64))),
-        (_, Some("brutal_kill")) => Some(Some(Duration::ZERO)),
-        (_, Some("infinity")) => Some(None),
-        _ => None,
     }
 }
 

@@ -1,5 +1,7 @@
-//! Starting a program: its own process group, a parent-death signal, pipes
-//! for the stdio the settings ask for, and nothing else inherited.
+//! Starting a program: its own process group, its containment (it joins
+//! its leaf cgroup before exec, or carries its marker), a parent-death
+//! signal, pipes for the stdio the settings ask for, and nothing else
+//! inherited.
 //!
 //! The program is started the way `posix_spawn` starts one: `clone` with
 //! `CLONE_VM | CLONE_VFORK`, so the child shares portnode's memory until it
@@ -11,6 +13,7 @@
 //! (`posix_spawn` itself cannot arm the parent-death signal.)
 
 use super::settings::{PortSpec, Program, Stderr};
+use crate::containment::{tree, Jail};
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,44 +27,88 @@ use tokio::net::unix::pipe;
 /// A started program and our ends of its pipes.
 pub struct Spawned {
     pub child: Child,
+    pub jail: Jail,
     pub os_pid: u32,
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
 }
 
-/// A program we started and have not reaped yet. It is reaped by `wait`
-/// only; [`super::child::Running`] makes sure that happens.
+/// A program we started and have not reaped yet. Its exit is observed
+/// without reaping it ([`Child::exited`]), so that its pid (and, as a group
+/// leader, its pgid) cannot be reused while we may still signal it;
+/// [`Child::reap`] ends that. Dropping an unreaped child kills and reaps it.
 pub struct Child {
     pid: libc::pid_t,
     /// Readable once the program has exited (Linux 5.3 and later).
     exited: AsyncFd<OwnedFd>,
     status: Option<ExitStatus>,
+    reaped: bool,
 }
 
 impl Child {
-    /// Waits for the program to exit and reaps it. Cancel-safe.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+    /// Waits for the program to exit, without reaping it. Cancel-safe.
+    pub async fn exited(&mut self) -> io::Result<ExitStatus> {
         loop {
-            if let Some(status) = self.try_wait()? {
+            if let Some(status) = self.try_exited()? {
                 return Ok(status);
             }
             self.exited.readable().await?.clear_ready();
         }
     }
 
-    /// Reaps the program if it has exited.
-    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+    /// The exit status, if the program has exited (it stays unreaped).
+    pub fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            let mut raw = 0;
-            // SAFETY: waitpid on our own unreaped child, with a valid status pointer.
-            match unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) } {
-                0 => return Ok(None),
-                n if n == self.pid => self.status = Some(ExitStatus::from_raw(raw)),
-                _ => return Err(io::Error::last_os_error()),
+            // SAFETY: waitid on our own unreaped child, with a zeroed siginfo.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            if unsafe { libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, flags) } != 0 {
+                return Err(io::Error::last_os_error());
             }
+            // SAFETY: waitid filled in the child fields, or left si_pid 0.
+            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+            if pid == 0 {
+                return Ok(None);
+            }
+            self.status = Some(ExitStatus::from_raw(match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+                _ => status & 0x7f,
+            }));
         }
         Ok(self.status)
+    }
+
+    /// Reaps the program, which must have exited (or been sent SIGKILL).
+    pub fn reap(&mut self) {
+        if !self.reaped {
+            let mut raw = 0;
+            // SAFETY: waitpid on our own unreaped child.
+            unsafe { libc::waitpid(self.pid, &mut raw, 0) };
+            self.reaped = true;
+            tree::untrack(self.pid);
+        }
+    }
+
+    /// Sends `signal` to the program's first process only.
+    pub fn signal(&self, signal: i32) -> bool {
+        // SAFETY: kill(2) on our own unreaped child: the pid is still ours.
+        !self.reaped && unsafe { libc::kill(self.pid, signal) == 0 }
+    }
+
+    /// The program's pid (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.signal(libc::SIGKILL);
+            self.reap();
+        }
     }
 }
 
@@ -93,6 +140,9 @@ struct Plan {
     cwd: Option<CString>,
     /// The fd that becomes fd 0, 1, 2, 3, 4 in the program (-1: leave it).
     stdio: [RawFd; 5],
+    /// `cgroup.procs` of the program's leaf cgroup, which the child joins
+    /// before exec (-1: no cgroup).
+    cgroup_procs: RawFd,
     /// portnode's pid: the child checks that its death signal was armed in time.
     parent: libc::pid_t,
     /// Set by the child when it fails before exec.
@@ -137,6 +187,11 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             fail(plan);
         }
+        // Into the program's cgroup before anything of the program runs:
+        // whatever it starts later (setsid, double forks) starts inside.
+        if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            fail(plan);
+        }
         // Move every source above the targets first, so that none is
         // clobbered, then put each in place (dup2 clears close-on-exec).
         let mut high = [-1; 5];
@@ -166,7 +221,7 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
 /// Starts the program `spec` describes. Must run on a thread that lives as
 /// long as the node: Linux sends the parent-death signal when the thread
 /// that forked exits.
-pub fn spawn(spec: &PortSpec) -> io::Result<Spawned> {
+pub fn spawn(spec: &PortSpec, mut jail: Jail) -> io::Result<Spawned> {
     let (path, mut args): (OsString, Vec<OsString>) = match &spec.program {
         Program::Executable(file) => {
             // Like spawn_executable: the file is not searched for in PATH.
@@ -187,7 +242,7 @@ pub fn spawn(spec: &PortSpec) -> io::Result<Spawned> {
         }
     };
     let argv: Vec<CString> = args.drain(..).map(|a| c_string(&a)).collect::<io::Result<_>>()?;
-    let envp = environment(spec)?;
+    let envp = environment(spec, jail.marker())?;
     let cwd = spec.cd.as_deref().map(c_string).transpose()?;
 
     // The program's stdio: [stdin, stdout, stderr, fd 3, fd 4].
@@ -241,36 +296,45 @@ pub fn spawn(spec: &PortSpec) -> io::Result<Spawned> {
         envp: envp.iter().map(|e| e.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
         cwd,
         stdio: std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd())),
+        cgroup_procs: jail.join_fd().unwrap_or(-1),
         parent: std::process::id() as libc::pid_t,
         errno: AtomicI32::new(0),
     };
     let pid = start(&plan)?;
+    tree::track(pid);
+    jail.started(pid as u32);
     drop(stdio); // the child's ends of the pipes, in this process
     let errno = plan.errno.load(Ordering::Relaxed);
-    if errno != 0 {
-        reap_now(pid);
-        return Err(io::Error::from_raw_os_error(errno));
-    }
-    let exited = match pidfd(pid) {
+    let exited = if errno != 0 { Err(io::Error::from_raw_os_error(errno)) } else { pidfd(pid) };
+    let exited = match exited {
         Ok(fd) => fd,
         Err(e) => {
-            // SAFETY: our own child, not yet reaped.
+            // SAFETY: our own child, not yet reaped (it has failed, or is killed here).
             unsafe { libc::kill(pid, libc::SIGKILL) };
             reap_now(pid);
+            tree::untrack(pid);
+            jail.release();
             return Err(e);
         }
     };
-    Ok(Spawned { child: Child { pid, exited, status: None }, os_pid: pid as u32, stdin, stdout, stderr })
+    let child = Child { pid, exited, status: None, reaped: false };
+    Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
 }
 
-/// portnode's environment with the settings' changes (`None` unsets).
-fn environment(spec: &PortSpec) -> io::Result<Vec<CString>> {
+/// portnode's environment with the settings' changes (`None` unsets), and
+/// the containment's marker (`NAME=VALUE`) if it has one.
+fn environment(spec: &PortSpec, marker: Option<&str>) -> io::Result<Vec<CString>> {
     let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     for (key, value) in &spec.env {
         vars.retain(|(k, _)| k != key);
         if let Some(v) = value {
             vars.push((key.clone(), v.clone()));
         }
+    }
+    // Last, so that no setting can take it away.
+    if let Some((name, value)) = marker.and_then(|m| m.split_once('=')) {
+        vars.retain(|(k, _)| k != name);
+        vars.push((name.into(), value.into()));
     }
     vars.into_iter()
         .map(|(k, v)| {

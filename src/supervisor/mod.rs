@@ -11,18 +11,20 @@
 //! and `get_childspec/2` make.
 
 mod intensity;
+mod request;
 pub mod spec;
 
 use crate::etf::{self, a, as_atom, as_tuple, int, tuple};
-use crate::node::process::{Call, Process, Received};
+use crate::node::process::{Call, Process};
 use crate::node::Node;
 use crate::port::settings::{PortSpec, Stderr};
 use eetf::{Pid, Term};
 use intensity::Intensity;
+use request::{CallRequest, Request};
 use spec::{ChildSpec, Flags, Restart, Strategy};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 /// Starts a supervisor for `parent` (linked to it) that answers `call`
@@ -44,6 +46,10 @@ pub fn start(node: &Arc<Node>, me: &Process, call: Call, parent: &Pid, flags: &T
     node.set_trap_exit(&pid, true);
     node.link(&pid, parent);
 }
+
+/// How long past a child's shutdown its handle may take to report its exit
+/// before it is killed.
+const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 fn error(reason: Term) -> Term {
     tuple(vec![a("error"), reason])
@@ -90,10 +96,9 @@ async fn run(me: Process, parent: Pid, flags: Flags, specs: Vec<ChildSpec>, call
             Some(msg) => msg,
             None => sup.me.recv().await,
         };
-        let exit = match crate::node::process::classify(msg) {
-            Received::Call(call) => sup.call(call).await,
-            Received::Cast(_) => None,
-            Received::Other(msg) => sup.message(msg).await,
+        let exit = match Request::parse(msg) {
+            Request::Call(call, request) => sup.call(call, request).await,
+            request => sup.message(request).await,
         };
         if let Some(reason) = exit {
             return reason;
@@ -137,7 +142,14 @@ impl Supervisor {
             None => a("infinity"),
         };
         self.me.send(&handle, tuple(vec![a("$portnode_stop"), grace]));
-        self.wait_exit(&handle).await;
+        // The handle stops its program within the shutdown; should it not
+        // answer by then (and a margin), it is killed, which stops the program too.
+        let limit = self.children[i].spec.shutdown.map(|d| d + STOP_MARGIN);
+        if !self.wait_exit(&handle, limit).await {
+            warn!(supervisor = %self.me.pid(), child = %self.children[i].spec.id, "child's handle did not stop within its shutdown; killing it");
+            self.me.node().terminate(&handle, a("kill"));
+            self.wait_exit(&handle, Some(STOP_MARGIN)).await;
+        }
         let child = &mut self.children[i];
         info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = child.os_pid.unwrap_or(0), "child stopped");
         child.ended = None;
@@ -150,46 +162,54 @@ impl Supervisor {
         }
     }
 
-    /// Waits for `handle`'s exit signal; other messages wait their turn.
-    async fn wait_exit(&mut self, handle: &Pid) {
-        let is_exit_of = |msg: &Term| matches!(as_tuple(msg), Some([tag, Term::Pid(from), _]) if as_atom(tag) == Some("EXIT") && from == handle);
-        if let Some(pos) = self.deferred.iter().position(is_exit_of) {
+    /// Waits for `handle`'s exit signal, up to `limit` (none: no bound);
+    /// other messages wait their turn. False if the limit passed first.
+    async fn wait_exit(&mut self, handle: &Pid, limit: Option<Duration>) -> bool {
+        if let Some(pos) = self.deferred.iter().position(|m| Request::is_exit_of(m, handle)) {
             self.deferred.remove(pos);
-            return;
+            return true;
         }
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
         loop {
-            let msg = self.me.recv().await;
-            if is_exit_of(&msg) {
-                return;
+            let msg = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, self.me.recv()).await {
+                    Ok(msg) => msg,
+                    Err(_) => return false,
+                },
+                None => self.me.recv().await,
+            };
+            if Request::is_exit_of(&msg, handle) {
+                return true;
             }
             self.deferred.push_back(msg);
         }
     }
 
-    async fn message(&mut self, msg: Term) -> Option<Term> {
-        match as_tuple(&msg) {
-            Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
-                if *from == self.parent {
+    async fn message(&mut self, request: Request) -> Option<Term> {
+        match request {
+            Request::Exit { from, reason } => {
+                if from == self.parent {
                     info!(supervisor = %self.me.pid(), reason = %reason, "parent exited; stopping children");
                     self.terminate_all().await;
-                    return Some(reason.clone());
+                    return Some(reason);
                 }
-                match self.index_of_handle(from) {
-                    Some(i) => self.child_exited(i, reason.clone()).await,
+                match self.index_of_handle(&from) {
+                    Some(i) => self.child_exited(i, reason).await,
                     None => None,
                 }
             }
-            Some([Term::Pid(from), event]) => {
-                if let Some(i) = self.index_of_handle(from) {
-                    self.child_event(i, event);
+            Request::PortEvent { from, event } => {
+                if let Some(i) = self.index_of_handle(&from) {
+                    self.child_event(i, &event);
                 }
                 None
             }
-            Some([tag, id]) if as_atom(tag) == Some("$portnode_retry") => match self.index(id) {
+            Request::Retry(id) => match self.index(&id) {
                 Some(i) if self.children[i].handle.is_none() => self.restart(i).await,
                 _ => None,
             },
-            _ => {
+            Request::Call(call, request) => self.call(call, request).await,
+            Request::Ignored(msg) => {
                 warn!(supervisor = %self.me.pid(), message = %msg, "supervisor ignored an unexpected message");
                 None
             }
@@ -276,22 +296,21 @@ impl Supervisor {
         None
     }
 
-    async fn call(&mut self, call: Call) -> Option<Term> {
-        let request = call.request.clone();
-        let reply = match (as_atom(&request), as_tuple(&request)) {
+    async fn call(&mut self, call: Call, request: CallRequest) -> Option<Term> {
+        let reply = match request {
             // As OTP's supervisor: the last child in start order comes first.
-            (Some("which_children"), _) => etf::list(self.children.iter().rev().map(|c| {
+            CallRequest::WhichChildren => etf::list(self.children.iter().rev().map(|c| {
                 let child = c.handle.clone().map(Term::from).unwrap_or_else(|| a("undefined"));
                 tuple(vec![c.spec.id.clone(), child, a("worker"), c.spec.modules.clone()])
             }).collect()),
-            (Some("count_children"), _) => {
+            CallRequest::CountChildren => {
                 let active = self.children.iter().filter(|c| c.handle.is_some()).count() as i64;
                 let specs = self.children.len() as i64;
                 let pairs = [("specs", specs), ("active", active), ("supervisors", 0), ("workers", specs)];
                 etf::list(pairs.iter().map(|(k, v)| tuple(vec![a(k), int(*v)])).collect())
             }
-            (Some("get_callback_module"), _) => a("portnode"),
-            (_, Some([op, id])) if as_atom(op) == Some("terminate_child") => match self.index(id) {
+            CallRequest::GetCallbackModule => a("portnode"),
+            CallRequest::TerminateChild(id) => match self.index(&id) {
                 Some(i) => {
                     self.terminate_child(i).await;
                     if self.children[i].spec.restart == Restart::Temporary {
@@ -301,7 +320,7 @@ impl Supervisor {
                 }
                 None => error(a("not_found")),
             },
-            (_, Some([op, id])) if as_atom(op) == Some("restart_child") => match self.index(id) {
+            CallRequest::RestartChild(id) => match self.index(&id) {
                 Some(i) if self.children[i].handle.is_some() => error(a("running")),
                 Some(i) => match self.start_child(i) {
                     Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
@@ -309,7 +328,7 @@ impl Supervisor {
                 },
                 None => error(a("not_found")),
             },
-            (_, Some([op, id])) if as_atom(op) == Some("delete_child") => match self.index(id) {
+            CallRequest::DeleteChild(id) => match self.index(&id) {
                 Some(i) if self.children[i].handle.is_some() => error(a("running")),
                 Some(i) => {
                     self.children.remove(i);
@@ -317,12 +336,12 @@ impl Supervisor {
                 }
                 None => error(a("not_found")),
             },
-            (_, Some([op, id])) if as_atom(op) == Some("get_childspec") => match self.index(id) {
+            CallRequest::GetChildspec(id) => match self.index(&id) {
                 Some(i) => tuple(vec![a("ok"), self.children[i].spec.to_term()]),
                 None => error(a("not_found")),
             },
-            (_, Some([op, spec])) if as_atom(op) == Some("start_child") => self.add_child(spec),
-            _ => error(tuple(vec![a("unknown_call"), request.clone()])),
+            CallRequest::StartChild(spec) => self.add_child(&spec),
+            CallRequest::Unknown(request) => error(tuple(vec![a("unknown_call"), request])),
         };
         self.me.reply(&call, reply);
         None

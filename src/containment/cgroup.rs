@@ -1,0 +1,267 @@
+//! A cgroup v2 subtree per portnode, and a leaf in it per program.
+//!
+//! The subtree is `<portnode's own cgroup>/portnode-<pid>` (or the same
+//! under the directory `--cgroup PATH` names). A leaf is created (or taken
+//! from a small pool of empty ones: a mkdir and an rmdir cost ~45 µs each)
+//! before the program starts; the child writes itself into the leaf's
+//! `cgroup.procs` before it execs. An exited process leaves its cgroup at
+//! once, zombie or not, so `populated 0` means the program is gone.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::unix::AsyncFd;
+use tracing::warn;
+
+/// Empty leaves kept for reuse, at most.
+const POOL: usize = 64;
+
+/// This portnode's subtree.
+pub struct Subtree {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    next: AtomicU64,
+    pool: Mutex<Vec<PathBuf>>,
+}
+
+impl Subtree {
+    /// A subtree under portnode's own cgroup in the cgroup v2 hierarchy.
+    pub fn create_auto() -> io::Result<Subtree> {
+        let mount = v2_mount()?;
+        let own = fs::read_to_string("/proc/self/cgroup")?
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+            .ok_or_else(|| io::Error::other("no cgroup v2 entry in /proc/self/cgroup"))?;
+        Subtree::create_in(&mount.join(own.trim_start_matches('/')))
+    }
+
+    /// A subtree under the cgroup directory `dir`.
+    pub fn create_in(dir: &Path) -> io::Result<Subtree> {
+        let named = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", dir.display()));
+        if !dir.join("cgroup.procs").exists() {
+            return Err(io::Error::other(format!("{} is not a cgroup v2 directory", dir.display())));
+        }
+        // Moving a child from portnode's cgroup into the subtree needs write
+        // access to their common ancestor's cgroup.procs.
+        let procs = c_path(&dir.join("cgroup.procs"))?;
+        // SAFETY: access(2) on a valid NUL-terminated path.
+        if unsafe { libc::access(procs.as_ptr(), libc::W_OK) } != 0 {
+            return Err(named("cannot write cgroup.procs of", io::Error::last_os_error()));
+        }
+        let path = dir.join(format!("portnode-{}", std::process::id()));
+        if path.exists() {
+            // Left by an earlier portnode with this pid: clear it out.
+            kill_and_remove(&path);
+        }
+        fs::create_dir(&path).map_err(|e| named("cannot create a cgroup in", e))?;
+        // The root cgroup has no cgroup.kill; every other one has since Linux 5.14.
+        if !path.join("cgroup.kill").exists() {
+            let _ = fs::remove_dir(&path);
+            return Err(io::Error::other(format!("{} has no cgroup.kill (Linux 5.14 or later is needed)", path.display())));
+        }
+        Ok(Subtree { shared: Arc::new(Shared { path, next: AtomicU64::new(1), pool: Mutex::new(Vec::new()) }) })
+    }
+
+    /// The subtree's directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// An empty leaf for one program.
+    pub fn leaf(&self) -> io::Result<Leaf> {
+        let reused = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let dir = match reused {
+            Some(dir) => dir,
+            None => {
+                let dir = self.shared.path.join(format!("p{}", self.shared.next.fetch_add(1, Ordering::Relaxed)));
+                fs::create_dir(&dir)?;
+                dir
+            }
+        };
+        let procs = fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"));
+        match procs {
+            Ok(f) => Ok(Leaf { dir, procs: Some(f.into()), shared: self.shared.clone() }),
+            Err(e) => {
+                let _ = fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Kills what is left and removes the subtree (at shutdown).
+    pub fn remove(&self) {
+        kill_and_remove(&self.shared.path);
+    }
+}
+
+/// One program's leaf cgroup.
+pub struct Leaf {
+    dir: PathBuf,
+    /// Open until the child has joined.
+    procs: Option<OwnedFd>,
+    shared: Arc<Shared>,
+}
+
+impl Leaf {
+    /// The fd the child writes "0" to, to join.
+    pub fn procs_fd(&self) -> RawFd {
+        self.procs.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// The child has joined (or failed to start): the fd is no longer needed.
+    pub fn started(&mut self) {
+        self.procs = None;
+    }
+
+    /// Sends `signal` to every process in the leaf.
+    pub fn signal_all(&self, signal: i32) {
+        for pid in members(&self.dir) {
+            // SAFETY: kill(2); a pid listed in our leaf is one of the program's processes.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// SIGKILLs every process in the leaf at once.
+    pub fn kill(&self) {
+        if let Err(e) = fs::write(self.dir.join("cgroup.kill"), "1") {
+            warn!(cgroup = %self.dir.display(), error = %e, "cgroup.kill failed; killing one by one");
+            self.signal_all(libc::SIGKILL);
+        }
+    }
+
+    /// Returns once the leaf holds no process.
+    pub async fn wait_empty(&self) {
+        let events = self.dir.join("cgroup.events");
+        let watch = Inotify::watch(&events);
+        loop {
+            if !populated(&events) {
+                return;
+            }
+            match &watch {
+                Ok(watch) => watch.changed().await,
+                // No inotify (out of watches): look again shortly.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Returns the empty leaf to the pool, or removes it.
+    pub fn release(self) {
+        if populated(&self.dir.join("cgroup.events")) {
+            // Never reuse a leaf that still holds a process.
+            kill_and_remove(&self.dir);
+            return;
+        }
+        let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL {
+            pool.push(self.dir.clone());
+        } else if let Err(e) = fs::remove_dir(&self.dir) {
+            warn!(cgroup = %self.dir.display(), error = %e, "cannot remove a program's cgroup");
+        }
+    }
+}
+
+/// The pids in cgroup `dir`.
+fn members(dir: &Path) -> Vec<libc::pid_t> {
+    fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn populated(events: &Path) -> bool {
+    match fs::read_to_string(events) {
+        Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
+        // Gone: nothing in it.
+        Err(_) => false,
+    }
+}
+
+/// SIGKILLs everything under `dir`, waits (bounded) for it to empty, and
+/// removes it and every cgroup below it.
+pub fn kill_and_remove(dir: &Path) {
+    if let Ok(mut f) = fs::OpenOptions::new().write(true).open(dir.join("cgroup.kill")) {
+        let _ = f.write_all(b"1");
+    }
+    let events = dir.join("cgroup.events");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while populated(&events) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    remove_tree(dir);
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    if let Err(e) = fs::remove_dir(dir) {
+        if e.kind() != io::ErrorKind::NotFound {
+            warn!(cgroup = %dir.display(), error = %e, "cannot remove cgroup");
+        }
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on pure-v2
+/// hosts, `/sys/fs/cgroup/unified` on hybrid ones).
+fn v2_mount() -> io::Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next() == Some("cgroup2")).then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .ok_or_else(|| io::Error::other("no cgroup2 file system is mounted"))
+}
+
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// An inotify watch on one file: wakes up when it is modified.
+struct Inotify {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Inotify {
+    fn watch(path: &Path) -> io::Result<Inotify> {
+        let path = c_path(path)?;
+        // SAFETY: inotify_init1 returns a new fd or -1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a valid fd and NUL-terminated path.
+        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the AsyncFd owns the fd from here on; nothing else closes or replaces it.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
+        Ok(Inotify { fd })
+    }
+
+    /// Waits for the next change (or returns at once if one is pending).
+    async fn changed(&self) {
+        let Ok(mut ready) = self.fd.readable().await else {
+            return tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let mut buf = [0u8; 1024];
+        // SAFETY: read into a buffer of the given size.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+            ready.clear_ready();
+        }
+    }
+}

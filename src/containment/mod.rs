@@ -1,0 +1,226 @@
+//! Containment: what makes sure that a program's whole tree of processes
+//! goes when its port does, daemons that `setsid` and double-fork included.
+//!
+//! Two modes, chosen once at startup ([`init`]):
+//!
+//! - **cgroup**: each program starts in a leaf cgroup v2 of its own, under
+//!   a subtree that belongs to this portnode. The child joins its leaf
+//!   before it execs, so nothing it starts is ever outside. Stopping signals
+//!   every process in the leaf, then `cgroup.kill`; the program is gone when
+//!   the leaf is empty (`cgroup.events`: `populated 0`).
+//! - **process group** (the fallback, where no cgroup v2 is writable): each
+//!   program leads a process group of its own; portnode is a child
+//!   subreaper, so descendants that leave the group and are orphaned come
+//!   back to it; and each program carries a marker in its environment
+//!   (`PORTNODE_PORT_ID`) by which those descendants are recognised.
+//!   Descendants whose parent still lives are found by walking the tree
+//!   from the program's first process. What this mode cannot catch: a
+//!   descendant that leaves the group, is orphaned, and was exec'd with an
+//!   environment that dropped the marker.
+
+pub mod cgroup;
+pub mod tree;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// What `--cgroup` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setting {
+    /// A cgroup v2 subtree if one is writable, else process groups.
+    Auto,
+    /// Process groups only.
+    Off,
+    /// A subtree under this cgroup directory, or fail at startup.
+    Path(PathBuf),
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Setting, String> {
+        match s {
+            "auto" => Ok(Setting::Auto),
+            "off" => Ok(Setting::Off),
+            "" => Err("expected auto, off or a cgroup directory".into()),
+            path => Ok(Setting::Path(PathBuf::from(path))),
+        }
+    }
+}
+
+/// The containment in force for every program of this node.
+pub enum Containment {
+    Cgroup(cgroup::Subtree),
+    ProcessGroup(tree::Marker),
+}
+
+static CONTAINMENT: OnceLock<Containment> = OnceLock::new();
+
+/// Chooses the containment for this node. Call once, before any program
+/// starts. With `Setting::Path`, failing to use it is an error; with
+/// `Auto`, portnode falls back to process groups and logs one warning.
+pub fn init(setting: &Setting) -> io::Result<&'static Containment> {
+    let chosen = match setting {
+        Setting::Off => fallback(),
+        Setting::Path(dir) => Containment::Cgroup(cgroup::Subtree::create_in(dir)?),
+        Setting::Auto => match cgroup::Subtree::create_auto() {
+            Ok(subtree) => Containment::Cgroup(subtree),
+            Err(e) => {
+                warn!(reason = %e, "no writable cgroup v2: containing programs by process group and subreaper; \
+                       a descendant that leaves its group and clears its environment can outlive its port");
+                fallback()
+            }
+        },
+    };
+    match &chosen {
+        Containment::Cgroup(s) => info!(cgroup = %s.path().display(), "containment: a cgroup per program"),
+        Containment::ProcessGroup(_) => info!("containment: process groups, with portnode as child subreaper"),
+    }
+    Ok(CONTAINMENT.get_or_init(|| chosen))
+}
+
+fn fallback() -> Containment {
+    tree::become_subreaper();
+    Containment::ProcessGroup(tree::Marker::new())
+}
+
+/// The containment in force; process groups if [`init`] was never called
+/// (code that starts programs without a node, such as unit tests).
+pub fn get() -> &'static Containment {
+    CONTAINMENT.get_or_init(fallback)
+}
+
+impl Containment {
+    /// The mode's name, as `portnode:info()` reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Containment::Cgroup(_) => "cgroup",
+            Containment::ProcessGroup(_) => "process_group",
+        }
+    }
+
+    /// Prepares the confinement of one new program.
+    pub fn prepare(&self) -> io::Result<Jail> {
+        Ok(match self {
+            Containment::Cgroup(subtree) => Jail::Cgroup(subtree.leaf()?),
+            Containment::ProcessGroup(marker) => Jail::Group { pgid: 0, mark: marker.next() },
+        })
+    }
+
+    /// Removes what this node created (called at shutdown, once every program is gone).
+    pub fn close(&self) {
+        if let Containment::Cgroup(subtree) = self {
+            subtree.remove();
+        }
+    }
+}
+
+/// One program's confinement: its leaf cgroup, or its process group and marker.
+pub enum Jail {
+    Cgroup(cgroup::Leaf),
+    Group { pgid: u32, mark: String },
+}
+
+impl Jail {
+    /// The fd of `cgroup.procs` the child writes itself into before exec.
+    pub fn join_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Jail::Cgroup(leaf) => Some(leaf.procs_fd()),
+            Jail::Group { .. } => None,
+        }
+    }
+
+    /// The `NAME=VALUE` marker the program's environment carries, if any.
+    pub fn marker(&self) -> Option<&str> {
+        match self {
+            Jail::Cgroup(_) => None,
+            Jail::Group { mark, .. } => Some(mark),
+        }
+    }
+
+    /// Records the program's pid once it runs (it leads its own group).
+    pub fn started(&mut self, pid: u32) {
+        match self {
+            Jail::Cgroup(leaf) => leaf.started(),
+            Jail::Group { pgid, .. } => *pgid = pid,
+        }
+    }
+
+    /// Sends `signal` to every process of the program. In process-group
+    /// mode the caller must not have reaped the group leader yet, so that
+    /// its pgid cannot have been reused.
+    pub fn signal_all(&self, signal: i32) {
+        match self {
+            Jail::Cgroup(leaf) => leaf.signal_all(signal),
+            Jail::Group { pgid, mark } => tree::signal_all(*pgid, mark, signal),
+        }
+    }
+
+    /// SIGKILLs every process of the program.
+    pub fn kill_all(&self) {
+        match self {
+            Jail::Cgroup(leaf) => leaf.kill(),
+            Jail::Group { pgid, mark } => tree::signal_all(*pgid, mark, libc::SIGKILL),
+        }
+    }
+
+    /// SIGKILLs the process group, in process-group mode (nothing in cgroup
+    /// mode, where nothing can leave). The leader must not be reaped yet.
+    pub fn kill_group(&self) {
+        if let Jail::Group { pgid, .. } = self {
+            if *pgid != 0 {
+                // SAFETY: the leader is unreaped, so the group id is still ours.
+                unsafe { libc::killpg(*pgid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Waits until no process of the program is left but its (unreaped)
+    /// leader; false if `limit` passed first.
+    pub async fn wait_empty(&self, limit: Option<Duration>) -> bool {
+        let wait = async {
+            match self {
+                Jail::Cgroup(leaf) => leaf.wait_empty().await,
+                Jail::Group { pgid, mark } => tree::wait_empty(*pgid, mark).await,
+            }
+        };
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, wait).await.is_ok(),
+            None => {
+                wait.await;
+                true
+            }
+        }
+    }
+
+    /// True if the leader's death is enough to tell: in cgroup mode the
+    /// leader can be reaped at once; in process-group mode it stays a
+    /// zombie (holding its pgid) until the jail is released.
+    pub fn reaps_early(&self) -> bool {
+        matches!(self, Jail::Cgroup(_))
+    }
+
+    /// Gives the confinement back once the program is gone.
+    pub fn release(self) {
+        if let Jail::Cgroup(leaf) = self {
+            leaf.release();
+        }
+    }
+
+    /// For the watchdog: what to kill if portnode dies.
+    pub fn watch_id(&self) -> WatchId {
+        match self {
+            Jail::Cgroup(_) => WatchId::Cgroup,
+            Jail::Group { pgid, .. } => WatchId::Group(*pgid),
+        }
+    }
+}
+
+/// What the watchdog must know of one program.
+pub enum WatchId {
+    /// Nothing: the whole subtree is killed at once.
+    Cgroup,
+    Group(u32),
+}

@@ -1,0 +1,84 @@
+//! What the `portnode` control server accepts, parsed once at the door.
+
+use crate::etf::{as_atom, as_tuple};
+use crate::node::process::{classify, Call, Received};
+use eetf::{Pid, Term};
+
+/// A message in the control server's mailbox.
+pub enum Request {
+    Call(Call, CallRequest),
+    Cast,
+    Other(Term),
+}
+
+/// The calls the control server answers.
+pub enum CallRequest {
+    Ping,
+    Info,
+    /// For benchmarks: how many casts it has received.
+    CastCount,
+    SpawnProbe { report_to: Pid },
+    OpenPort { owner: Pid, name: Term, settings: Term },
+    StartSupervisor { parent: Pid, flags: Term, children: Term },
+    Unknown(Term),
+}
+
+impl Request {
+    pub fn parse(msg: Term) -> Request {
+        match classify(msg) {
+            Received::Call(call) => {
+                let request = CallRequest::parse(&call.request);
+                Request::Call(call, request)
+            }
+            Received::Cast(_) => Request::Cast,
+            Received::Other(msg) => Request::Other(msg),
+        }
+    }
+}
+
+impl CallRequest {
+    fn parse(request: &Term) -> CallRequest {
+        match (as_atom(request), as_tuple(request)) {
+            (Some("ping"), _) => CallRequest::Ping,
+            (Some("info"), _) => CallRequest::Info,
+            (Some("cast_count"), _) => CallRequest::CastCount,
+            (_, Some([op, Term::Pid(report_to)])) if as_atom(op) == Some("spawn_probe") => {
+                CallRequest::SpawnProbe { report_to: report_to.clone() }
+            }
+            (_, Some([op, Term::Pid(owner), name, settings])) if as_atom(op) == Some("open_port") => {
+                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone() }
+            }
+            (_, Some([op, Term::Pid(parent), flags, children])) if as_atom(op) == Some("start_supervisor") => {
+                CallRequest::StartSupervisor { parent: parent.clone(), flags: flags.clone(), children: children.clone() }
+            }
+            _ => CallRequest::Unknown(request.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etf::{a, tuple};
+
+    fn parse(req: Term) -> CallRequest {
+        let from = Term::from(Pid::new("vm@h", 1, 0, 1));
+        match Request::parse(tuple(vec![a("$gen_call"), tuple(vec![from, a("t")]), req])) {
+            Request::Call(_, r) => r,
+            _ => panic!("not a call"),
+        }
+    }
+
+    #[test]
+    fn control_calls() {
+        let owner = Term::from(Pid::new("vm@h", 2, 0, 1));
+        assert!(matches!(parse(a("ping")), CallRequest::Ping));
+        let open = tuple(vec![a("open_port"), owner.clone(), a("n"), a("s")]);
+        assert!(matches!(parse(open), CallRequest::OpenPort { .. }));
+        // An owner that is not a pid is not an open_port request.
+        let bad = tuple(vec![a("open_port"), a("me"), a("n"), a("s")]);
+        assert!(matches!(parse(bad), CallRequest::Unknown(_)));
+        let sup = tuple(vec![a("start_supervisor"), owner, a("f"), a("c")]);
+        assert!(matches!(parse(sup), CallRequest::StartSupervisor { .. }));
+    }
+}

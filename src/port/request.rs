@@ -1,0 +1,183 @@
+//! What a port process accepts, parsed once at the door: the port message
+//! protocol, portnode's own messages, exit signals, and the calls behind
+//! the `portnode` API.
+
+use crate::etf::{as_atom, as_int, as_tuple};
+use crate::node::process::{classify, Call, Received};
+use eetf::{Pid, Term};
+use std::time::Duration;
+
+/// A message in a port's mailbox.
+pub enum Request {
+    /// `{From, close}`.
+    Close { from: Pid },
+    /// `{From, {command, Data}}`.
+    Command { from: Pid, data: Term },
+    /// `{From, {connect, NewOwner}}`.
+    Connect { from: Pid, new_owner: Pid },
+    /// `{From, Other}`: not port protocol (`badsig` if it is the owner's).
+    BadProtocol { from: Pid },
+    /// `{'$port_command', Data}`: `portnode:port_command` within its credit.
+    PortCommand(Term),
+    /// `{'$portnode_stop', Grace}` (a supervisor inside portnode stopping a child).
+    Stop(Option<Duration>),
+    /// `{'$portnode_stop', Bad}`.
+    BadStop,
+    /// `{'EXIT', From, Reason}`: a linked process went.
+    Exit { from: Pid, reason: Term },
+    /// A gen_server call.
+    Call(Call, CallRequest),
+    /// A cast, or anything else.
+    Ignored(Term),
+}
+
+/// The calls a port answers.
+pub enum CallRequest {
+    Close,
+    OsPid,
+    KillTimeout,
+    CloseStdin,
+    Info,
+    InfoItem(Term),
+    Connect(Pid),
+    Stop(Option<Duration>),
+    BadStop,
+    /// `{command, Data}`: queue the data, answer `true` (or `badarg`).
+    Command(Term),
+    /// `{command, Data, Nosuspend}`: queue the data when the port is not
+    /// busy and answer `{ok, Credit}` once it is not (or at once `busy` with
+    /// nosuspend); see `portnode:port_command/3`.
+    FlowCommand { data: Term, nosuspend: bool },
+    /// `{kill, Signal}`: `None` if the signal is not one.
+    Kill(Option<i32>),
+    Unknown(Term),
+}
+
+impl Request {
+    pub fn parse(msg: Term) -> Request {
+        let msg = match classify(msg) {
+            Received::Call(call) => {
+                let request = CallRequest::parse(&call.request);
+                return Request::Call(call, request);
+            }
+            Received::Cast(msg) => return Request::Ignored(msg),
+            Received::Other(msg) => msg,
+        };
+        match as_tuple(&msg) {
+            Some([Term::Pid(from), cmd]) => {
+                let from = from.clone();
+                match (as_atom(cmd), as_tuple(cmd)) {
+                    (Some("close"), _) => Request::Close { from },
+                    (_, Some([op, data])) if as_atom(op) == Some("command") => Request::Command { from, data: data.clone() },
+                    (_, Some([op, Term::Pid(new)])) if as_atom(op) == Some("connect") => {
+                        Request::Connect { from, new_owner: new.clone() }
+                    }
+                    _ => Request::BadProtocol { from },
+                }
+            }
+            Some([tag, data]) if as_atom(tag) == Some("$port_command") => Request::PortCommand(data.clone()),
+            Some([tag, grace]) if as_atom(tag) == Some("$portnode_stop") => match grace_period(grace) {
+                Some(grace) => Request::Stop(grace),
+                None => Request::BadStop,
+            },
+            Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
+                Request::Exit { from: from.clone(), reason: reason.clone() }
+            }
+            _ => Request::Ignored(msg),
+        }
+    }
+}
+
+impl CallRequest {
+    fn parse(request: &Term) -> CallRequest {
+        if let Some(op) = as_atom(request) {
+            return match op {
+                "close" => CallRequest::Close,
+                "os_pid" => CallRequest::OsPid,
+                "kill_timeout" => CallRequest::KillTimeout,
+                "close_stdin" => CallRequest::CloseStdin,
+                "info" => CallRequest::Info,
+                _ => CallRequest::Unknown(request.clone()),
+            };
+        }
+        match as_tuple(request) {
+            Some([op, item]) if as_atom(op) == Some("info") => CallRequest::InfoItem(item.clone()),
+            Some([op, Term::Pid(new)]) if as_atom(op) == Some("connect") => CallRequest::Connect(new.clone()),
+            Some([op, grace]) if as_atom(op) == Some("stop") => match grace_period(grace) {
+                Some(grace) => CallRequest::Stop(grace),
+                None => CallRequest::BadStop,
+            },
+            Some([op, data]) if as_atom(op) == Some("command") => CallRequest::Command(data.clone()),
+            Some([op, data, nosuspend]) if as_atom(op) == Some("command") => {
+                CallRequest::FlowCommand { data: data.clone(), nosuspend: as_atom(nosuspend) == Some("true") }
+            }
+            Some([op, sig]) if as_atom(op) == Some("kill") => {
+                let number = as_int(sig)
+                    .and_then(|n| i32::try_from(n).ok())
+                    .or_else(|| as_atom(sig).and_then(super::child::signal_number));
+                CallRequest::Kill(number)
+            }
+            _ => CallRequest::Unknown(request.clone()),
+        }
+    }
+}
+
+/// A stop's grace period: milliseconds, `brutal_kill` (none) or `infinity`.
+pub(crate) fn grace_period(term: &Term) -> Option<Option<Duration>> {
+    match (as_int(term), as_atom(term)) {
+        (Some(ms), _) if ms >= 0 => Some(Some(Duration::from_millis(ms as u64))),
+        (_, Some("brutal_kill")) => Some(Some(Duration::ZERO)),
+        (_, Some("infinity")) => Some(None),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etf::{a, int, tuple};
+
+    fn pid(id: u32) -> Pid {
+        Pid::new("vm@host", id, 0, 1)
+    }
+
+    #[test]
+    fn the_port_protocol() {
+        let from = Term::from(pid(1));
+        assert!(matches!(Request::parse(tuple(vec![from.clone(), a("close")])), Request::Close { .. }));
+        let cmd = tuple(vec![from.clone(), tuple(vec![a("command"), a("x")])]);
+        assert!(matches!(Request::parse(cmd), Request::Command { .. }));
+        let connect = tuple(vec![from.clone(), tuple(vec![a("connect"), Term::from(pid(2))])]);
+        assert!(matches!(Request::parse(connect), Request::Connect { new_owner, .. } if new_owner == pid(2)));
+        assert!(matches!(Request::parse(tuple(vec![from.clone(), a("nonsense")])), Request::BadProtocol { .. }));
+        let exit = tuple(vec![a("EXIT"), from, a("normal")]);
+        assert!(matches!(Request::parse(exit), Request::Exit { .. }));
+        assert!(matches!(Request::parse(a("stray")), Request::Ignored(_)));
+    }
+
+    #[test]
+    fn stop_and_grace() {
+        let stop = |g: Term| Request::parse(tuple(vec![a("$portnode_stop"), g]));
+        assert!(matches!(stop(int(100)), Request::Stop(Some(d)) if d == Duration::from_millis(100)));
+        assert!(matches!(stop(a("brutal_kill")), Request::Stop(Some(Duration::ZERO))));
+        assert!(matches!(stop(a("infinity")), Request::Stop(None)));
+        assert!(matches!(stop(int(-1)), Request::BadStop));
+    }
+
+    #[test]
+    fn calls() {
+        let call = |req: Term| {
+            let msg = tuple(vec![a("$gen_call"), tuple(vec![Term::from(pid(1)), a("tag")]), req]);
+            match Request::parse(msg) {
+                Request::Call(_, r) => r,
+                _ => panic!("not a call"),
+            }
+        };
+        assert!(matches!(call(a("os_pid")), CallRequest::OsPid));
+        assert!(matches!(call(tuple(vec![a("kill"), a("sigterm")])), CallRequest::Kill(Some(15))));
+        assert!(matches!(call(tuple(vec![a("kill"), a("nosuch")])), CallRequest::Kill(None)));
+        let flow = call(tuple(vec![a("command"), a("d"), a("true")]));
+        assert!(matches!(flow, CallRequest::FlowCommand { nosuspend: true, .. }));
+        assert!(matches!(call(a("what")), CallRequest::Unknown(_)));
+    }
+}
