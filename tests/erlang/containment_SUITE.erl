@@ -1,0 +1,175 @@
+%% @doc No program outlives its handle, whichever way the handle goes, even
+%% programs that leave their process group: a setsid child, a double-forked
+%% daemon, Python's start_new_session, a classic daemon that closes its
+%% stdio. Each case runs under both containments: a cgroup per program,
+%% and the fallback (process group, subreaper, environment marker).
+-module(containment_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-define(GONE_WITHIN, 5000).
+
+all() ->
+    [{group, cgroup}, {group, process_group}].
+
+%% A group per containment, holding a group per way the owner goes,
+%% holding a case per program shape.
+groups() ->
+    Ways = [{group, Way} || Way <- ways()],
+    [{cgroup, [], Ways ++ [cgroup_is_removed_when_portnode_is_killed]},
+     {process_group, [], Ways}]
+        ++ [{Way, [], [Shape || {Shape, _} <- shapes()]} || Way <- ways()].
+
+ways() -> [close, owner_exit, owner_vm_killed, portnode_killed].
+
+%% Programs as they are written in the wild. Each prints the pids of the
+%% processes that left its process group, one per line, then keeps running.
+shapes() ->
+    [{setsid_child, sh("setsid sleep 1000 & echo $!; exec sleep 2000")},
+     {double_forked_daemon, sh("(setsid sleep 1000 & echo $!); exec sleep 2000")},
+     {grandchild_in_group, sh("sleep 1000 & echo $!; exec sleep 2000")},
+     {python_new_session, python("import subprocess, time\n"
+                                 "p = subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+                                 "print(p.pid, flush=True)\n"
+                                 "time.sleep(2000)\n")},
+     {classic_daemon, python("import os, sys, time\n"
+                             "if os.fork() == 0:\n"
+                             "    os.setsid()\n"
+                             "    if os.fork() == 0:\n"
+                             "        print(os.getpid(), flush=True)\n"
+                             "        fd = os.open('/dev/null', os.O_RDWR)\n"
+                             "        for i in (0, 1, 2): os.dup2(fd, i)\n"
+                             "        os.chdir('/')\n"
+                             "        time.sleep(1000)\n"
+                             "    os._exit(0)\n"
+                             "time.sleep(2000)\n")}].
+
+sh(Script) -> {{spawn_executable, "/bin/sh"}, [{args, ["-c", Script]}]}.
+python(Code) -> {{spawn_executable, os:find_executable("python3")}, [{args, ["-c", Code]}]}.
+
+init_per_suite(Config) ->
+    case os:find_executable("python3") of
+        false -> {skip, "python3 is needed for the daemon shapes"};
+        _ -> Config
+    end.
+
+end_per_suite(_Config) ->
+    ok.
+
+init_per_group(Way, Config) when Way =:= close; Way =:= owner_exit; Way =:= owner_vm_killed; Way =:= portnode_killed ->
+    [{way, Way} | Config];
+init_per_group(Mode, Config) ->
+    case Mode =:= cgroup andalso os:cmd("id -u") =/= "0\n" of
+        true ->
+            {skip, "cgroup mode needs root or a delegated cgroup v2 subtree"};
+        false ->
+            Pn = own_portnode:start(atom_to_list(Mode), mode_flag(Mode)),
+            ?assertEqual(Mode, maps:get(containment, portnode:info(own_portnode:node(Pn)))),
+            [{mode, Mode}, {portnode, Pn} | Config]
+    end.
+
+end_per_group(Mode, Config) when Mode =:= cgroup; Mode =:= process_group ->
+    own_portnode:stop(?config(portnode, Config));
+end_per_group(_Way, _Config) ->
+    ok.
+
+mode_flag(cgroup) -> "auto";
+mode_flag(process_group) -> "off".
+
+%% @doc Each shape, ended the group's way.
+setsid_child(Config) -> run(?config(way, Config), setsid_child, Config).
+double_forked_daemon(Config) -> run(?config(way, Config), double_forked_daemon, Config).
+grandchild_in_group(Config) -> run(?config(way, Config), grandchild_in_group, Config).
+python_new_session(Config) -> run(?config(way, Config), python_new_session, Config).
+classic_daemon(Config) -> run(?config(way, Config), classic_daemon, Config).
+
+%% Start the shape, check all of it runs, end the owner the group's way,
+%% and check that all of it is gone and portnode holds no zombie.
+run(Way, Shape, Config) ->
+    {Shape, {PortName, Settings}} = lists:keyfind(Shape, 1, shapes()),
+    {Pn, Node} = case Way of
+                     %% Killing portnode needs a portnode of its own.
+                     portnode_killed ->
+                         P = own_portnode:start("killed", mode_flag(?config(mode, Config))),
+                         {P, own_portnode:node(P)};
+                     _ ->
+                         P = ?config(portnode, Config),
+                         {P, own_portnode:node(P)}
+                 end,
+    Self = self(),
+    Owner = case Way of
+                owner_vm_killed ->
+                    {ok, Peer, PeerNode} = peer_vm(),
+                    {Peer, PeerNode, erpc:call(PeerNode, contained_owner, start, [Node, PortName, Settings, Self])};
+                _ ->
+                    {local, contained_owner:start(Node, PortName, Settings, Self)}
+            end,
+    {H, Leader} = receive {opened, H0, L0} -> {H0, L0} after 10000 -> ct:fail(not_opened) end,
+    Escaped = receive {line, Line} -> [list_to_integer(string:trim(Line))] after 10000 -> ct:fail(no_pid_line) end,
+    All = [Leader | Escaped],
+    ok = wait_alive(All, 5000),
+    ct:log("~p ~p: leader ~p, escaped ~p", [Way, Shape, Leader, Escaped]),
+    [?assertNotEqual(pgid(Leader), pgid(E)) || Shape =/= grandchild_in_group, E <- Escaped],
+    T0 = erlang:monotonic_time(millisecond),
+    end_owner(Way, Owner, H, Pn),
+    ?assertEqual([], os_process:wait_gone(All, ?GONE_WITHIN)),
+    ct:log("all gone ~b ms after the owner went", [erlang:monotonic_time(millisecond) - T0]),
+    case Way of
+        portnode_killed -> ok;
+        _ -> ?assertEqual([], wait_no_zombies(own_portnode:os_pid(Pn), 2000))
+    end.
+
+end_owner(close, {local, _Owner}, H, _Pn) ->
+    true = portnode:port_close(H);
+end_owner(owner_exit, {local, Owner}, _H, _Pn) ->
+    exit(Owner, kill);
+end_owner(owner_vm_killed, {Peer, PeerNode, _}, _H, _Pn) ->
+    os:cmd("kill -9 " ++ integer_to_list(os_process:os_pid_of_node(PeerNode))),
+    catch peer:stop(Peer);
+end_owner(portnode_killed, {local, _Owner}, _H, Pn) ->
+    PnPid = own_portnode:os_pid(Pn),
+    os:cmd("kill -9 " ++ integer_to_list(PnPid)),
+    ?assertEqual([], os_process:wait_gone([PnPid], 5000)),
+    own_portnode:stop(Pn).
+
+%% @doc After portnode is killed, its watchdog removes its cgroup subtree.
+cgroup_is_removed_when_portnode_is_killed(Config) ->
+    Pn = own_portnode:start("subtree", mode_flag(?config(mode, Config))),
+    PnPid = own_portnode:os_pid(Pn),
+    {PortName, Settings} = sh("sleep 1000 & echo $!; exec sleep 2000"),
+    _ = contained_owner:start(own_portnode:node(Pn), PortName, Settings, self()),
+    receive {opened, _, _} -> ok after 10000 -> ct:fail(not_opened) end,
+    {ok, Cgroups} = file:read_file("/proc/" ++ integer_to_list(PnPid) ++ "/cgroup"),
+    [Own] = [binary_to_list(P) || <<"0::", P/binary>> <- binary:split(Cgroups, <<"\n">>, [global])],
+    Sub = string:trim(Own, trailing, "/") ++ "/portnode-" ++ integer_to_list(PnPid),
+    [Dir] = [D || Mount <- ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"], D <- [Mount ++ Sub], filelib:is_dir(D)],
+    ?assert(filelib:is_dir(Dir)),
+    os:cmd("kill -9 " ++ integer_to_list(PnPid)),
+    ok = poll(fun() -> not filelib:is_dir(Dir) end, 5000),
+    own_portnode:stop(Pn).
+
+%%% Helpers
+
+peer_vm() ->
+    Dirs = [filename:dirname(code:which(portnode)), filename:dirname(code:which(?MODULE))],
+    peer:start(#{name => peer:random_name(owner), args => lists:append([["-pa", D] || D <- Dirs])}).
+
+pgid(OsPid) ->
+    list_to_integer(string:trim(os:cmd("ps -o pgid= -p " ++ integer_to_list(OsPid)))).
+
+wait_alive(Pids, Ms) ->
+    poll(fun() -> lists:all(fun os_process:alive/1, Pids) end, Ms).
+
+wait_no_zombies(OsPid, Ms) ->
+    _ = poll(fun() -> os_process:zombie_children(OsPid) =:= [] end, Ms),
+    os_process:zombie_children(OsPid).
+
+poll(Done, Ms) when Ms =< 0 ->
+    case Done() of true -> ok; false -> timeout end;
+poll(Done, Ms) ->
+    case Done() of
+        true -> ok;
+        false -> timer:sleep(20), poll(Done, Ms - 20)
+    end.
