@@ -13,6 +13,11 @@ defmodule PortnodeTest do
     end
   end
 
+  # ./test selfcheck: the elixir step must go red when a test fails.
+  test "fails on request" do
+    refute System.get_env("PORTNODE_SELFCHECK_FAIL"), "failing on request (PORTNODE_SELFCHECK_FAIL)"
+  end
+
   test "the application's {:portnode_service, opts} child runs its program" do
     os_pid = :portnode_service.os_pid(:svc)
     assert is_integer(os_pid) and alive?(os_pid)
