@@ -8,6 +8,7 @@
 
 pub mod child;
 pub mod codec;
+pub mod privileges;
 pub mod settings;
 pub mod spawn;
 pub mod watchdog;
