@@ -9,7 +9,8 @@
 all() ->
     [crash_restarts_with_a_new_os_pid, exit_reason_names_status_or_signal, intensity_exceeded_leaves_nothing,
      terminate_stops_the_program_within_shutdown, brutal_kill_kills_at_once, output_to_logger_and_callback,
-     missing_program_is_a_start_error, child_spec_forms].
+     missing_program_is_a_start_error, bad_setting_is_named_in_the_start_error, child_spec_forms,
+     child_spec_from_options].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -156,7 +157,37 @@ wait_logs(Texts, Found) ->
 %% @doc A program that cannot start makes start_link return the open_port error.
 missing_program_is_a_start_error(_) ->
     ?assertEqual({error, enoent}, portnode_service:start_link(m, {spawn_executable, "/no/such/program"}, [])),
-    ?assertEqual({error, {bad_output, loud}}, portnode_service:start_link(m, {spawn, "true"}, [{output, loud}])).
+    ?assertEqual({error, {bad_setting, {output, loud}}}, portnode_service:start_link(m, {spawn, "true"}, [{output, loud}])).
+
+%% @doc A setting open_port rejects fails the start with {bad_setting, S}, in start_link's
+%% result and in the supervisor's start error.
+bad_setting_is_named_in_the_start_error(_) ->
+    ?assertEqual({error, {bad_setting, {parallelism, true}}},
+                 portnode_service:start_link(m, {spawn, "cat"}, [{parallelism, true}])),
+    ?assertEqual({error, {bad_setting, {packet, 3}}}, portnode_service:start_link(m, {spawn, "cat"}, [{packet, 3}])),
+    {ok, Sup} = supervisor:start_link(erlang_sup, #{children => []}),
+    ?assertMatch({error, {{bad_setting, {parallelism, true}}, _}},
+                 supervisor:start_child(Sup, portnode:service(m, {spawn, "cat"}, [{parallelism, true}]))),
+    exit(Sup, shutdown),
+    receive {'EXIT', Sup, shutdown} -> ok after 5000 -> ct:fail(supervisor_did_not_stop) end.
+
+%% @doc child_spec/1 (Elixir's `{:portnode_service, opts}'): program, command or port_name,
+%% restart and shutdown from the options, every other option a setting.
+child_spec_from_options(_) ->
+    ?assertMatch(#{id := x, restart := transient, shutdown := 200,
+                   start := {portnode_service, start_link,
+                             [x, {spawn_executable, <<"/bin/sh">>}, [{args, [<<"-c">>, <<"true">>]}, stderr_to_stdout, {kill_timeout, 100}]]}},
+                 portnode_service:child_spec([{id, x}, {program, <<"/bin/sh">>}, {args, [<<"-c">>, <<"true">>]},
+                                              stderr_to_stdout, {restart, transient}, {shutdown, 200}])),
+    ?assertMatch(#{id := y, start := {_, _, [y, {spawn, "sleep 1"}, [binary, {name, y}, {kill_timeout, 4500}]]}},
+                 portnode_service:child_spec(#{id => y, command => "sleep 1", settings => [binary], name => y})),
+    ?assertError({bad_setting, {missing, id}}, portnode_service:child_spec([{program, "/bin/true"}])),
+    ?assertError({bad_setting, {port_name, _}}, portnode_service:child_spec([{id, z}])),
+    %% and it runs
+    Sup = start_sup(#{}, [portnode_service:child_spec([{id, w}, {command, "sleep 300"}])]),
+    [{w, Pid, worker, _}] = supervisor:which_children(Sup),
+    OsPid = portnode_service:os_pid(Pid),
+    stop_sup(Sup, [OsPid]).
 
 %% @doc service/3 and service/1 give the child specs the issue names.
 child_spec_forms(_) ->

@@ -19,11 +19,18 @@
 %% </ul>
 %% Unless given, the settings `{line, 4096}', `binary', `exit_status',
 %% `exit_signal' and `{stderr, message}' are added.
+%%
+%% A setting that is wrong fails the start with `{bad_setting, Setting}',
+%% so the supervisor's report names it. The service's reports (started,
+%% exited) are logger reports with `service' and `os_pid' in the report and
+%% in the metadata, and without a `label' key, which Elixir's Logger would
+%% drop. From Elixir, `{:portnode_service, id: :x, program: "/bin/prog",
+%% args: ["a"]}' is a child (see {@link child_spec/1}).
 -module(portnode_service).
 -behaviour(gen_server).
 
 %% API
--export([start_link/3, os_pid/1, handle/1]).
+-export([start_link/3, child_spec/1, os_pid/1, handle/1]).
 %% gen_server
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
 %% Reports
@@ -32,7 +39,8 @@
 -include_lib("kernel/include/logger.hrl").
 
 -type output() :: logger:level() | ignore | fun((term(), binary()) -> term()) | {module(), atom()}.
--export_type([output/0]).
+-type child_options() :: [{atom(), term()} | atom()] | #{atom() => term()}.
+-export_type([output/0, child_options/0]).
 
 -record(state, {id :: term(),
                 name :: portnode:port_name(),
@@ -55,6 +63,42 @@ start_link(Id, PortName, Settings) ->
         Name -> gen_server:start_link({local, Name}, ?MODULE, Args, [])
     end.
 
+%% @doc A child spec from options, for Elixir's `{:portnode_service, Options}'
+%% children (and for Erlang, as `portnode:service/1' with other names).
+%% `Options' is a proplist (an Elixir keyword list) or a map:
+%% <ul>
+%% <li>`id' (required): the child's id;</li>
+%% <li>one of `program' (`{spawn_executable, Program}'), `command'
+%%     (`{spawn, Command}') or `port_name' (a port name as is);</li>
+%% <li>`restart' and `shutdown', as in a child spec;</li>
+%% <li>`settings': a list of settings, as is;</li>
+%% <li>anything else is a setting: `{args, [...]}', `{env, [...]}',
+%%     `{name, Name}', `{output, How}', `stderr_to_stdout', ...</li>
+%% </ul>
+%% ```
+%% children = [{:portnode_service, id: :worker, program: "/usr/bin/python3",
+%%              args: ["-u", "worker.py"], output: :notice}]
+%% '''
+-spec child_spec(child_options()) -> supervisor:child_spec().
+child_spec(Options) when is_map(Options) ->
+    child_spec(maps:to_list(Options));
+child_spec(Options) when is_list(Options) ->
+    Id = case lists:keyfind(id, 1, Options) of
+             {id, I} -> I;
+             false -> erlang:error({bad_setting, {missing, id}}, [Options])
+         end,
+    Names = [{spawn_executable, P} || {program, P} <- Options]
+        ++ [{spawn, C} || {command, C} <- Options]
+        ++ [N || {port_name, N} <- Options],
+    PortName = case Names of
+                   [Name] -> Name;
+                   _ -> erlang:error({bad_setting, {port_name, "one of program, command or port_name"}}, [Options])
+               end,
+    Spec = maps:from_list([{K, V} || {K, V} <- Options, K =:= restart orelse K =:= shutdown]),
+    Settings = lists:append([S || {settings, S} <- Options])
+        ++ [S || S <- Options, not child_key(S)],
+    portnode:service(Spec#{id => Id, start => {PortName, Settings}}).
+
 %% @doc The OS pid of the service's program.
 -spec os_pid(gen_server:server_ref()) -> non_neg_integer().
 os_pid(Server) ->
@@ -74,7 +118,7 @@ init({Id, PortName, Settings, Options}) ->
     Output = proplists:get_value(output, Options, info),
     case valid_output(Output) of
         true -> open(Id, Node, PortName, Settings, Output);
-        false -> {stop, {bad_output, Output}}
+        false -> {stop, {bad_setting, {output, Output}}}
     end.
 
 open(Id, Node, PortName, Settings, Output) ->
@@ -83,12 +127,13 @@ open(Id, Node, PortName, Settings, Output) ->
     try portnode:open(Node, PortName, with_defaults(Settings)) of
         {Handle, OsPid} ->
             logger:update_process_metadata(#{service => Id, os_pid => OsPid}),
-            ?LOG_INFO(#{label => {portnode_service, started}, service => Id, os_pid => OsPid, program => PortName},
+            ?LOG_INFO(#{what => {portnode_service, started}, service => Id, os_pid => OsPid, program => PortName},
                       #{report_cb => fun ?MODULE:format_report/1}),
             {ok, #state{id = Id, name = PortName, handle = Handle, os_pid = OsPid,
                         output = Output,
                         grace = grace(Settings)}}
     catch
+        error:badarg:Stack -> {stop, bad_setting(Stack)};
         error:Reason -> {stop, Reason}
     end.
 
@@ -131,7 +176,7 @@ terminate(_Reason, #state{handle = H, grace = Grace}) ->
     ok.
 
 %% Crash reports show the service, its program and OS pid.
--spec format_status(map()) -> map().
+-spec format_status(gen_server:format_status()) -> gen_server:format_status().
 format_status(Status = #{state := #state{id = Id, name = Name, handle = H, os_pid = OsPid}}) ->
     Status#{state => #{service => Id, program => Name, handle => H, os_pid => OsPid}};
 format_status(Status) ->
@@ -139,21 +184,34 @@ format_status(Status) ->
 
 %% @private
 -spec format_report(logger:report()) -> {io:format(), [term()]}.
-format_report(#{label := {portnode_service, started}, service := Id, os_pid := OsPid, program := Name}) ->
+format_report(#{what := {portnode_service, started}, service := Id, os_pid := OsPid, program := Name}) ->
     {"service ~tp started: os pid ~b, program ~tp", [Id, OsPid, Name]};
-format_report(#{label := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How}) ->
+format_report(#{what := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How}) ->
     {"service ~tp (os pid ~b) exited: ~tp", [Id, OsPid, How]}.
 
 %%% Internal functions
 
 ended(How, State = #state{id = Id, os_pid = OsPid}) ->
-    Report = #{label => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How},
+    Report = #{what => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How},
     Meta = #{report_cb => fun ?MODULE:format_report/1},
     case How of
         normal -> ?LOG_NOTICE(Report, Meta);
         _ -> ?LOG_ERROR(Report, Meta)
     end,
     {stop, How, State#state{handle = undefined}}.
+
+%% The setting open_port's badarg names, from its error_info.
+bad_setting([{_M, _F, _Args, Info} | _]) ->
+    case proplists:get_value(error_info, Info, #{}) of
+        #{cause := {bad_argument, Bad}} -> {bad_setting, Bad};
+        #{cause := {not_plain_data, _}} -> {bad_setting, not_plain_data};
+        _ -> badarg
+    end;
+bad_setting(_) ->
+    badarg.
+
+child_key({Key, _}) -> lists:member(Key, [id, program, command, port_name, restart, shutdown, settings]);
+child_key(_) -> false.
 
 service_option({name, Name}) when is_atom(Name) -> true;
 service_option({output, _}) -> true;

@@ -38,7 +38,7 @@ init([]) ->
     {ok, {Flags, [Stats, Services, Heartbeats]}}.
 
 priv(Program) ->
-    case code:priv_dir(portnode) of
-        {error, bad_name} -> erlang:error({priv_dir_missing, portnode});
+    case code:priv_dir(example) of
+        {error, bad_name} -> erlang:error({priv_dir_missing, example});
         Dir -> filename:join(Dir, Program)
     end.

@@ -259,17 +259,20 @@ start_supervisor(Node, SupFlags, ChildSpecs) ->
         false -> {error, {not_plain_data, "supervisor flags and child specs must be plain data"}}
     end.
 
-%% @private error_info: name what was wrong with an open_port argument.
--spec format_error(term(), erlang:stacktrace()) -> map().
+%% @doc error_info (`erl_error' and Elixir's `Exception.message/1'): what
+%% was wrong with an open_port argument, as a binary.
+-spec format_error(term(), erlang:stacktrace()) -> #{general => unicode:unicode_binary()}.
 format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
     case proplists:get_value(error_info, Info, #{}) of
         #{cause := {bad_argument, Bad}} ->
-            #{general => io_lib:format("bad or unsupported open_port argument: ~tp", [Bad])};
+            #{general => unicode:characters_to_binary(io_lib:format("bad or unsupported open_port argument: ~tp", [Bad]))};
         #{cause := {not_plain_data, _}} ->
-            #{general => "open_port arguments must be plain data (no funs, pids, ports or references)"};
+            #{general => <<"open_port arguments must be plain data (no funs, pids, ports or references)">>};
         _ ->
             #{}
-    end.
+    end;
+format_error(_Reason, _Stack) ->
+    #{}.
 
 %%% Internal functions
 

@@ -145,12 +145,22 @@ name_flag() ->
         false -> "--sname"
     end.
 
-%% portnode logs at the level this node's logger shows (it has no `notice').
+%% portnode logs at the level this node's logger shows (it has no `notice'),
+%% but not below `info' unless the application env `log_level' asks: Elixir
+%% sets the primary level to `debug' by default.
 log_level() ->
-    case logger:get_primary_config() of
-        #{level := Level} when Level =:= debug; Level =:= info -> atom_to_list(Level);
-        #{level := Level} when Level =:= notice; Level =:= warning -> "warn";
-        #{level := all} -> "debug";
+    Level = case application:get_env(portnode, log_level) of
+                {ok, Asked} -> Asked;
+                undefined ->
+                    case logger:get_primary_config() of
+                        #{level := L} when L =:= debug; L =:= all -> info;
+                        #{level := L} -> L
+                    end
+            end,
+    case Level of
+        _ when Level =:= debug; Level =:= all -> "debug";
+        info -> "info";
+        _ when Level =:= notice; Level =:= warning -> "warn";
         _ -> "error"
     end.
 

@@ -145,6 +145,8 @@ struct Plan {
     cgroup_procs: RawFd,
     /// portnode's pid: the child checks that its death signal was armed in time.
     parent: libc::pid_t,
+    /// User, group, nice, limits, umask: applied just before exec.
+    privileges: super::privileges::Privileges,
     /// Set by the child when it fails before exec.
     errno: AtomicI32,
 }
@@ -207,6 +209,9 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
             if fd >= 0 && libc::dup2(fd, target as RawFd) < 0 {
                 fail(plan);
             }
+        }
+        if plan.privileges.apply().is_err() {
+            fail(plan);
         }
         if let Some(dir) = &plan.cwd {
             if libc::chdir(dir.as_ptr()) != 0 {
@@ -298,6 +303,7 @@ pub fn spawn(spec: &PortSpec, mut jail: Jail) -> io::Result<Spawned> {
         stdio: std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd())),
         cgroup_procs: jail.join_fd().unwrap_or(-1),
         parent: std::process::id() as libc::pid_t,
+        privileges: spec.privileges.clone(),
         errno: AtomicI32::new(0),
     };
     let pid = start(&plan)?;

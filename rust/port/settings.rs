@@ -1,6 +1,7 @@
 //! The `open_port/2` arguments: a port name and a settings list, parsed into
 //! a [`PortSpec`] with the port BIF's rules, or a badarg naming what is wrong.
 
+use super::privileges::Privileges;
 use crate::etf::{as_atom, as_int, as_list, as_tuple};
 use eetf::Term;
 use std::ffi::OsString;
@@ -61,6 +62,8 @@ pub struct PortSpec {
     pub kill_timeout: Duration,
     /// The name `port_info(H, name)` reports.
     pub name: String,
+    /// `{user, _}`, `{group, _}`, `{nice, _}`, `{rlimit, _}`, `{umask, _}`.
+    pub privileges: Privileges,
 }
 
 /// A bad argument: the offending term, to be named in the error.
@@ -108,6 +111,7 @@ impl PortSpec {
             eof: false,
             kill_timeout: DEFAULT_KILL_TIMEOUT,
             name,
+            privileges: Privileges::default(),
         };
         let (mut only_in, mut only_out) = (false, false);
         for setting in as_list(settings).ok_or_else(|| bad(settings))? {
@@ -141,7 +145,11 @@ impl PortSpec {
     }
 
     fn apply_pair(&mut self, key: &Term, value: &Term) -> Result<(), ()> {
-        match as_atom(key).ok_or(())? {
+        let key = as_atom(key).ok_or(())?;
+        if let Some(parsed) = self.privileges.parse(key, value) {
+            return parsed;
+        }
+        match key {
             "packet" => {
                 self.framing = match as_int(value) {
                     Some(n @ (1 | 2 | 4)) => Framing::Packet(n as u8),
