@@ -27,7 +27,95 @@ main(Args) ->
     [io:format("| ~s | ~s | ~s | ~.2fx |~n", [N, fmt(P), fmt(H), H / P]) || {N, P, H} <- Rows],
     io:format("| memory per program held open (KiB: VM delta for ports, portnode RSS delta for handles) | ~.1f | ~.1f | ~.2fx |~n~n",
               [element(1, Mem), element(2, Mem), element(2, Mem) / element(1, Mem)]),
-    ok = application:stop(portnode).
+    Mode = maps:get(containment, portnode:info()),
+    ok = application:stop(portnode),
+    containment(Mode, Only).
+
+%% The cases containment changes, with portnode in each mode, beside erts.
+containment(FirstMode, Only) ->
+    Cases = [{"spawn /bin/true to exit_status (ms, lower is better)", fun spawn_to_exit/1},
+             {"close to gone: 3-process tree, one setsid (ms, lower is better)", fun close_to_gone/1}],
+    Selected = [C || {Name, _} = C <- Cases, Only(Name)],
+    Selected =/= [] andalso begin
+        {ok, _} = application:ensure_all_started(portnode),
+        Erts = [{Name, best(fun() -> Fun(erlang) end, lower)} || {Name, Fun} <- Selected],
+        PnFirst = [best(fun() -> Fun(portnode) end, lower) || {_, Fun} <- Selected],
+        ok = application:stop(portnode),
+        application:set_env(portnode, cgroup, off),
+        {ok, _} = application:ensure_all_started(portnode),
+        process_group = maps:get(containment, portnode:info()),
+        PnGroup = [best(fun() -> Fun(portnode) end, lower) || {_, Fun} <- Selected],
+        ok = application:stop(portnode),
+        io:format("| case (containment: ~s, then process_group) | erlang:open_port | portnode, ~s | portnode, process_group | ratios to erts |~n|---|---|---|---|---|~n",
+                  [FirstMode, FirstMode]),
+        [io:format("| ~s | ~s | ~s | ~s | ~s, ~s |~n", [N, fmt_gone(E), fmt_gone(C), fmt_gone(G), ratio(C, E), ratio(G, E)])
+         || {{N, E}, C, G} <- lists:zip3(Erts, PnFirst, PnGroup)],
+        io:format("~n")
+    end,
+    ok.
+
+fmt_gone({left_running, N}) -> io_lib:format("never: ~b of 3 left running", [N]);
+fmt_gone(X) -> fmt(X).
+
+ratio(X, Y) when is_number(X), is_number(Y) -> io_lib:format("~.2fx", [X / Y]);
+ratio(_, _) -> "-".
+
+%% ms from port_close until the leader, a child in its group and a setsid
+%% child have all gone (polled every 0.2 ms through /proc). erts leaves
+%% them running: then `{left_running, N}' after 2 s, and they are killed.
+close_to_gone(Impl) ->
+    Runs = [close_to_gone_once(Impl) || _ <- lists:seq(1, 20)],
+    case [R || R <- Runs, is_number(R)] of
+        Runs -> lists:sum(Runs) / length(Runs);
+        _ -> hd([R || R <- Runs, not is_number(R)])
+    end.
+
+close_to_gone_once(Impl) ->
+    Script = "sleep 1000 & echo $!; setsid sleep 1000 & echo $!; exec sleep 2000",
+    P = open(Impl, {spawn_executable, "/bin/sh"}, [{args, ["-c", Script]}, {line, 80}]),
+    Kids = [receive {P, {data, {eol, L}}} -> list_to_integer(L) end || _ <- [1, 2]],
+    {os_pid, Leader} = case Impl of erlang -> erlang:port_info(P, os_pid); portnode -> portnode:port_info(P, os_pid) end,
+    All = [Leader | Kids],
+    T0 = erlang:monotonic_time(microsecond),
+    close(Impl, P),
+    case wait_gone(All, T0 + 2000000) of
+        ok ->
+            (erlang:monotonic_time(microsecond) - T0) / 1000;
+        {left, Left} ->
+            [os:cmd("kill -9 " ++ integer_to_list(Pid)) || Pid <- Left],
+            drain(),
+            {left_running, length(Left)}
+    end.
+
+wait_gone(Pids, Deadline) ->
+    case [P || P <- Pids, running(P)] of
+        [] -> ok;
+        Left ->
+            case erlang:monotonic_time(microsecond) > Deadline of
+                true -> {left, Left};
+                false -> receive after 0 -> ok end, busy_wait(200), wait_gone(Left, Deadline)
+            end
+    end.
+
+busy_wait(Us) ->
+    End = erlang:monotonic_time(microsecond) + Us,
+    busy_until(End).
+
+busy_until(End) ->
+    case erlang:monotonic_time(microsecond) >= End of
+        true -> ok;
+        false -> busy_until(End)
+    end.
+
+%% Not gone: the process exists and is not a zombie.
+running(OsPid) ->
+    case file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/stat") of
+        {ok, Stat} ->
+            [_, After] = string:split(Stat, ")", trailing),
+            not lists:member(hd(string:trim(binary_to_list(After), leading)), "ZX");
+        {error, _} ->
+            false
+    end.
 
 best(Fun, Better) ->
     Runs = [Fun() || _ <- lists:seq(1, 3)],

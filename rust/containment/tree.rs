@@ -197,6 +197,11 @@ mod tests {
     fn a_marked_child_is_recognised_by_its_exact_marker() {
         let mut child = std::process::Command::new("sleep").arg("5").env(MARKER_VAR, "x.7").spawn().unwrap();
         let pid = child.id() as i32;
+        // The child may not have exec'd yet when spawn returns.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !carries(pid, "PORTNODE_PORT_ID=x.7") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(carries(pid, "PORTNODE_PORT_ID=x.7"));
         assert!(!carries(pid, "PORTNODE_PORT_ID=x.70"));
         assert!(!carries(pid, "PORTNODE_PORT_ID=x."));

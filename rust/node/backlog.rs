@@ -30,7 +30,7 @@ impl Backlog {
     /// `n` have been taken; wakes the producers that wait once the backlog
     /// is below the low-water mark.
     pub fn take(&self, n: usize) {
-        let before = self.queued.fetch_sub(n, Ordering::Relaxed);
+        let before = self.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(n))).unwrap_or(0);
         let after = before.saturating_sub(n);
         if before >= self.low && after < self.low {
             self.drained.notify_waiters();

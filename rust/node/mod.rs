@@ -54,8 +54,10 @@ struct Mailbox {
 
 impl Mailbox {
     fn deliver(&self, msg: Term) {
-        if self.tx.send(msg).is_ok() {
-            self.backlog.add(1);
+        // Counted before it can be taken, so the count never goes below zero.
+        self.backlog.add(1);
+        if self.tx.send(msg).is_err() {
+            self.backlog.take(1);
         }
     }
 }
@@ -251,8 +253,9 @@ impl Node {
     fn to_peer(&self, node: &str, control: Control) {
         let weight = control.weight();
         if let Some(peer) = self.lock().peers.get(node) {
-            if peer.tx.send((control, weight)).is_ok() {
-                peer.backlog.add(weight);
+            peer.backlog.add(weight);
+            if peer.tx.send((control, weight)).is_err() {
+                peer.backlog.take(weight);
             }
         }
     }

@@ -6,11 +6,13 @@
 
 -export([all/0, init_per_testcase/2, end_per_testcase/2]).
 -export([starts_and_answers/1, stop_leaves_nothing_running/1,
-         portnode_death_restarts_the_bridge/1, attaches_to_a_named_node/1]).
+         portnode_death_restarts_the_bridge/1, attaches_to_a_named_node/1,
+         cookie_is_not_readable_from_proc/1]).
 
 all() ->
     [starts_and_answers, stop_leaves_nothing_running,
-     portnode_death_restarts_the_bridge, attaches_to_a_named_node].
+     portnode_death_restarts_the_bridge, attaches_to_a_named_node,
+     cookie_is_not_readable_from_proc].
 
 init_per_testcase(_Case, Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -29,6 +31,34 @@ starts_and_answers(_Config) ->
     ?assert(lists:member(Node, nodes(hidden))),
     #{node := Node, connected_nodes := Connected} = portnode:info(),
     ?assert(lists:member(node(), Connected)).
+
+%% @doc The cookie is in neither the environment nor the command line of
+%% the portnode the bridge launched, nor of a program it starts; a portnode
+%% given `$PORTNODE_COOKIE' overwrites it where /proc shows it.
+cookie_is_not_readable_from_proc(_Config) ->
+    Cookie = atom_to_binary(erlang:get_cookie()),
+    OsPid = gen_server:call(portnode_bridge, os_pid),
+    {H, ProgramPid} = portnode:open({spawn, "sleep 300"}, []),
+    [?assertEqual(nomatch, binary:match(proc_file(P, F), Cookie), {P, F})
+     || P <- [OsPid, ProgramPid], F <- ["environ", "cmdline"]],
+    true = portnode:port_close(H),
+    %% Through the environment, for a portnode started by hand.
+    Exe = filename:join([code:priv_dir(portnode), "bin", "portnode"]),
+    [_, Host] = string:split(atom_to_list(node()), "@"),
+    Name = "cookie_env" ++ integer_to_list(erlang:unique_integer([positive])),
+    Port = open_port({spawn_executable, Exe}, [{args, ["--sname", Name, "--exit-on-stdin-eof"]},
+                                               {env, [{"PORTNODE_COOKIE", binary_to_list(Cookie)}]}]),
+    {os_pid, EnvPid} = erlang:port_info(Port, os_pid),
+    ok = wait_until(fun() -> net_adm:ping(list_to_atom(Name ++ "@" ++ Host)) =:= pong end),
+    Environ = proc_file(EnvPid, "environ"),
+    ?assertEqual(nomatch, binary:match(Environ, Cookie)),
+    ?assertNotEqual(nomatch, binary:match(Environ, <<"PORTNODE_COOKIE=xxxx">>)),
+    port_close(Port),
+    ok = wait_until(fun() -> not os_alive(EnvPid) end).
+
+proc_file(OsPid, File) ->
+    {ok, Bin} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/" ++ File),
+    Bin.
 
 %% @doc application:stop shuts portnode down: its OS process is gone.
 stop_leaves_nothing_running(_Config) ->

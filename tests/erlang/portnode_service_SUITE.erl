@@ -10,7 +10,7 @@ all() ->
     [crash_restarts_with_a_new_os_pid, exit_reason_names_status_or_signal, intensity_exceeded_leaves_nothing,
      terminate_stops_the_program_within_shutdown, brutal_kill_kills_at_once, output_to_logger_and_callback,
      missing_program_is_a_start_error, bad_setting_is_named_in_the_start_error, child_spec_forms,
-     child_spec_from_options].
+     child_spec_from_options, exits_at_once_ends_with_its_status].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -25,6 +25,20 @@ init_per_testcase(_Case, Config) ->
 
 end_per_testcase(_Case, _Config) ->
     ok.
+
+%% @doc A program that exits at once (/bin/false) starts its service every
+%% time and ends it with `{exit_status, 1}', so a supervisor restarts it;
+%% it used to fail to start with badarg when it was gone before its pid was asked for.
+exits_at_once_ends_with_its_status(_Config) ->
+    Results = [begin
+                   {ok, Pid} = portnode_service:start_link(false, {spawn_executable, "/bin/false"}, []),
+                   receive {'EXIT', Pid, Reason} -> Reason after 5000 -> no_exit end
+               end || _ <- lists:seq(1, 20)],
+    ?assertEqual(lists:duplicate(20, {exit_status, 1}), Results),
+    %% Under a supervisor: restarted until the intensity is used up.
+    Sup = start_sup(#{intensity => 5, period => 10},
+                    [portnode:service(false, {spawn_executable, "/bin/false"}, [])]),
+    receive {'EXIT', Sup, shutdown} -> ok after 10000 -> ct:fail(not_restarted_to_intensity) end.
 
 sh() -> {spawn_executable, "/bin/sh"}.
 sh_args(Script) -> [{args, ["-c", Script]}].
