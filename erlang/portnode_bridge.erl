@@ -98,7 +98,8 @@ connect({ok, Node}, State) when is_atom(Node) ->
 connect(undefined, State) ->
     Exe = executable(),
     Node = portnode_name(),
-    Args = [name_flag(), atom_to_list(Node), "--exit-on-stdin-eof", "--log-level", log_level()],
+    Args = [name_flag(), atom_to_list(Node), "--exit-on-stdin-eof", "--log-level", log_level(),
+            "--net-ticktime", integer_to_list(net_ticktime())],
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
                              {env, [{"PORTNODE_COOKIE", atom_to_list(erlang:get_cookie())},
@@ -148,6 +149,14 @@ log_level() ->
         #{level := Level} when Level =:= notice; Level =:= warning -> "warn";
         #{level := all} -> "debug";
         _ -> "error"
+    end.
+
+%% This VM's tick time, so that portnode drops a frozen VM (and stops its
+%% programs) as soon as this VM would drop a frozen peer, not after 60 s.
+net_ticktime() ->
+    case net_kernel:get_net_ticktime() of
+        {ongoing_change_to, T} -> T;
+        T when is_integer(T) -> T
     end.
 
 timeout() ->
