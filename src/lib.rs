@@ -2,13 +2,13 @@
 //! Erlang processes and makes sure none outlives its owner.
 //!
 //! [`run`] wires the parts together: epmd registration, the listener and
-//! dialers ([`dist`]), the process table ([`node`]), the node's own
+//! dialers ([`distribution`]), the process table ([`node`]), the node's own
 //! registered processes ([`control`]) and shutdown ([`shutdown`]).
 
 pub mod cli;
 pub mod control;
 pub mod cookie;
-pub mod dist;
+pub mod distribution;
 pub mod etf;
 pub mod names;
 pub mod node;
@@ -16,8 +16,8 @@ pub mod port;
 pub mod shutdown;
 pub mod supervisor;
 
-use dist::connection::{self, Settings};
-use dist::{epmd, handshake};
+use distribution::connection::{self, Settings};
+use distribution::{epmd, handshake};
 use erl_dist::node::NodeName;
 use node::Node;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 pub mod process;
 mod signals;
 
-use crate::dist::message::Control;
+use crate::distribution::message::Control;
 use crate::etf;
 use eetf::{Atom, Pid, Reference, Term};
 use futures::FutureExt;

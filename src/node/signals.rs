@@ -2,7 +2,7 @@
 //! processes and for signals arriving from peers.
 
 use super::{Node, Watcher};
-use crate::dist::message::{Control, ProcRef};
+use crate::distribution::message::{Control, ProcRef};
 use crate::etf::{self, a, tuple};
 use eetf::{Pid, Reference, Term};
 use tracing::debug;
