@@ -16,6 +16,7 @@ pub mod port;
 pub mod shutdown;
 pub mod supervisor;
 
+use distribution::accept::Pending;
 use distribution::connection::{self, Settings};
 use distribution::{epmd, handshake};
 use erl_dist::node::NodeName;
@@ -40,7 +41,7 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
 
     let settings = Settings { net_ticktime: Duration::from_secs(cli.net_ticktime), max_frame: cli.max_frame };
     let tracker = TaskTracker::new();
-    let link = Link { node: node.clone(), name: name.clone(), cookie: Arc::from(cookie.as_str()), settings, tracker: tracker.clone() };
+    let link = Link { node: node.clone(), name: name.clone(), cookie: Arc::from(cookie.as_str()), settings, tracker: tracker.clone(), pending: Pending::default() };
     let acceptor = tokio::spawn(accept_loop(listener, link.clone()));
     let dialers: Vec<_> = cli.connect.iter().map(|peer| tokio::spawn(dial_loop(peer.clone(), link.clone()))).collect();
 
@@ -71,6 +72,8 @@ struct Link {
     cookie: Arc<str>,
     settings: Settings,
     tracker: TaskTracker,
+    /// Names with an accepting handshake under way.
+    pending: Pending,
 }
 
 async fn accept_loop(listener: TcpListener, link: Link) {
@@ -86,7 +89,8 @@ async fn accept_loop(listener: TcpListener, link: Link) {
         let link = link.clone();
         link.tracker.clone().spawn(async move {
             let _ = stream.set_nodelay(true);
-            match handshake::accept(stream, &link.name, link.node.creation(), &link.cookie).await {
+            let node = &*link.node;
+            match handshake::accept(stream, &link.name, node.creation(), &link.cookie, node, &link.pending).await {
                 Ok((stream, peer)) => connection::serve(stream, peer, link.node.clone(), link.settings).await,
                 Err(e) => warn!(peer = %addr, reason = %e, "rejected a connection"),
             }

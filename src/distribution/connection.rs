@@ -1,17 +1,18 @@
-//! One established connection to a peer node: framing, ticks and dispatch.
+//! One established connection to a peer node: framing, ticks, and the
+//! events it gives the node.
 //!
-//! The reader decodes frames and hands them to the node; the writer batches
-//! whatever is queued into one write, ticks when idle and echoes the
-//! peer's ticks. The connection ends when either half fails, the peer goes
-//! silent for the tick timeout, or the node drops it.
+//! The reader decodes frames and hands them to the node as [`Event`]s; the
+//! writer batches whatever the node queued in the [`Outbox`] into one write,
+//! ticks when idle and echoes the peer's ticks. The connection ends when
+//! either half fails, the peer goes silent for the tick timeout (in a frame's
+//! length or in its body alike), or the node drops the outbox.
 
 use super::handshake::PeerInfo;
 use super::message::Control;
-use crate::node::{Node, Peer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, Notify};
@@ -32,6 +33,8 @@ pub struct Settings {
 pub enum ConnectionEnd {
     #[error("peer silent for {0:?} (tick timeout)")]
     TickTimeout(Duration),
+    #[error("peer stalled for {timeout:?} in a frame of {size} bytes, {got} received (tick timeout)")]
+    FrameStalled { timeout: Duration, size: usize, got: usize },
     #[error("frame of {size} bytes exceeds the limit of {limit}")]
     FrameTooLarge { size: usize, limit: usize },
     #[error("closed by this node")]
@@ -40,23 +43,62 @@ pub enum ConnectionEnd {
     Io(#[from] std::io::Error),
 }
 
+/// One connection, as the node tells it from an older or newer one to the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Runs the connection until it ends, then fires its links and monitors.
-pub async fn serve(stream: TcpStream, peer: PeerInfo, node: Arc<Node>, settings: Settings) {
+/// Where the node queues a connection's outgoing messages. Dropping every
+/// clone closes the connection.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Control>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Queues `control` for the writer; false if the connection has ended.
+    pub fn send(&self, control: Control) -> bool {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(control).is_ok()
+    }
+
+    /// Messages queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// What a connection tells the node, in this order: one `Up`, any number
+/// of `Message`s, one `Down`.
+pub enum Event<'a> {
+    /// The handshake is done; before this returns, nothing is read.
+    Up { conn: ConnId, peer: &'a PeerInfo, outbox: Outbox },
+    Message { conn: ConnId, peer: &'a str, control: Control },
+    Down { conn: ConnId, peer: &'a str },
+}
+
+/// The consumer of connection events: the node.
+pub trait Events: Send + Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// Runs the connection until it ends. `events` hears of it from `Up` to `Down`.
+pub async fn serve(stream: TcpStream, peer: PeerInfo, events: Arc<dyn Events>, settings: Settings) {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let echo = Arc::new(Notify::new());
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let conn = ConnId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let queued = Arc::new(AtomicUsize::new(0));
-    drop(node.peer_up(&peer.name, Peer { id, tx, queued: queued.clone() }));
+    events.event(Event::Up { conn, peer: &peer, outbox: Outbox { tx, queued: queued.clone() } });
     info!(peer = %peer.name, creation = peer.creation, "node connected");
     let end = tokio::select! {
-        e = read_loop(rd, &peer.name, &node, settings, &echo) => e,
+        e = read_loop(rd, conn, &peer.name, &*events, settings, &echo) => e,
         e = write_loop(wr, rx, settings, &echo, &queued) => e,
     };
-    node.peer_down(&peer.name, id);
+    events.event(Event::Down { conn, peer: &peer.name });
     match end {
         ConnectionEnd::Dropped => info!(peer = %peer.name, "connection closed"),
         ConnectionEnd::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -66,28 +108,64 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, node: Arc<Node>, settings:
     }
 }
 
-async fn read_loop(rd: OwnedReadHalf, peer: &str, node: &Node, settings: Settings, echo: &Notify) -> ConnectionEnd {
+/// The most read into a frame at once: a stalled peer pins only what it sent.
+const BODY_CHUNK: usize = 256 * 1024;
+
+/// Reads one frame into `frame`. `Ok(None)` is a tick. Every read has the
+/// tick deadline, so a peer that stops in the middle of a frame is dropped
+/// as one that stops between frames is.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    frame: &mut Vec<u8>,
+    settings: Settings,
+) -> Result<Option<usize>, ConnectionEnd> {
+    let deadline = settings.net_ticktime;
+    let len = match tokio::time::timeout(deadline, rd.read_u32()).await {
+        Err(_) => return Err(ConnectionEnd::TickTimeout(deadline)),
+        Ok(len) => len? as usize,
+    };
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > settings.max_frame {
+        return Err(ConnectionEnd::FrameTooLarge { size: len, limit: settings.max_frame });
+    }
+    frame.clear();
+    while frame.len() < len {
+        let want = (len - frame.len()).min(BODY_CHUNK);
+        frame.reserve(want);
+        let read = tokio::time::timeout(deadline, (&mut *rd).take(want as u64).read_buf(frame)).await;
+        match read {
+            Err(_) => return Err(ConnectionEnd::FrameStalled { timeout: deadline, size: len, got: frame.len() }),
+            Ok(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+    Ok(Some(len))
+}
+
+async fn read_loop(
+    rd: OwnedReadHalf,
+    conn: ConnId,
+    peer: &str,
+    events: &dyn Events,
+    settings: Settings,
+    echo: &Notify,
+) -> ConnectionEnd {
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let mut frame = Vec::new();
     loop {
-        let len = match tokio::time::timeout(settings.net_ticktime, rd.read_u32()).await {
-            Err(_) => return ConnectionEnd::TickTimeout(settings.net_ticktime),
-            Ok(Err(e)) => return e.into(),
-            Ok(Ok(len)) => len as usize,
+        let len = match read_frame(&mut rd, &mut frame, settings).await {
+            Err(end) => return end,
+            Ok(None) => {
+                echo.notify_one();
+                continue;
+            }
+            Ok(Some(len)) => len,
         };
-        if len == 0 {
-            echo.notify_one();
-            continue;
-        }
-        if len > settings.max_frame {
-            return ConnectionEnd::FrameTooLarge { size: len, limit: settings.max_frame };
-        }
-        frame.resize(len, 0);
-        if let Err(e) = rd.read_exact(&mut frame).await {
-            return e.into();
-        }
         match Control::decode(&frame) {
-            Ok(control) => node.incoming(peer, control),
+            Ok(control) => events.event(Event::Message { conn, peer, control }),
             // One bad message costs only itself: the stream is still in step.
             Err(e) => warn!(peer, error = %e, bytes = len, "dropped a message this node cannot decode"),
         }

@@ -7,6 +7,8 @@
 pub mod process;
 mod signals;
 
+use crate::distribution::accept::{Admission, Admit};
+use crate::distribution::connection::{ConnId, Event, Events, Outbox};
 use crate::distribution::message::Control;
 use crate::etf;
 use eetf::{Atom, Pid, Reference, Term};
@@ -15,7 +17,7 @@ use process::Process;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -43,13 +45,11 @@ struct Entry {
     last_words: Option<(Pid, Term)>,
 }
 
-/// A live connection to a peer node: where its outgoing messages go.
-#[derive(Clone)]
-pub struct Peer {
-    pub id: u64,
-    pub tx: mpsc::UnboundedSender<Control>,
-    /// Messages queued for the writer and not yet taken.
-    pub queued: Arc<AtomicUsize>,
+/// A live connection to a peer node: which one, and where its outgoing messages go.
+struct Peer {
+    conn: ConnId,
+    creation: u32,
+    outbox: Outbox,
 }
 
 /// A peer with this many messages waiting to be written is busy: ports
@@ -222,18 +222,20 @@ impl Node {
 
     /// Queues a control message for a peer; dropped if the peer is not connected.
     fn to_peer(&self, node: &str, control: Control) {
-        if let Some(peer) = self.lock().peers.get(node) {
-            peer.queued.fetch_add(1, Ordering::Relaxed);
-            let _ = peer.tx.send(control);
-        }
+        to_peer_in(&self.lock(), node, control);
     }
 
     /// False while the connection to `node` has a long queue (see [`BUSY_PEER`]).
     pub fn peer_room(&self, node: &str) -> bool {
         match self.lock().peers.get(node) {
-            Some(peer) => peer.queued.load(Ordering::Relaxed) < BUSY_PEER,
+            Some(peer) => peer.outbox.queued() < BUSY_PEER,
             None => true,
         }
+    }
+
+    /// True if a connection to `node` is up.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.lock().peers.contains_key(node)
     }
 
     /// The pids local process `pid` is linked to.
@@ -244,18 +246,27 @@ impl Node {
         }
     }
 
-    /// Records a new connection; an older one to the same node is replaced.
-    pub fn peer_up(&self, node: &str, peer: Peer) -> Option<Peer> {
-        self.lock().peers.insert(node.to_owned(), peer)
+    /// Records a new connection. An older one to the same name (a node that
+    /// came back as a new incarnation, say) is dropped first, and its links
+    /// and monitors fire with `noconnection` before the new one carries anything.
+    fn peer_up(&self, node: &str, peer: Peer) {
+        let old = self.lock().peers.remove(node);
+        if let Some(old) = old {
+            tracing::info!(peer = node, old_creation = old.creation, new_creation = peer.creation, "connection replaced");
+            drop(old);
+            self.break_links_to_node(node);
+        }
+        self.lock().peers.insert(node.to_owned(), peer);
     }
 
-    /// Forgets connection `id` to `node` and fires every link and monitor
-    /// across it with `noconnection`.
-    pub fn peer_down(&self, node: &str, id: u64) {
+    /// Forgets connection `conn` to `node` and fires every link and monitor
+    /// across it with `noconnection`. A connection already replaced has
+    /// fired its links when it was replaced.
+    fn peer_down(&self, node: &str, conn: ConnId) {
         {
             let mut st = self.lock();
             match st.peers.get(node) {
-                Some(p) if p.id == id => {
+                Some(p) if p.conn == conn => {
                     st.peers.remove(node);
                 }
                 _ => return,
@@ -275,5 +286,37 @@ impl Node {
     /// Drops every connection: their tasks end when their queues close.
     pub fn disconnect_all(&self) {
         self.lock().peers.clear();
+    }
+}
+
+/// Queues `control` for `node` while the caller holds the state lock, so
+/// that checking the connection and using it are one step.
+fn to_peer_in(st: &State, node: &str, control: Control) -> bool {
+    match st.peers.get(node) {
+        Some(peer) => peer.outbox.send(control),
+        None => false,
+    }
+}
+
+impl Events for Node {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Up { conn, peer, outbox } => {
+                self.peer_up(&peer.name, Peer { conn, creation: peer.creation, outbox })
+            }
+            Event::Message { conn, peer, control } => {
+                // A replaced connection may still have a frame in hand: drop it.
+                if self.lock().peers.get(peer).is_some_and(|p| p.conn == conn) {
+                    self.incoming(peer, control);
+                }
+            }
+            Event::Down { conn, peer } => self.peer_down(peer, conn),
+        }
+    }
+}
+
+impl Admit for Node {
+    fn admission(&self, name: &str) -> Admission {
+        if self.is_connected(name) { Admission::Alive } else { Admission::Ok }
     }
 }
