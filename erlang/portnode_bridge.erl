@@ -31,12 +31,24 @@
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
-%% @doc The portnode node this Erlang node uses by default.
+%% @doc The portnode node this Erlang node uses by default. While the bridge
+%% is restarting (portnode died or froze and a new one is starting), waits
+%% for the new node, up to the `startup_timeout' env, so that a service
+%% restarted meanwhile starts once, on the new node, instead of failing
+%% until its supervisor gives up.
 -spec node() -> node().
 node() ->
-    case persistent_term:get(?NODE_KEY, undefined) of
-        undefined -> erlang:error({portnode_not_ready, "the portnode application is not running"});
-        Node -> Node
+    wait_node(deadline(timeout())).
+
+wait_node(Deadline) ->
+    Node = persistent_term:get(?NODE_KEY, undefined),
+    Up = Node =/= undefined andalso lists:member(Node, nodes(hidden)),
+    Waiting = whereis(portnode_sup) =/= undefined andalso erlang:monotonic_time(millisecond) < Deadline,
+    if
+        Up -> Node;
+        Waiting -> receive after 20 -> wait_node(Deadline) end;
+        Node =/= undefined -> Node;
+        true -> erlang:error({portnode_not_ready, "the portnode application is not running"})
     end.
 
 %%% gen_server
