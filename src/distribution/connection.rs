@@ -108,7 +108,8 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, events: Arc<dyn Events>, s
     }
 }
 
-/// The most read into a frame at once: a stalled peer pins only what it sent.
+/// The most read into a frame at once. The buffer grows (by doubling) as
+/// bytes arrive: a stalled peer pins about twice what it sent, not the frame's length.
 const BODY_CHUNK: usize = 256 * 1024;
 
 /// Reads one frame into `frame`. `Ok(None)` is a tick. Every read has the
@@ -223,5 +224,43 @@ async fn write_loop(
         if buf.capacity() > 4 << 20 {
             buf = Vec::with_capacity(64 * 1024);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings { net_ticktime: Duration::from_millis(100), max_frame: 64 << 20 }
+    }
+
+    #[tokio::test]
+    async fn a_frame_stalled_in_its_body_times_out_and_pins_only_what_arrived() {
+        let (mut peer, mut me) = tokio::io::duplex(1 << 20);
+        let mut sent = 32_000_000u32.to_be_bytes().to_vec();
+        sent.resize(4 + 300_000, 7);
+        peer.write_all(&sent).await.unwrap();
+        let mut frame = Vec::new();
+        match read_frame(&mut me, &mut frame, settings()).await {
+            Err(ConnectionEnd::FrameStalled { size, got, .. }) => assert_eq!((size, got), (32_000_000, 300_000)),
+            other => panic!("expected a stall, got {:?}", other.map(|_| ())),
+        }
+        // Grown by doubling as bytes arrive: at most twice what came, plus one read.
+        assert!(frame.capacity() <= 2 * (300_000 + BODY_CHUNK), "a stalled frame reserved {} bytes", frame.capacity());
+        drop(peer);
+    }
+
+    #[tokio::test]
+    async fn ticks_and_whole_frames_read_and_silence_times_out() {
+        let (mut peer, mut me) = tokio::io::duplex(1 << 16);
+        peer.write_all(&[0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3]).await.unwrap();
+        let mut frame = Vec::new();
+        assert!(matches!(read_frame(&mut me, &mut frame, settings()).await, Ok(None)));
+        assert!(matches!(read_frame(&mut me, &mut frame, settings()).await, Ok(Some(3))));
+        assert_eq!(frame, [1, 2, 3]);
+        assert!(matches!(read_frame(&mut me, &mut frame, settings()).await, Err(ConnectionEnd::TickTimeout(_))));
+        peer.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert!(matches!(read_frame(&mut me, &mut frame, settings()).await, Err(ConnectionEnd::FrameTooLarge { .. })));
     }
 }
