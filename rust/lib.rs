@@ -2,15 +2,17 @@
 //! Erlang processes and makes sure none outlives its owner.
 //!
 //! [`run`] wires the parts together: epmd registration, the listener and
-//! dialers ([`dist`]), the process table ([`node`]), the node's own
+//! dialers ([`distribution`]), the process table ([`node`]), the node's own
 //! registered processes ([`control`]), how programs are contained
-//! ([`containment`]) and shutdown ([`shutdown`]).
+//! ([`containment`]) and shutdown ([`shutdown`]). [`backlog`] is how a
+//! connection or a mailbox says it is busy.
 
+pub mod backlog;
 pub mod cli;
 pub mod containment;
 pub mod control;
 pub mod cookie;
-pub mod dist;
+pub mod distribution;
 pub mod etf;
 pub mod names;
 pub mod node;
@@ -18,8 +20,9 @@ pub mod port;
 pub mod shutdown;
 pub mod supervisor;
 
-use dist::connection::{self, Settings};
-use dist::{epmd, handshake};
+use distribution::accept::Pending;
+use distribution::connection::{self, Settings};
+use distribution::{epmd, handshake};
 use erl_dist::node::NodeName;
 use node::Node;
 use std::sync::Arc;
@@ -44,7 +47,7 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
 
     let settings = Settings { net_ticktime: Duration::from_secs(cli.net_ticktime), max_frame: cli.max_frame };
     let tracker = TaskTracker::new();
-    let link = Link { node: node.clone(), name: name.clone(), cookie: Arc::from(cookie.as_str()), settings, tracker: tracker.clone() };
+    let link = Link { node: node.clone(), name: name.clone(), cookie: Arc::from(cookie.as_str()), settings, tracker: tracker.clone(), pending: Pending::default() };
     let acceptor = tokio::spawn(accept_loop(listener, link.clone()));
     let dialers: Vec<_> = cli.connect.iter().map(|peer| tokio::spawn(dial_loop(peer.clone(), link.clone()))).collect();
 
@@ -76,6 +79,8 @@ struct Link {
     cookie: Arc<str>,
     settings: Settings,
     tracker: TaskTracker,
+    /// Names with an accepting handshake under way.
+    pending: Pending,
 }
 
 async fn accept_loop(listener: TcpListener, link: Link) {
@@ -91,7 +96,8 @@ async fn accept_loop(listener: TcpListener, link: Link) {
         let link = link.clone();
         link.tracker.clone().spawn(async move {
             let _ = stream.set_nodelay(true);
-            match handshake::accept(stream, &link.name, link.node.creation(), &link.cookie).await {
+            let node = &*link.node;
+            match handshake::accept(stream, &link.name, node.creation(), &link.cookie, node, &link.pending).await {
                 Ok((stream, peer)) => connection::serve(stream, peer, link.node.clone(), link.settings).await,
                 Err(e) => warn!(peer = %addr, reason = %e, "rejected a connection"),
             }

@@ -34,12 +34,24 @@
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
-%% @doc The portnode node this Erlang node uses by default.
+%% @doc The portnode node this Erlang node uses by default. While the bridge
+%% is restarting (portnode died or froze and a new one is starting), waits
+%% for the new node, up to the `startup_timeout' env, so that a service
+%% restarted meanwhile starts once, on the new node, instead of failing
+%% until its supervisor gives up.
 -spec node() -> node().
 node() ->
-    case persistent_term:get(?NODE_KEY, undefined) of
-        undefined -> erlang:error({portnode_not_ready, "the portnode application is not running"});
-        Node -> Node
+    wait_node(deadline(timeout())).
+
+wait_node(Deadline) ->
+    Node = persistent_term:get(?NODE_KEY, undefined),
+    Up = Node =/= undefined andalso lists:member(Node, nodes(hidden)),
+    Waiting = whereis(portnode_sup) =/= undefined andalso erlang:monotonic_time(millisecond) < Deadline,
+    if
+        Up -> Node;
+        Waiting -> receive after 20 -> wait_node(Deadline) end;
+        Node =/= undefined -> Node;
+        true -> erlang:error({portnode_not_ready, "the portnode application is not running"})
     end.
 
 %%% gen_server
@@ -102,7 +114,8 @@ connect(undefined, State) ->
     Exe = executable(),
     Node = portnode_name(),
     Args = [name_flag(), atom_to_list(Node), "--cookie-stdin", "--exit-on-stdin-eof",
-            "--log-level", log_level(), "--cgroup", cgroup()],
+            "--log-level", log_level(), "--cgroup", cgroup(),
+            "--net-ticktime", integer_to_list(net_ticktime())],
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
                              {env, [{"PORTNODE_COOKIE", false}, {"RUST_LOG", false}]},
@@ -162,6 +175,14 @@ log_level() ->
         info -> "info";
         _ when Level =:= notice; Level =:= warning -> "warn";
         _ -> "error"
+    end.
+
+%% This VM's tick time, so that portnode drops a frozen VM (and stops its
+%% programs) as soon as this VM would drop a frozen peer, not after 60 s.
+net_ticktime() ->
+    case net_kernel:get_net_ticktime() of
+        {ongoing_change_to, T} -> T;
+        T when is_integer(T) -> T
     end.
 
 timeout() ->

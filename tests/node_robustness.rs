@@ -14,11 +14,11 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 /// A raw peer: completes a real handshake with `pn`, then is driven by hand.
 async fn raw_peer(pn: &Portnode, cookie: &str) -> TcpStream {
     let alive = pn.node.split('@').next().unwrap();
-    let port = portnode::dist::epmd::lookup(alive, "127.0.0.1").await.unwrap().expect("registered");
+    let port = portnode::distribution::epmd::lookup(alive, "127.0.0.1").await.unwrap().expect("registered");
     let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = format!("{}@{}", unique("raw"), host()).parse().unwrap();
     let mut local = LocalNode::new(name, Creation::new(1));
-    local.flags = portnode::dist::flags();
+    local.flags = portnode::distribution::flags();
     let mut hs = ClientSideHandshake::new(stream.compat(), local, cookie);
     hs.execute_send_name(6).await.expect("send name");
     let (stream, _) = hs.execute_rest(true).await.expect("handshake");
@@ -146,5 +146,5 @@ fn random_and_truncated_frames_never_take_the_node_down() {
 
 async fn epmd_port(pn: &Portnode) -> u16 {
     let alive = pn.node.split('@').next().unwrap();
-    portnode::dist::epmd::lookup(alive, "127.0.0.1").await.unwrap().expect("registered")
+    portnode::distribution::epmd::lookup(alive, "127.0.0.1").await.unwrap().expect("registered")
 }

@@ -4,11 +4,12 @@
 //! Link, monitor and exit-signal rules live in [`signals`]; the process
 //! context a task sees lives in [`process`].
 
-pub mod backlog;
 pub mod process;
 mod signals;
 
-use crate::dist::message::Control;
+use crate::distribution::accept::{Admission, Admit};
+use crate::distribution::connection::{ConnId, Event, Events, Outbox};
+use crate::distribution::message::Control;
 use crate::etf;
 use eetf::{Atom, Pid, Reference, Term};
 use futures::FutureExt;
@@ -16,7 +17,7 @@ use process::Process;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use backlog::Backlog;
+use crate::backlog::Backlog;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -66,23 +67,12 @@ impl Mailbox {
 /// busy again below half of it.
 const BUSY_MAILBOX: usize = 128;
 
-/// A message on its way to a peer, with its weight in bytes (roughly its
-/// encoded size), which the writer takes off the backlog once written.
-pub type Outgoing = (Control, usize);
-
-/// A live connection to a peer node: where its outgoing messages go.
-#[derive(Clone)]
-pub struct Peer {
-    pub id: u64,
-    pub tx: mpsc::UnboundedSender<Outgoing>,
-    /// Bytes queued for the writer and not yet written.
-    pub backlog: Arc<Backlog>,
+/// A live connection to a peer node: which one, and where its outgoing messages go.
+struct Peer {
+    conn: ConnId,
+    creation: u32,
+    outbox: Outbox,
 }
-
-/// A connection with this many bytes waiting to be written is busy (as a
-/// busy distribution port, whose default limit is 1 MiB): ports stop
-/// reading their programs' output for it until it drains to half.
-pub const BUSY_PEER_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 struct State {
@@ -251,13 +241,7 @@ impl Node {
 
     /// Queues a control message for a peer; dropped if the peer is not connected.
     fn to_peer(&self, node: &str, control: Control) {
-        let weight = control.weight();
-        if let Some(peer) = self.lock().peers.get(node) {
-            peer.backlog.add(weight);
-            if peer.tx.send((control, weight)).is_err() {
-                peer.backlog.take(weight);
-            }
-        }
+        to_peer_in(&self.lock(), node, control);
     }
 
     /// What a message to `to` waits behind: the mailbox of a local process,
@@ -268,16 +252,22 @@ impl Node {
         if self.is_this_node(to) {
             st.procs.get(&to.id).filter(|_| self.is_local(to)).map(|e| e.mailbox.backlog.clone())
         } else {
-            st.peers.get(&to.node.name).map(|p| p.backlog.clone())
+            st.peers.get(&to.node.name).map(|p| p.outbox.backlog().clone())
         }
     }
 
-    /// False while the connection to `node` is busy (see [`BUSY_PEER_BYTES`]).
+    /// False while the connection to `node` is busy (see
+    /// [`crate::distribution::connection::BUSY_BYTES`]).
     pub fn peer_room(&self, node: &str) -> bool {
         match self.lock().peers.get(node) {
-            Some(peer) => peer.backlog.has_room(),
+            Some(peer) => peer.outbox.backlog().has_room(),
             None => true,
         }
+    }
+
+    /// True if a connection to `node` is up.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.lock().peers.contains_key(node)
     }
 
     /// The pids local process `pid` is linked to.
@@ -288,18 +278,27 @@ impl Node {
         }
     }
 
-    /// Records a new connection; an older one to the same node is replaced.
-    pub fn peer_up(&self, node: &str, peer: Peer) -> Option<Peer> {
-        self.lock().peers.insert(node.to_owned(), peer)
+    /// Records a new connection. An older one to the same name (a node that
+    /// came back as a new incarnation, say) is dropped first, and its links
+    /// and monitors fire with `noconnection` before the new one carries anything.
+    fn peer_up(&self, node: &str, peer: Peer) {
+        let old = self.lock().peers.remove(node);
+        if let Some(old) = old {
+            tracing::info!(peer = node, old_creation = old.creation, new_creation = peer.creation, "connection replaced");
+            drop(old);
+            self.break_links_to_node(node);
+        }
+        self.lock().peers.insert(node.to_owned(), peer);
     }
 
-    /// Forgets connection `id` to `node` and fires every link and monitor
-    /// across it with `noconnection`.
-    pub fn peer_down(&self, node: &str, id: u64) {
+    /// Forgets connection `conn` to `node` and fires every link and monitor
+    /// across it with `noconnection`. A connection already replaced has
+    /// fired its links when it was replaced.
+    fn peer_down(&self, node: &str, conn: ConnId) {
         {
             let mut st = self.lock();
             match st.peers.get(node) {
-                Some(p) if p.id == id => {
+                Some(p) if p.conn == conn => {
                     st.peers.remove(node);
                 }
                 _ => return,
@@ -319,5 +318,37 @@ impl Node {
     /// Drops every connection: their tasks end when their queues close.
     pub fn disconnect_all(&self) {
         self.lock().peers.clear();
+    }
+}
+
+/// Queues `control` for `node` while the caller holds the state lock, so
+/// that checking the connection and using it are one step.
+fn to_peer_in(st: &State, node: &str, control: Control) -> bool {
+    match st.peers.get(node) {
+        Some(peer) => peer.outbox.send(control),
+        None => false,
+    }
+}
+
+impl Events for Node {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Up { conn, peer, outbox } => {
+                self.peer_up(&peer.name, Peer { conn, creation: peer.creation, outbox })
+            }
+            Event::Message { conn, peer, control } => {
+                // A replaced connection may still have a frame in hand: drop it.
+                if self.lock().peers.get(peer).is_some_and(|p| p.conn == conn) {
+                    self.incoming(peer, control);
+                }
+            }
+            Event::Down { conn, peer } => self.peer_down(peer, conn),
+        }
+    }
+}
+
+impl Admit for Node {
+    fn admission(&self, name: &str) -> Admission {
+        if self.is_connected(name) { Admission::Alive } else { Admission::Ok }
     }
 }

@@ -1,7 +1,7 @@
 //! The view a local process has of itself: its pid, its mailbox, and the
 //! signals it can send. Each process is one tokio task; see [`super::Node::spawn`].
 
-use super::backlog::Backlog;
+use crate::backlog::Backlog;
 use super::Node;
 use crate::etf::{self, a, tuple};
 use eetf::{Pid, Reference, Term};

@@ -1,8 +1,8 @@
 //! Links, monitors and exit signals, following Erlang's rules, for local
 //! processes and for signals arriving from peers.
 
-use super::{Node, Watcher};
-use crate::dist::message::{Control, ProcRef};
+use super::{to_peer_in, Node, Watcher};
+use crate::distribution::message::{Control, ProcRef};
 use crate::etf::{self, a, tuple};
 use eetf::{Pid, Reference, Term};
 use tracing::debug;
@@ -15,30 +15,38 @@ enum ExitKind {
 }
 
 impl Node {
-    /// Links local process `me` to `other`.
+    /// Links local process `me` to `other`. A link to a process that is not
+    /// there breaks at once: `noproc` on this node, `noconnection` on a node
+    /// that is not connected (as in erts).
     pub(crate) fn link(&self, me: &Pid, other: &Pid) {
-        let alive = {
+        let broken = {
             let mut st = self.lock();
-            match st.procs.get_mut(&me.id) {
-                Some(e) => e.links.insert(other.clone()),
-                None => return,
-            };
-            if self.is_this_node(other) {
+            if !st.procs.contains_key(&me.id) {
+                return;
+            }
+            let broken = if self.is_this_node(other) {
                 match st.procs.get_mut(&other.id).filter(|_| self.is_local(other)) {
                     Some(e) => {
                         e.links.insert(me.clone());
-                        true
+                        None
                     }
-                    None => false,
+                    None => Some("noproc"),
                 }
             } else {
-                true
+                // Checked and sent under the lock: a connection that drops
+                // after this breaks the link in `break_links_to_node`.
+                let link = Control::Link { from: me.clone(), to: other.clone() };
+                if to_peer_in(&st, &other.node.name, link) { None } else { Some("noconnection") }
+            };
+            if broken.is_none() {
+                if let Some(e) = st.procs.get_mut(&me.id) {
+                    e.links.insert(other.clone());
+                }
             }
+            broken
         };
-        if !self.is_this_node(other) {
-            self.to_peer(&other.node.name, Control::Link { from: me.clone(), to: other.clone() });
-        } else if !alive {
-            self.deliver_exit(me, other, a("noproc"), ExitKind::Link);
+        if let Some(reason) = broken {
+            self.deliver_exit(me, other, a(reason), ExitKind::Link);
         }
     }
 
@@ -61,28 +69,30 @@ impl Node {
         }
     }
 
-    /// Local process `me` monitors `target`.
+    /// Local process `me` monitors `target`. A monitor of a process that is
+    /// not there fires at once: `noproc` on this node, `noconnection` on a
+    /// node that is not connected.
     pub(crate) fn monitor(&self, me: &Pid, target: &Pid) -> Reference {
         let reference = self.make_ref();
         let mut st = self.lock();
-        if let Some(e) = st.procs.get_mut(&me.id) {
-            e.watching.insert(reference.clone(), target.clone());
-        }
-        if self.is_this_node(target) {
+        let Some(e) = st.procs.get_mut(&me.id) else { return reference };
+        e.watching.insert(reference.clone(), target.clone());
+        let fired = if self.is_this_node(target) {
             let watcher = Watcher { watcher: me.clone(), name: None };
             match st.procs.get_mut(&target.id).filter(|_| self.is_local(target)) {
                 Some(t) => {
                     t.watched_by.insert(reference.clone(), watcher);
+                    None
                 }
-                None => {
-                    drop(st);
-                    self.monitor_fired(me, &reference, &ProcRef::Pid(target.clone()), a("noproc"));
-                }
+                None => Some("noproc"),
             }
         } else {
-            drop(st);
             let control = Control::MonitorP { from: me.clone(), to: ProcRef::Pid(target.clone()), reference: reference.clone() };
-            self.to_peer(&target.node.name, control);
+            if to_peer_in(&st, &target.node.name, control) { None } else { Some("noconnection") }
+        };
+        drop(st);
+        if let Some(reason) = fired {
+            self.monitor_fired(me, &reference, &ProcRef::Pid(target.clone()), a(reason));
         }
         reference
     }
@@ -222,7 +232,7 @@ impl Node {
     }
 
     /// Handles one control message that arrived from peer `node`.
-    pub fn incoming(&self, node: &str, control: Control) {
+    pub(crate) fn incoming(&self, node: &str, control: Control) {
         match control {
             Control::Send { to, msg } | Control::SendSender { to, msg, .. } => self.send(None, &to, msg),
             Control::RegSend { to, msg, .. } => self.send_named(&to.name, msg),

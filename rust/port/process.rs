@@ -20,7 +20,7 @@ use super::settings::{Framing, PortSpec};
 use super::spawn::Spawned;
 use super::stdin::Stdin;
 use crate::etf::{self, a, int, tuple};
-use crate::node::backlog::Backlog;
+use crate::backlog::Backlog;
 use crate::node::process::{Call, Process};
 use eetf::{Pid, Term};
 use std::future::Future;

@@ -75,8 +75,14 @@ impl Portnode {
     }
 
     pub fn start_named(home: &Home, sname: &str, extra: &[&str]) -> Portnode {
+        Self::start_env(home, sname, extra, &[])
+    }
+
+    /// As [`Portnode::start_named`], with extra environment variables.
+    pub fn start_env(home: &Home, sname: &str, extra: &[&str], env: &[(&str, &str)]) -> Portnode {
         let log = home.path.join(format!("{sname}.{}.log", unique("")));
         let mut child = Command::new(env!("CARGO_BIN_EXE_portnode"))
+            .envs(env.iter().copied())
             .args(["--sname", sname, "--exit-on-stdin-eof", "--cookie-file"])
             .arg(home.cookie_file())
             .args(extra)
@@ -180,8 +186,14 @@ Loop(erl_eval:new_bindings())."#;
 impl Erl {
     /// Starts `erl -sname NAME` with `home` as $HOME (and so its cookie).
     pub fn start(home: &Home, extra: &[&str]) -> Erl {
-        let sname = unique("erl");
+        Self::start_env(home, &unique("erl"), extra, &[])
+    }
+
+    /// As [`Erl::start`], named `sname`, with extra environment variables.
+    pub fn start_env(home: &Home, sname: &str, extra: &[&str], env: &[(&str, &str)]) -> Erl {
+        let sname = sname.to_owned();
         let mut child = Command::new("erl")
+            .envs(env.iter().copied())
             .args(["-noshell", "-sname", &sname])
             .args(extra)
             .args(["-eval", REPL])
@@ -232,6 +244,17 @@ impl Erl {
         self.read_until("==END==", limit)
     }
 
+    /// The VM's OS pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the VM (SIGSTOP freezes it; SIGKILL in `Drop` still ends it).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// Kills the VM with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -251,4 +274,69 @@ impl Drop for Erl {
 pub fn epmd_lists(sname: &str) -> bool {
     let out = Command::new("epmd").arg("-names").output().expect("epmd -names");
     String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(&format!("name {sname} ")))
+}
+
+/// A private epmd on a free port, stopped (by its port) on drop. Nodes use it
+/// with `ERL_EPMD_PORT`; `-relaxed_command_check` lets a test free a name.
+pub struct PrivateEpmd {
+    pub port: u16,
+}
+
+impl PrivateEpmd {
+    pub fn start() -> PrivateEpmd {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let status = Command::new("epmd")
+            .args(["-port", &port.to_string(), "-daemon", "-relaxed_command_check"])
+            .status()
+            .expect("start epmd");
+        assert!(status.success(), "epmd -daemon failed");
+        let epmd = PrivateEpmd { port };
+        wait_for("the private epmd", Duration::from_secs(5), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        epmd
+    }
+
+    /// `ERL_EPMD_PORT` for the nodes that use this epmd.
+    pub fn env(&self) -> String {
+        self.port.to_string()
+    }
+
+    /// Frees `sname` (as a frozen node cannot).
+    pub fn stop_name(&self, sname: &str) {
+        let _ = Command::new("epmd").args(["-port", &self.port.to_string(), "-stop", sname]).output();
+    }
+}
+
+impl Drop for PrivateEpmd {
+    fn drop(&mut self) {
+        let _ = Command::new("epmd").args(["-port", &self.port.to_string(), "-kill"]).output();
+    }
+}
+
+/// True while OS process `pid` exists and is not a zombie.
+pub fn os_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()), Some("Z")),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for `pid` to be gone; returns how long it took.
+pub fn wait_gone(what: &str, pid: u32, limit: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(what, limit, || !os_alive(pid));
+    start.elapsed()
+}
+
+/// OS pids whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            kids.push(pid);
+        }
+    }
+    kids
 }

@@ -1,10 +1,12 @@
 //! The distribution handshake, both ways, with a deadline, on tokio streams.
 //!
-//! erl_dist implements the handshake over futures-io; this module runs it
-//! through `tokio_util::compat` and hands the plain `TcpStream` back.
+//! The dialing side runs erl_dist's handshake through `tokio_util::compat`
+//! and hands the plain `TcpStream` back; the accepting side is
+//! [`super::accept`], which handles `alive` as OTP does.
 
+use super::accept::{self, Admit, Pending};
 use super::flags;
-use erl_dist::handshake::{ClientSideHandshake, HandshakeError, HandshakeStatus, ServerSideHandshake};
+use erl_dist::handshake::{ClientSideHandshake, HandshakeError, HandshakeStatus};
 use erl_dist::node::{Creation, LocalNode, NodeName};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -31,6 +33,10 @@ pub enum HandshakeFailure {
     DynamicName,
     #[error("peer {0} still has a connection to this node; will retry")]
     AlreadyConnected(String),
+    #[error("another handshake with {0} is under way")]
+    Duplicate(String),
+    #[error("malformed handshake message: {0}")]
+    Malformed(&'static str),
     #[error("{0}")]
     Protocol(HandshakeError),
     #[error("{0}")]
@@ -56,17 +62,21 @@ async fn with_deadline<T>(fut: impl Future<Output = Result<T, HandshakeFailure>>
     tokio::time::timeout(DEADLINE, fut).await.map_err(|_| HandshakeFailure::Timeout(DEADLINE))?
 }
 
-/// Answers a handshake from a peer that connected to us.
-pub async fn accept(stream: TcpStream, name: &NodeName, creation: u32, cookie: &str) -> Result<(TcpStream, PeerInfo), HandshakeFailure> {
+/// Answers a handshake from a peer that connected to us. `admit` says
+/// whether a connection to the peer's name is already up (see [`accept::Admission`]).
+pub async fn accept(
+    mut stream: TcpStream,
+    name: &NodeName,
+    creation: u32,
+    cookie: &str,
+    admit: &dyn Admit,
+    pending: &Pending,
+) -> Result<(TcpStream, PeerInfo), HandshakeFailure> {
     with_deadline(async {
-        let mut hs = ServerSideHandshake::new(stream.compat(), local_node(name, creation), cookie);
-        let Some(_) = hs.execute_recv_name().await? else {
-            let _ = hs.execute_rest(HandshakeStatus::NotAllowed).await;
-            return Err(HandshakeFailure::DynamicName);
-        };
-        let (stream, peer) = hs.execute_rest(HandshakeStatus::Ok).await?;
-        let info = PeerInfo { name: peer.name.to_string(), creation: peer.creation.map(|c| c.get()).unwrap_or(0) };
-        Ok((stream.into_inner(), info))
+        let full = name.to_string();
+        let me = accept::Me { name: &full, creation, flags: flags(), cookie };
+        let info = accept::accept_on(&mut stream, &me, admit, pending).await?;
+        Ok((stream, info))
     })
     .await
 }

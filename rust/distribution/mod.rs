@@ -1,5 +1,11 @@
 //! The Erlang distribution protocol: epmd, the handshake, and connections.
+//!
+//! This layer knows nothing of processes: a connection reports typed
+//! [`connection::Event`]s to whoever implements [`connection::Events`] (the
+//! node), and takes the node's outgoing messages through an
+//! [`connection::Outbox`].
 
+pub mod accept;
 pub mod connection;
 pub mod epmd;
 pub mod handshake;
