@@ -25,7 +25,7 @@ fn os_pid(erl: &mut Erl, handle: &str) -> u32 {
 
 /// Opens `sleep 1000` on the portnode `N` for the shell, as `Var`; returns its OS pid.
 fn open_sleeper(erl: &mut Erl, var: &str) -> u32 {
-    let out = erl.eval(&format!("{{ok, {var}}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn, \"sleep 1000\"}}, []}}), ok"));
+    let out = erl.eval(&format!("{{ok, {var}, _}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn, \"sleep 1000\"}}, []}}), ok"));
     assert_eq!(out, "ok");
     os_pid(erl, var)
 }
@@ -113,7 +113,7 @@ fn an_owner_frozen_mid_frame_is_dropped_and_its_programs_stop() {
         let open = tuple(vec![a("open_port"), owner, tuple(vec![a("spawn"), etf::byte_list(b"sleep 1000".to_vec())]), etf::list(vec![])]);
         let reply = peer.call(None, open).await;
         let handle = match etf::as_tuple(&reply) {
-            Some([ok, Term::Pid(h)]) if etf::as_atom(ok) == Some("ok") => h.clone(),
+            Some([ok, Term::Pid(h), _os_pid]) if etf::as_atom(ok) == Some("ok") => h.clone(),
             _ => panic!("open_port failed: {reply}"),
         };
         let program = etf::as_int(&peer.call(Some(handle), a("os_pid")).await).expect("os pid") as u32;
@@ -218,7 +218,7 @@ fn a_port_for_an_owner_on_an_unconnected_node_stops_at_once() {
     let started = Instant::now();
     // The handle is gone at once (a monitor of it fires), and so is the program:
     // stopped before or soon after it wrote its pid.
-    let out = erl.eval("{ok, H} = gen_server:call({portnode, N}, {open_port, Remote, {spawn, \"sleep 1000\"}, []}), M = monitor(process, H), receive {'DOWN', M, process, H, Why} -> Why after 2000 -> still_open end");
+    let out = erl.eval("{ok, H, _} = gen_server:call({portnode, N}, {open_port, Remote, {spawn, \"sleep 1000\"}, []}), M = monitor(process, H), receive {'DOWN', M, process, H, Why} -> Why after 2000 -> still_open end");
     assert!(out == "noconnection" || out == "noproc", "the handle of an unconnected owner stayed open: {out}");
     let sleepers = || children_of(pn.pid()).into_iter().filter(|p| matches!(comm(*p).as_str(), "sleep" | "sh")).count();
     wait_for("no program left", Duration::from_secs(3), || sleepers() == 0);
@@ -238,7 +238,7 @@ fn owners_that_die_while_their_port_opens_leave_no_program() {
     // during or after the handle's link); the call is made by another process.
     let out = erl.eval_within(
         "Open = fun(_) -> Owner = spawn(fun() -> receive after rand:uniform(3) - 1 -> ok end end), gen_server:call({portnode, N}, {open_port, Owner, {spawn, \"sleep 1000\"}, []}) end, \
-         Rs = [Open(I) || I <- lists:seq(1, 500)], length([ok || {ok, _} <- Rs])",
+         Rs = [Open(I) || I <- lists:seq(1, 500)], length([ok || {ok, _, _} <- Rs])",
         Duration::from_secs(120),
     );
     assert_eq!(out, "500", "every open_port should have succeeded");
