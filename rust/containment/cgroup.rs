@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,9 +86,10 @@ impl Subtree {
                 dir
             }
         };
-        let procs = fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"));
-        match procs {
-            Ok(f) => Ok(Leaf { dir, procs: Some(f.into()), shared: self.shared.clone() }),
+        use std::os::unix::fs::OpenOptionsExt;
+        let handle = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir);
+        match handle {
+            Ok(f) => Ok(Leaf { dir, handle: Some(f.into()), killed: false.into(), shared: self.shared.clone() }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
@@ -105,20 +106,24 @@ impl Subtree {
 /// One program's leaf cgroup.
 pub struct Leaf {
     dir: PathBuf,
-    /// Open until the child has joined.
-    procs: Option<OwnedFd>,
+    /// The leaf's directory, open until the child is in it (for
+    /// `clone3(CLONE_INTO_CGROUP)`, or to open its `cgroup.procs`).
+    handle: Option<OwnedFd>,
+    /// `cgroup.kill` was written: the leaf is not reused (a program cloned
+    /// into it soon after can be killed too: measured here with clone3).
+    killed: std::sync::atomic::AtomicBool,
     shared: Arc<Shared>,
 }
 
 impl Leaf {
-    /// The fd the child writes "0" to, to join.
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    /// The leaf's directory fd.
+    pub fn dir_fd(&self) -> RawFd {
+        self.handle.as_ref().map_or(-1, |fd| fd.as_raw_fd())
     }
 
-    /// The child has joined (or failed to start): the fd is no longer needed.
+    /// The child is in (or failed to start): the fd is no longer needed.
     pub fn started(&mut self) {
-        self.procs = None;
+        self.handle = None;
     }
 
     /// Sends `signal` to every process in the leaf.
@@ -131,6 +136,7 @@ impl Leaf {
 
     /// SIGKILLs every process in the leaf at once.
     pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
         if let Err(e) = fs::write(self.dir.join("cgroup.kill"), "1") {
             warn!(cgroup = %self.dir.display(), error = %e, "cgroup.kill failed; killing one by one");
             self.signal_all(libc::SIGKILL);
@@ -139,25 +145,35 @@ impl Leaf {
 
     /// Returns once the leaf holds no process.
     pub async fn wait_empty(&self) {
-        let events = self.dir.join("cgroup.events");
-        let watch = Inotify::watch(&events);
-        loop {
-            if !populated(&events) {
-                return;
+        let path = self.dir.join("cgroup.events");
+        match Events::open(&path) {
+            Ok(events) => {
+                while events.populated() {
+                    events.changed().await;
+                }
             }
-            match &watch {
-                Ok(watch) => watch.changed().await,
-                // No inotify (out of watches): look again shortly.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            // Cannot watch it: look again every few milliseconds.
+            Err(_) => {
+                while populated(&path) {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
             }
         }
     }
 
     /// Returns the empty leaf to the pool, or removes it.
     pub fn release(self) {
+        if self.killed.load(Ordering::Relaxed) {
+            if let Err(e) = fs::remove_dir(&self.dir) {
+                warn!(cgroup = %self.dir.display(), error = %e, "cannot remove a program's cgroup");
+            }
+            return;
+        }
         if populated(&self.dir.join("cgroup.events")) {
-            // Never reuse a leaf that still holds a process.
-            kill_and_remove(&self.dir);
+            // Never reuse a leaf that still holds a process; kill what is
+            // in it, and leave the directory to the subtree's removal
+            // (waiting here would hold up portnode's thread).
+            let _ = fs::write(self.dir.join("cgroup.kill"), "1");
             return;
         }
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,40 +244,36 @@ fn c_path(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// An inotify watch on one file: wakes up when it is modified.
-struct Inotify {
+/// `cgroup.events`, open and registered for `POLLPRI`: kernfs wakes its
+/// pollers when the file changes. (An inotify instance would do too, but
+/// closing one waits for an SRCU grace period: ~15 ms of portnode's only
+/// thread per program here.)
+struct Events {
     fd: AsyncFd<OwnedFd>,
 }
 
-impl Inotify {
-    fn watch(path: &Path) -> io::Result<Inotify> {
-        let path = c_path(path)?;
-        // SAFETY: inotify_init1 returns a new fd or -1.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a valid fd and NUL-terminated path.
-        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+impl Events {
+    fn open(path: &Path) -> io::Result<Events> {
+        let file: OwnedFd = fs::File::open(path)?.into();
         // SAFETY: the AsyncFd owns the fd from here on; nothing else closes or replaces it.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
-        Ok(Inotify { fd })
+        let fd = unsafe { AsyncFd::register_with_interest(file, tokio::io::Interest::PRIORITY) }.map_err(io::Error::from)?;
+        Ok(Events { fd })
     }
 
-    /// Waits for the next change (or returns at once if one is pending).
+    /// Reads the file from the start (which also arms the next change
+    /// notification); true if it says `populated 1`.
+    fn populated(&self) -> bool {
+        let mut buf = [0u8; 256];
+        // SAFETY: pread into a buffer of the given size, on our own fd.
+        let n = unsafe { libc::pread(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        n > 0 && String::from_utf8_lossy(&buf[..n as usize]).lines().any(|l| l.trim() == "populated 1")
+    }
+
+    /// Waits for the next change (at once if one is pending).
     async fn changed(&self) {
-        let Ok(mut ready) = self.fd.readable().await else {
-            return tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        };
-        let mut buf = [0u8; 1024];
-        // SAFETY: read into a buffer of the given size.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
-            ready.clear_ready();
+        match self.fd.ready(tokio::io::Interest::PRIORITY).await {
+            Ok(mut ready) => ready.clear_ready(),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
         }
     }
 }

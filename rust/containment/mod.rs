@@ -124,10 +124,11 @@ pub enum Jail {
 }
 
 impl Jail {
-    /// The fd of `cgroup.procs` the child writes itself into before exec.
-    pub fn join_fd(&self) -> Option<std::os::fd::RawFd> {
+    /// The directory fd of the program's leaf cgroup, which the child
+    /// starts in (`clone3` with `CLONE_INTO_CGROUP`) or joins before exec.
+    pub fn cgroup_fd(&self) -> Option<std::os::fd::RawFd> {
         match self {
-            Jail::Cgroup(leaf) => Some(leaf.procs_fd()),
+            Jail::Cgroup(leaf) => Some(leaf.dir_fd()),
             Jail::Group { .. } => None,
         }
     }
