@@ -147,7 +147,7 @@ cgroup_is_removed_when_portnode_is_killed(Config) ->
     [Dir] = [D || Mount <- ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"], D <- [Mount ++ Sub], filelib:is_dir(D)],
     ?assert(filelib:is_dir(Dir)),
     os:cmd("kill -9 " ++ integer_to_list(PnPid)),
-    ok = poll(fun() -> not filelib:is_dir(Dir) end, 5000),
+    ok = os_process:poll(fun() -> not filelib:is_dir(Dir) end, 5000),
     own_portnode:stop(Pn).
 
 %%% Helpers
@@ -160,16 +160,9 @@ pgid(OsPid) ->
     list_to_integer(string:trim(os:cmd("ps -o pgid= -p " ++ integer_to_list(OsPid)))).
 
 wait_alive(Pids, Ms) ->
-    poll(fun() -> lists:all(fun os_process:alive/1, Pids) end, Ms).
+    os_process:poll(fun() -> lists:all(fun os_process:alive/1, Pids) end, Ms).
 
 wait_no_zombies(OsPid, Ms) ->
-    _ = poll(fun() -> os_process:zombie_children(OsPid) =:= [] end, Ms),
+    _ = os_process:poll(fun() -> os_process:zombie_children(OsPid) =:= [] end, Ms),
     os_process:zombie_children(OsPid).
 
-poll(Done, Ms) when Ms =< 0 ->
-    case Done() of true -> ok; false -> timeout end;
-poll(Done, Ms) ->
-    case Done() of
-        true -> ok;
-        false -> timer:sleep(20), poll(Done, Ms - 20)
-    end.

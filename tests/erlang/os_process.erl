@@ -1,7 +1,7 @@
 %% @doc OS process facts for tests: is a pid alive, which are its children.
 -module(os_process).
 
--export([alive/1, wait_gone/2, zombie_children/1, children_of/1, os_pid_of_node/1]).
+-export([alive/1, wait_gone/2, zombie_children/1, children_of/1, os_pid_of_node/1, poll/2]).
 
 %% @doc True if `OsPid' exists and is not a zombie.
 -spec alive(integer()) -> boolean().
@@ -38,3 +38,13 @@ children_of(OsPid) ->
 -spec os_pid_of_node(node()) -> integer().
 os_pid_of_node(Node) ->
     list_to_integer(erpc:call(Node, os, getpid, [])).
+
+%% @doc `ok' once `Done()' is true (checked every 20 ms), `timeout' after `Ms'.
+-spec poll(fun(() -> boolean()), integer()) -> ok | timeout.
+poll(Done, Ms) when Ms =< 0 ->
+    case Done() of true -> ok; false -> timeout end;
+poll(Done, Ms) ->
+    case Done() of
+        true -> ok;
+        false -> timer:sleep(20), poll(Done, Ms - 20)
+    end.

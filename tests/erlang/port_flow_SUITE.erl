@@ -46,7 +46,7 @@ end_per_testcase(_Case, Config) ->
 %% program is gone within its kill timeout.
 closed_stdout_port_close_returns(Config) ->
     {H, OsPid} = open_sh(?config(node, Config), "exec >/dev/null; exec sleep 300", [exit_status]),
-    ok = poll(fun() -> os_process:alive(OsPid) end, 2000),
+    ok = os_process:poll(fun() -> os_process:alive(OsPid) end, 2000),
     %% The port answers while its program runs with stdout closed.
     timer:sleep(200),
     {os_pid, OsPid} = portnode:port_info(H, os_pid),
@@ -59,7 +59,7 @@ closed_stdout_port_close_returns(Config) ->
 closed_stdout_stop_returns(Config) ->
     {H, OsPid} = open_sh(?config(node, Config), "exec >/dev/null; trap '' TERM; sleep 300",
                          [exit_status, {kill_timeout, 500}]),
-    ok = poll(fun() -> os_process:alive(OsPid) end, 2000),
+    ok = os_process:poll(fun() -> os_process:alive(OsPid) end, 2000),
     {Took, ok} = timer:tc(fun() -> portnode:stop(H) end),
     ct:log("stop returned in ~b us", [Took]),
     ?assertNot(os_process:alive(OsPid)),
@@ -71,7 +71,7 @@ out_port_data_arrives(Config) ->
     {H, OsPid} = portnode:open(?config(node, Config), {spawn, "cat > " ++ File}, [out]),
     true = portnode:port_command(H, <<"hello ">>),
     true = portnode:port_command(H, ["out", $\s, <<"port\n">>]),
-    ok = poll(fun() -> file:read_file(File) =:= {ok, <<"hello out port\n">>} end, 5000),
+    ok = os_process:poll(fun() -> file:read_file(File) =:= {ok, <<"hello out port\n">>} end, 5000),
     true = portnode:port_close(H),
     ?assertEqual([], os_process:wait_gone([OsPid], 5000)).
 
@@ -162,10 +162,3 @@ status_kb(OsPid, Key) ->
     [_, Kb | _] = string:lexemes(Line, " \t"),
     list_to_integer(Kb).
 
-poll(Done, Ms) when Ms =< 0 ->
-    case Done() of true -> ok; false -> timeout end;
-poll(Done, Ms) ->
-    case Done() of
-        true -> ok;
-        false -> timer:sleep(20), poll(Done, Ms - 20)
-    end.
