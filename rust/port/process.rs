@@ -50,6 +50,8 @@ struct Output {
     buf: Vec<u8>,
     /// Frames may be waiting in `buf` for the owner to have room.
     blocked: bool,
+    /// Bytes (or EOF) arrived since `buf` was last framed.
+    fresh: bool,
     /// The pipe reached EOF and its last bytes were framed.
     ended: bool,
 }
@@ -57,7 +59,7 @@ struct Output {
 impl Output {
     fn new(pipe: Option<pipe::Receiver>) -> Output {
         let ended = pipe.is_none();
-        Output { pipe, buf: Vec::new(), blocked: false, ended }
+        Output { pipe, buf: Vec::new(), blocked: false, fresh: false, ended }
     }
 
     /// Everything read has been delivered and no more will come.
@@ -123,9 +125,12 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
                     stopping = Some((Box::pin(async move { program.terminate(grace).await }), call));
                 }
             },
-            read = read_some(out.pipe.as_ref(), &mut out.buf), if out.pipe.is_some() && !out.blocked && room => match read {
-                Ok(n) if n > 0 => port.bytes_in += n as u64,
-                _ => out.pipe = None,
+            read = read_some(out.pipe.as_ref(), &mut out.buf), if out.pipe.is_some() && !out.blocked && room => {
+                out.fresh = true;
+                match read {
+                    Ok(n) if n > 0 => port.bytes_in += n as u64,
+                    _ => out.pipe = None,
+                }
             },
             read = read_some(err.pipe.as_ref(), &mut err.buf), if err.pipe.is_some() && room => match read {
                 Ok(n) if n > 0 => {
@@ -238,6 +243,11 @@ impl Port {
     /// Sends the owner the frames waiting in `out`, one at a time while it
     /// has room; frames the owner has no room for stay in the buffer.
     fn deliver_output(&mut self, out: &mut Output) -> Result<(), Term> {
+        // Nothing new to frame: do not scan a partial frame again.
+        if !out.fresh && !out.blocked {
+            return Ok(());
+        }
+        out.fresh = false;
         let framing = self.spec.framing;
         loop {
             if !self.owner_has_room() {
