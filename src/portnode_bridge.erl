@@ -17,7 +17,7 @@
 -compile({no_auto_import, [node/0]}).
 
 %% API
--export([start_link/0, node/0]).
+-export([start_link/0, node/0, start_env/1]).
 %% gen_server
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
@@ -26,6 +26,8 @@
                 os_pid :: non_neg_integer() | undefined}).
 
 -define(NODE_KEY, {?MODULE, node}).
+%% {Node, Env}: the portnode this bridge launched and the environment it started with.
+-define(LAUNCHED_KEY, {?MODULE, launched}).
 
 %%% API
 
@@ -40,6 +42,15 @@ node() ->
     case persistent_term:get(?NODE_KEY, undefined) of
         undefined -> erlang:error({portnode_not_ready, "the portnode application is not running"});
         Node -> Node
+    end.
+
+%% @doc The environment portnode `Node' started with (a map), if it is the
+%% one this bridge launched; `undefined' for any other (see `portnode:open_port/3').
+-spec start_env(node()) -> #{string() => string()} | undefined.
+start_env(Node) ->
+    case persistent_term:get(?LAUNCHED_KEY, undefined) of
+        {Node, Env} -> Env;
+        _ -> undefined
     end.
 
 %%% gen_server
@@ -82,6 +93,7 @@ handle_info(_Msg, State) ->
 -spec terminate(term(), #state{}) -> ok.
 terminate(_Reason, #state{node = Node, port = Port, os_pid = OsPid}) ->
     persistent_term:erase(?NODE_KEY),
+    persistent_term:erase(?LAUNCHED_KEY),
     case OsPid of
         undefined -> ok;
         _ ->
@@ -103,9 +115,12 @@ connect(undefined, State) ->
     Node = portnode_name(),
     Args = [name_flag(), atom_to_list(Node), "--cookie-stdin", "--exit-on-stdin-eof",
             "--log-level", log_level(), "--cgroup", cgroup()],
+    Unset = ["PORTNODE_COOKIE", "RUST_LOG"],
+    Env = maps:from_list([{K, V} || KV <- os:getenv(), [K, V] <- [string:split(KV, "=")], not lists:member(K, Unset)]),
+    persistent_term:put(?LAUNCHED_KEY, {Node, Env}),
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
-                             {env, [{"PORTNODE_COOKIE", false}, {"RUST_LOG", false}]},
+                             {env, [{K, false} || K <- Unset]},
                              {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout, hide]),
     true = erlang:port_command(Port, [atom_to_list(erlang:get_cookie()), $\n]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),

@@ -15,7 +15,7 @@ pub enum Request {
     Command { from: Pid, data: Term },
     /// `{From, {connect, NewOwner}}`.
     Connect { from: Pid, new_owner: Pid },
-    /// `{From, Other}`: not port protocol (`badsig` if it is the owner's).
+    /// `{From, Other}`: not port protocol (`badsig`).
     BadProtocol { from: Pid },
     /// `{'$port_command', Data}`: `portnode:port_command` within its credit.
     PortCommand(Term),
@@ -27,8 +27,8 @@ pub enum Request {
     Exit { from: Pid, reason: Term },
     /// A gen_server call.
     Call(Call, CallRequest),
-    /// A cast, or anything else.
-    Ignored(Term),
+    /// A cast, or anything else: not port protocol (`badsig`, as erts).
+    NotProtocol(Term),
 }
 
 /// The calls a port answers.
@@ -60,7 +60,7 @@ impl Request {
                 let request = CallRequest::parse(&call.request);
                 return Request::Call(call, request);
             }
-            Received::Cast(msg) => return Request::Ignored(msg),
+            Received::Cast(msg) => return Request::NotProtocol(msg),
             Received::Other(msg) => msg,
         };
         match as_tuple(&msg) {
@@ -83,7 +83,7 @@ impl Request {
             Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
                 Request::Exit { from: from.clone(), reason: reason.clone() }
             }
-            _ => Request::Ignored(msg),
+            _ => Request::NotProtocol(msg),
         }
     }
 }
@@ -152,7 +152,7 @@ mod tests {
         assert!(matches!(Request::parse(tuple(vec![from.clone(), a("nonsense")])), Request::BadProtocol { .. }));
         let exit = tuple(vec![a("EXIT"), from, a("normal")]);
         assert!(matches!(Request::parse(exit), Request::Exit { .. }));
-        assert!(matches!(Request::parse(a("stray")), Request::Ignored(_)));
+        assert!(matches!(Request::parse(a("stray")), Request::NotProtocol(_)));
     }
 
     #[test]
