@@ -140,13 +140,11 @@ port_command(Handle, Data, Options) when is_pid(Handle), is_list(Options) ->
     Args = [Handle, Data, Options],
     lists:all(fun(O) -> O =:= force orelse O =:= nosuspend end, Options) orelse erlang:error(badarg, Args),
     Size = iodata_size(Data, Args),
-    case lists:member(force, Options) of
-        true ->
-            Handle ! {'$port_command', Data},
-            true;
-        false ->
-            send_command(Handle, Data, Size, lists:member(nosuspend, Options), Args)
-    end;
+    Mode = case lists:member(force, Options) of
+               true -> force;
+               false -> lists:member(nosuspend, Options)
+           end,
+    send_command(Handle, Data, Size, Mode, Args);
 port_command(Name, Data, Options) when is_atom(Name) ->
     port_command(registered(Name, [Name, Data, Options]), Data, Options);
 port_command(Handle, Data, Options) ->
@@ -380,9 +378,12 @@ registered(Name, Args) ->
 -define(DOWN, '$portnode_down').
 
 %% Credits: Handle => {Bytes, Monitor}. The monitor tells a command within
-%% the credit that the handle is gone (its 'DOWN' comes before any message
-%% the handle sends after its exit, on the same connection).
-send_command(Handle, Data, Size, NoSuspend, Args) ->
+%% the credit that the handle is gone: a handle's 'DOWN' messages go out
+%% before its exit signals and before anything it sends after its exit, on
+%% the same connection, so a caller that has seen any sign of the exit has
+%% the 'DOWN' in its mailbox.
+%% Mode: false (wait while busy), true (nosuspend) or force.
+send_command(Handle, Data, Size, Mode, Args) ->
     Credits = case get(?CREDITS) of undefined -> #{}; C -> C end,
     case Credits of
         #{Handle := {Credit, Mon}} when Credit >= Size ->
@@ -396,13 +397,16 @@ send_command(Handle, Data, Size, NoSuspend, Args) ->
                 true
             end;
         _ ->
-            try gen_server:call(Handle, {command, Data, NoSuspend}, infinity) of
+            %% The monitor goes before the call, so that the handle has it
+            %% whenever it exits after answering.
+            Mon = case Credits of
+                      #{Handle := {_, M}} -> M;
+                      _ -> erlang:monitor(process, Handle, [{tag, ?DOWN}])
+                  end,
+            put(?CREDITS, bounded(Handle, Credits#{Handle => {0, Mon}})),
+            try gen_server:call(Handle, {command, Data, Mode}, infinity) of
                 {ok, NewCredit} ->
-                    Mon = case Credits of
-                              #{Handle := {_, M}} -> M;
-                              _ -> erlang:monitor(process, Handle, [{tag, ?DOWN}])
-                          end,
-                    put(?CREDITS, bounded(Handle, Credits#{Handle => {NewCredit, Mon}})),
+                    put(?CREDITS, (get(?CREDITS))#{Handle => {NewCredit, Mon}}),
                     true;
                 busy ->
                     false;

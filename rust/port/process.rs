@@ -15,7 +15,7 @@
 
 use super::child::{self, Running};
 use super::codec::{self, Frame};
-use super::request::{CallRequest, Request};
+use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::Spawned;
 use super::stdin::Stdin;
@@ -324,10 +324,8 @@ impl Port {
                 self.me.send(&old, tuple(vec![self.handle_pid(), a("connected")]));
                 Next::Continue
             }
-            Request::BadProtocol { from } if from == self.owner => Next::Exit(a("badsig")),
             Request::PortCommand(data) => self.command(&data),
             Request::Stop(grace) => Next::Stop(grace, None),
-            Request::BadStop => Next::Exit(a("badsig")),
             Request::Exit { from, reason } => {
                 // A port closes when its owner exits, for any reason, and when
                 // any other linked process exits abnormally.
@@ -338,25 +336,34 @@ impl Port {
                 }
             }
             // As erts: port protocol naming another process than the owner,
-            // and any message that is not port protocol, end the port.
-            Request::Close { from } | Request::Command { from, .. } | Request::Connect { from, .. } | Request::BadProtocol { from } => {
-                debug!(port = %self.me.pid(), from = %from, "port protocol from a process that is not the owner: badsig");
-                Next::Exit(a("badsig"))
+            // and any message that is not port protocol, get the owner an
+            // exit signal `badsig` (which ends an owner that does not trap
+            // exits, and so the port); the port itself stays open.
+            Request::BadProtocol { from } | Request::Close { from } | Request::Command { from, .. } | Request::Connect { from, .. } => {
+                debug!(port = %self.me.pid(), from = %from, "port protocol that is bad or names another process: badsig");
+                self.badsig()
             }
             Request::NotProtocol(msg) => {
                 debug!(port = %self.me.pid(), message = %msg, "not port protocol: badsig");
-                Next::Exit(a("badsig"))
+                self.badsig()
             }
+            Request::BadStop => self.badsig(),
         }
     }
 
+    /// What erts does with a bad message to a port: `badsig` to the owner.
+    fn badsig(&self) -> Next {
+        self.me.exit_signal(&self.owner, a("badsig"));
+        Next::Continue
+    }
+
     /// Data for the program by message: what is not iodata (or has no way
-    /// in) ends the port with `badsig`, as it does a port.
+    /// in) is a bad message (`badsig` to the owner), as for a port.
     /// A packet too large for its header ends it with `einval`.
     fn command(&mut self, data: &Term) -> Next {
         match self.write(data) {
             Written::Queued => Next::Continue,
-            Written::Bad => Next::Exit(a("badsig")),
+            Written::Bad => self.badsig(),
             Written::TooLarge => Next::Exit(a("einval")),
         }
     }
@@ -394,16 +401,18 @@ impl Port {
                 Written::Bad => a("badarg"),
                 Written::TooLarge => return self.too_large(call, a("true")),
             },
-            CallRequest::FlowCommand { data, nosuspend } => {
-                if nosuspend && self.stdin.busy() {
+            CallRequest::FlowCommand { data, mode } => {
+                if mode == FlowMode::NoSuspend && self.stdin.busy() {
                     a("busy")
                 } else {
                     match self.write(&data) {
                         Written::Bad => a("badarg"),
                         Written::TooLarge => return self.too_large(call, super::stdin::credit_reply()),
                         Written::Queued => {
-                            // Answered now if the port is not busy, else once it drains.
-                            if let Some(call) = self.stdin.answer_when_not_busy(call) {
+                            // Answered now if the port is not busy (or forced), else once it drains.
+                            if mode == FlowMode::Force {
+                                self.me.reply(&call, super::stdin::credit_reply());
+                            } else if let Some(call) = self.stdin.answer_when_not_busy(call) {
                                 self.me.reply(&call, super::stdin::credit_reply());
                             }
                             return Next::Continue;

@@ -44,10 +44,11 @@ pub enum CallRequest {
     BadStop,
     /// `{command, Data}`: queue the data, answer `true` (or `badarg`).
     Command(Term),
-    /// `{command, Data, Nosuspend}`: queue the data when the port is not
-    /// busy and answer `{ok, Credit}` once it is not (or at once `busy` with
-    /// nosuspend); see `portnode:port_command/3`.
-    FlowCommand { data: Term, nosuspend: bool },
+    /// `{command, Data, Mode}`: queue the data when the port is not busy
+    /// and answer `{ok, Credit}` once it is not (`false`); at once `busy`
+    /// when it is (`true`: nosuspend); queue it and answer at once
+    /// (`force`). See `portnode:port_command/3`.
+    FlowCommand { data: Term, mode: FlowMode },
     /// `{kill, Signal}`: `None` if the signal is not one.
     Kill(Option<i32>),
     Unknown(Term),
@@ -108,8 +109,13 @@ impl CallRequest {
                 None => CallRequest::BadStop,
             },
             Some([op, data]) if as_atom(op) == Some("command") => CallRequest::Command(data.clone()),
-            Some([op, data, nosuspend]) if as_atom(op) == Some("command") => {
-                CallRequest::FlowCommand { data: data.clone(), nosuspend: as_atom(nosuspend) == Some("true") }
+            Some([op, data, mode]) if as_atom(op) == Some("command") => {
+                let mode = match as_atom(mode) {
+                    Some("true") => FlowMode::NoSuspend,
+                    Some("force") => FlowMode::Force,
+                    _ => FlowMode::Wait,
+                };
+                CallRequest::FlowCommand { data: data.clone(), mode }
             }
             Some([op, sig]) if as_atom(op) == Some("kill") => {
                 let number = as_int(sig)
@@ -120,6 +126,14 @@ impl CallRequest {
             _ => CallRequest::Unknown(request.clone()),
         }
     }
+}
+
+/// What a flow-controlled command does on a busy port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowMode {
+    Wait,
+    NoSuspend,
+    Force,
 }
 
 /// A stop's grace period: milliseconds, `brutal_kill` (none) or `infinity`.
@@ -177,7 +191,10 @@ mod tests {
         assert!(matches!(call(tuple(vec![a("kill"), a("sigterm")])), CallRequest::Kill(Some(15))));
         assert!(matches!(call(tuple(vec![a("kill"), a("nosuch")])), CallRequest::Kill(None)));
         let flow = call(tuple(vec![a("command"), a("d"), a("true")]));
-        assert!(matches!(flow, CallRequest::FlowCommand { nosuspend: true, .. }));
+        assert!(matches!(flow, CallRequest::FlowCommand { mode: FlowMode::NoSuspend, .. }));
+        let force = call(tuple(vec![a("command"), a("d"), a("force")]));
+        assert!(matches!(force, CallRequest::FlowCommand { mode: FlowMode::Force, .. }));
+        assert!(matches!(Request::parse(tuple(vec![a("a"), a("b")])), Request::NotProtocol(_)));
         assert!(matches!(call(a("what")), CallRequest::Unknown(_)));
     }
 }

@@ -212,14 +212,16 @@ impl PortSpec {
     }
 }
 
-/// `[{Name, Value | false}]`: names non-empty and without `=`.
+/// `[{Name, Value | false}]`: names non-empty and without `=`; as erts,
+/// names and values are strings (lists), not binaries.
 fn env_list(value: &Term) -> Result<Vec<(OsString, Option<OsString>)>, ()> {
+    let list_string = |t: &Term| if matches!(t, Term::Binary(_)) { None } else { string(t) };
     let mut env = Vec::new();
     for pair in as_list(value).ok_or(())? {
         match as_tuple(&pair) {
             Some([k, v]) => {
-                let k = string(k).filter(|k| !k.is_empty() && !k.as_encoded_bytes().contains(&b'=')).ok_or(())?;
-                let v = if as_atom(v) == Some("false") { None } else { Some(string(v).ok_or(())?) };
+                let k = list_string(k).filter(|k| !k.is_empty() && !k.as_encoded_bytes().contains(&b'=')).ok_or(())?;
+                let v = if as_atom(v) == Some("false") { None } else { Some(list_string(v).ok_or(())?) };
                 env.push((k, v));
             }
             _ => return Err(()),
