@@ -325,14 +325,19 @@ open_request(Node, PortName, Settings) ->
     case portnode_bridge:start_env(Node) of
         undefined ->
             {open_port, self(), PortName, Settings};
-        StartEnv ->
+        {StartEnv, LaunchEnv, LaunchChanges} ->
             {ok, Cwd} = file:get_cwd(),
-            {open_port, self(), PortName, Settings, [{cwd, Cwd}, {env, env_changes(StartEnv)}]}
+            %% Unchanged since the launch (the usual case): no need to compare.
+            Changes = case os:getenv() of
+                          LaunchEnv -> LaunchChanges;
+                          Env -> env_changes(Env, StartEnv)
+                      end,
+            {open_port, self(), PortName, Settings, [{cwd, Cwd}, {env, Changes}]}
     end.
 
-%% How the VM's environment differs from `Start' (a map): set or changed, then unset.
-env_changes(Start) ->
-    Now = maps:from_list([{K, V} || KV <- os:getenv(), [K, V] <- [string:split(KV, "=")], K =/= ""]),
+%% How the VM's environment `Env' differs from `Start' (a map): set or changed, then unset.
+env_changes(Env, Start) ->
+    Now = maps:from_list([{K, V} || KV <- Env, {K, [$= | V]} <- [lists:splitwith(fun(C) -> C =/= $= end, KV)], K =/= ""]),
     Changed = maps:fold(fun(K, V, Acc) ->
                                 case Start of
                                     #{K := V} -> Acc;

@@ -26,7 +26,8 @@
                 os_pid :: non_neg_integer() | undefined}).
 
 -define(NODE_KEY, {?MODULE, node}).
-%% {Node, Env}: the portnode this bridge launched and the environment it started with.
+%% {Node, Start}: the portnode this bridge launched, and what portnode:open_port
+%% needs of the environment it started with (see start_env/1).
 -define(LAUNCHED_KEY, {?MODULE, launched}).
 
 %%% API
@@ -44,12 +45,14 @@ node() ->
         Node -> Node
     end.
 
-%% @doc The environment portnode `Node' started with (a map), if it is the
-%% one this bridge launched; `undefined' for any other (see `portnode:open_port/3').
--spec start_env(node()) -> #{string() => string()} | undefined.
+%% @doc If `Node' is the portnode this bridge launched: the environment it
+%% started with (a map), the VM's `os:getenv()' at that moment, and how the
+%% two differ (the changes that make a program's environment the VM's). For
+%% any other node `undefined' (see `portnode:open_port/3').
+-spec start_env(node()) -> {#{string() => string()}, [string()], [{string(), string()}]} | undefined.
 start_env(Node) ->
     case persistent_term:get(?LAUNCHED_KEY, undefined) of
-        {Node, Env} -> Env;
+        {Node, Start} -> Start;
         _ -> undefined
     end.
 
@@ -116,8 +119,11 @@ connect(undefined, State) ->
     Args = [name_flag(), atom_to_list(Node), "--cookie-stdin", "--exit-on-stdin-eof",
             "--log-level", log_level(), "--cgroup", cgroup()],
     Unset = ["PORTNODE_COOKIE", "RUST_LOG"],
-    Env = maps:from_list([{K, V} || KV <- os:getenv(), [K, V] <- [string:split(KV, "=")], not lists:member(K, Unset)]),
-    persistent_term:put(?LAUNCHED_KEY, {Node, Env}),
+    Raw = os:getenv(),
+    Vars = [lists:splitwith(fun(C) -> C =/= $= end, KV) || KV <- Raw],
+    Env = maps:from_list([{K, V} || {K, [$= | V]} <- Vars, not lists:member(K, Unset)]),
+    Changes = [{K, V} || {K, [$= | V]} <- Vars, lists:member(K, Unset)],
+    persistent_term:put(?LAUNCHED_KEY, {Node, {Env, Raw, Changes}}),
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
                              {env, [{K, false} || K <- Unset]},
