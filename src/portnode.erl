@@ -8,13 +8,13 @@
 %% exit, owner's node down, portnode shutdown), the program's process group
 %% gets SIGTERM, then SIGKILL after `kill_timeout' ms.
 -module(portnode).
--compile({no_auto_import, [node/0, open_port/2, port_command/2, port_command/3, port_close/1, port_connect/2, port_info/1, port_info/2]}).
+-compile({no_auto_import, [node/0, open_port/2, port_command/2, port_command/3, port_close/1, port_connect/2, port_info/1, port_info/2, register/2]}).
 
 %% Node
 -export([node/0, ping/0, ping/1, info/0, info/1]).
 %% Ports
 -export([open_port/2, open_port/3, port_command/2, port_command/3, port_close/1,
-         port_connect/2, port_info/1, port_info/2]).
+         port_connect/2, port_info/1, port_info/2, register/2]).
 %% Opening with the OS pid
 -export([open/2, open/3]).
 %% Beyond ports
@@ -70,8 +70,17 @@ open_port(PortName, Settings) ->
 
 %% @doc Like `erlang:open_port/2', on portnode `Node'. The caller becomes the
 %% owner and is linked to the handle. Raises what `erlang:open_port/2' raises
-%% (`badarg', `enoent', `eacces', ...); a `badarg' names the bad setting in
-%% its error_info.
+%% (`badarg', `enoent', `eacces', `enametoolong', ...); a `badarg' names the
+%% bad setting in its error_info.
+%%
+%% Environment and directory: when `Node' is the portnode this VM's bridge
+%% launched (the default one, unless the application env `node' names
+%% another), the program gets what an erts port would: the VM's environment
+%% as it is now (`os:putenv/2' included; sent as its differences from the
+%% environment portnode started with, then the `env' setting), and the VM's
+%% current directory, against which a relative executable and `cd' are
+%% resolved. On any other portnode (one on another machine, say) they are
+%% that portnode's own: its environment and its working directory.
 -spec open_port(node(), port_name(), list()) -> handle().
 open_port(Node, PortName, Settings) ->
     {Handle, _OsPid} = open(Node, PortName, Settings, [PortName, Settings]),
@@ -91,7 +100,7 @@ open(Node, PortName, Settings) ->
 
 open(Node, PortName, Settings, Args) ->
     plain(PortName) andalso plain(Settings) orelse badarg(Args, {not_plain_data, [PortName, Settings]}),
-    case gen_server:call({portnode, Node}, {open_port, self(), PortName, Settings}, infinity) of
+    case gen_server:call({portnode, Node}, open_request(Node, PortName, Settings), infinity) of
         {ok, Handle, OsPid} -> {Handle, OsPid};
         {error, {badarg, Bad}} -> badarg(Args, {bad_argument, Bad});
         {error, Reason} -> erlang:error(Reason, Args)
@@ -100,11 +109,14 @@ open(Node, PortName, Settings, Args) ->
 %% @doc Sends `Data' to the program, as `erlang:port_command/2': it waits
 %% while the handle is busy (more than 256 KiB queued for the program, until
 %% it is under 128 KiB), as a busy erts port makes its caller wait.
-%% `badarg' if the handle is found closed.
--spec port_command(handle(), iodata()) -> true.
+%% `badarg' once the handle is closed (see `port_command/3' for when it is
+%% seen). `Handle' may be a name given with `register/2'.
+-spec port_command(handle() | atom(), iodata()) -> true.
 port_command(Handle, Data) when is_pid(Handle) ->
     Size = iodata_size(Data, [Handle, Data]),
     send_command(Handle, Data, Size, false, [Handle, Data]);
+port_command(Name, Data) when is_atom(Name) ->
+    port_command(registered(Name, [Name, Data]), Data);
 port_command(Handle, Data) ->
     erlang:error(badarg, [Handle, Data]).
 
@@ -117,24 +129,32 @@ port_command(Handle, Data) ->
 %% credit go as messages; the first one beyond it is a call that the handle
 %% answers when it is not busy, with a new credit. So a stream pays one
 %% round trip per 64 KiB, and what a handle queues stays bounded.
--spec port_command(handle(), iodata(), [force | nosuspend]) -> boolean().
+%%
+%% A closed handle raises `badarg': the call notices it, and while the
+%% caller holds a credit it monitors the handle (a monitor tagged
+%% `'$portnode_down''), so that a command sent once the handle's exit has
+%% reached the caller (its `'EXIT'', `{H, closed}', or nothing at all for
+%% a normal exit the owner does not trap) raises `badarg' too, as erts does.
+-spec port_command(handle() | atom(), iodata(), [force | nosuspend]) -> boolean().
 port_command(Handle, Data, Options) when is_pid(Handle), is_list(Options) ->
     Args = [Handle, Data, Options],
     lists:all(fun(O) -> O =:= force orelse O =:= nosuspend end, Options) orelse erlang:error(badarg, Args),
     Size = iodata_size(Data, Args),
-    case lists:member(force, Options) of
-        true ->
-            Handle ! {'$port_command', Data},
-            true;
-        false ->
-            send_command(Handle, Data, Size, lists:member(nosuspend, Options), Args)
-    end;
+    Mode = case lists:member(force, Options) of
+               true -> force;
+               false -> lists:member(nosuspend, Options)
+           end,
+    send_command(Handle, Data, Size, Mode, Args);
+port_command(Name, Data, Options) when is_atom(Name) ->
+    port_command(registered(Name, [Name, Data, Options]), Data, Options);
 port_command(Handle, Data, Options) ->
     erlang:error(badarg, [Handle, Data, Options]).
 
 %% @doc Closes the handle and stops the program, as `erlang:port_close/1'
 %% (no `{H, closed}' message). `badarg' if it is already closed.
--spec port_close(handle()) -> true.
+-spec port_close(handle() | atom()) -> true.
+port_close(Name) when is_atom(Name) ->
+    port_close(registered(Name, [Name]));
 port_close(Handle) ->
     forget_credit(Handle),
     call(Handle, close, [Handle]).
@@ -159,6 +179,29 @@ port_info(Handle, Item) when is_atom(Item) ->
     try_call(Handle, {info, Item});
 port_info(Handle, Item) ->
     erlang:error(badarg, [Handle, Item]).
+
+%% @doc As `erlang:register/2' for a handle: registers `Name' for a local
+%% alias process, so that `Name ! {Owner, {command, Data}}' (and the rest of
+%% the port message protocol) reaches the handle, and `port_command/2,3',
+%% `port_close/1' take `Name'. The alias forwards every message to the handle
+%% and ends when the handle does, which frees the name, as a port's name is
+%% freed when it closes. It monitors the handle, so it is not in its links.
+%% `whereis(Name)' gives the alias, not the handle. A port or a local pid is
+%% registered with `erlang:register/2'. `badarg' as `erlang:register/2'
+%% (the name is taken or not an atom, or the handle is closed).
+-spec register(atom(), handle() | port()) -> true.
+register(Name, Handle) when is_atom(Name), Name =/= undefined, is_pid(Handle), erlang:node(Handle) =/= erlang:node() ->
+    Self = self(),
+    Alias = spawn(fun() -> alias(Name, Handle, Self) end),
+    Ref = erlang:monitor(process, Alias),
+    receive
+        {Alias, registered} -> erlang:demonitor(Ref, [flush]), true;
+        {'DOWN', Ref, process, Alias, _} -> erlang:error(badarg, [Name, Handle])
+    end;
+register(Name, PortOrPid) ->
+    try erlang:register(Name, PortOrPid)
+    catch error:badarg -> erlang:error(badarg, [Name, PortOrPid])
+    end.
 
 %%% Beyond ports
 
@@ -276,20 +319,99 @@ format_error(_Reason, _Stack) ->
 
 %%% Internal functions
 
+%% The open_port call: with the caller's environment and directory for the
+%% portnode this VM's bridge launched.
+open_request(Node, PortName, Settings) ->
+    case portnode_bridge:start_env(Node) of
+        undefined ->
+            {open_port, self(), PortName, Settings};
+        {StartEnv, LaunchEnv, LaunchChanges} ->
+            {ok, Cwd} = file:get_cwd(),
+            %% Unchanged since the launch (the usual case): no need to compare.
+            Changes = case os:getenv() of
+                          LaunchEnv -> LaunchChanges;
+                          Env -> env_changes(Env, StartEnv)
+                      end,
+            {open_port, self(), PortName, Settings, [{cwd, Cwd}, {env, Changes}]}
+    end.
+
+%% How the VM's environment `Env' differs from `Start' (a map): set or changed, then unset.
+env_changes(Env, Start) ->
+    Now = maps:from_list([{K, V} || KV <- Env, {K, [$= | V]} <- [lists:splitwith(fun(C) -> C =/= $= end, KV)], K =/= ""]),
+    Changed = maps:fold(fun(K, V, Acc) ->
+                                case Start of
+                                    #{K := V} -> Acc;
+                                    _ -> [{K, V} | Acc]
+                                end
+                        end, [], Now),
+    Changed ++ [{K, false} || K <- maps:keys(Start), not is_map_key(K, Now)].
+
+%% The alias `register/2' starts: registered, it forwards to the handle
+%% until the handle goes.
+alias(Name, Handle, Caller) ->
+    Ref = erlang:monitor(process, Handle),
+    %% A closed handle cannot be registered (the call fails at once).
+    try_call(Handle, {info, id}) =/= undefined orelse exit(normal),
+    erlang:register(Name, self()),
+    put('$portnode_alias_of', Handle),
+    Caller ! {self(), registered},
+    forward(Ref, Handle).
+
+forward(Ref, Handle) ->
+    receive
+        {'DOWN', Ref, process, Handle, _} -> ok;
+        Msg -> Handle ! Msg, forward(Ref, Handle)
+    end.
+
+%% The handle a registered name stands for (a name given with `register/2').
+registered(Name, Args) ->
+    Alias = whereis(Name),
+    is_pid(Alias) orelse erlang:error(badarg, Args),
+    case erlang:process_info(Alias, dictionary) of
+        {dictionary, Dict} ->
+            case lists:keyfind('$portnode_alias_of', 1, Dict) of
+                {_, Handle} -> Handle;
+                false -> erlang:error(badarg, Args)
+            end;
+        undefined ->
+            erlang:error(badarg, Args)
+    end.
+
 -define(CREDITS, '$portnode_credits').
 -define(MAX_CREDITS, 16).
 
-send_command(Handle, Data, Size, NoSuspend, Args) ->
+-define(DOWN, '$portnode_down').
+
+%% Credits: Handle => {Bytes, Monitor}. The monitor tells a command within
+%% the credit that the handle is gone: a handle's 'DOWN' messages go out
+%% before its exit signals and before anything it sends after its exit, on
+%% the same connection, so a caller that has seen any sign of the exit has
+%% the 'DOWN' in its mailbox.
+%% Mode: false (wait while busy), true (nosuspend) or force.
+send_command(Handle, Data, Size, Mode, Args) ->
     Credits = case get(?CREDITS) of undefined -> #{}; C -> C end,
-    case maps:get(Handle, Credits, 0) of
-        Credit when Credit >= Size ->
-            put(?CREDITS, Credits#{Handle := Credit - Size}),
-            Handle ! {'$port_command', Data},
-            true;
+    case Credits of
+        #{Handle := {Credit, Mon}} when Credit >= Size ->
+            receive
+                {?DOWN, Mon, process, _, _} ->
+                    put(?CREDITS, maps:remove(Handle, Credits)),
+                    erlang:error(badarg, Args)
+            after 0 ->
+                put(?CREDITS, Credits#{Handle := {Credit - Size, Mon}}),
+                Handle ! {'$port_command', Data},
+                true
+            end;
         _ ->
-            try gen_server:call(Handle, {command, Data, NoSuspend}, infinity) of
+            %% The monitor goes before the call, so that the handle has it
+            %% whenever it exits after answering.
+            Mon = case Credits of
+                      #{Handle := {_, M}} -> M;
+                      _ -> erlang:monitor(process, Handle, [{tag, ?DOWN}])
+                  end,
+            put(?CREDITS, bounded(Handle, Credits#{Handle => {0, Mon}})),
+            try gen_server:call(Handle, {command, Data, Mode}, infinity) of
                 {ok, NewCredit} ->
-                    put(?CREDITS, bounded(Handle, Credits#{Handle => NewCredit})),
+                    put(?CREDITS, (get(?CREDITS))#{Handle => {NewCredit, Mon}}),
                     true;
                 busy ->
                     false;
@@ -304,13 +426,17 @@ send_command(Handle, Data, Size, NoSuspend, Args) ->
 %% At most ?MAX_CREDITS handles: forgetting one only costs it a round trip.
 bounded(Keep, Credits) when map_size(Credits) > ?MAX_CREDITS ->
     [Other | _] = maps:keys(maps:remove(Keep, Credits)),
+    {_, Mon} = maps:get(Other, Credits),
+    erlang:demonitor(Mon, [flush]),
     maps:remove(Other, Credits);
 bounded(_Keep, Credits) ->
     Credits.
 
 forget_credit(Handle) ->
     case get(?CREDITS) of
-        #{Handle := _} = Credits -> put(?CREDITS, maps:remove(Handle, Credits));
+        #{Handle := {_, Mon}} = Credits ->
+            erlang:demonitor(Mon, [flush]),
+            put(?CREDITS, maps:remove(Handle, Credits));
         _ -> ok
     end.
 

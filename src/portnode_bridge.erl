@@ -17,7 +17,7 @@
 -compile({no_auto_import, [node/0]}).
 
 %% API
--export([start_link/0, node/0]).
+-export([start_link/0, node/0, start_env/1]).
 %% gen_server
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
@@ -26,6 +26,9 @@
                 os_pid :: non_neg_integer() | undefined}).
 
 -define(NODE_KEY, {?MODULE, node}).
+%% {Node, Start}: the portnode this bridge launched, and what portnode:open_port
+%% needs of the environment it started with (see start_env/1).
+-define(LAUNCHED_KEY, {?MODULE, launched}).
 
 %%% API
 
@@ -52,6 +55,17 @@ wait_node(Deadline) ->
         Waiting -> receive after 20 -> wait_node(Deadline) end;
         Node =/= undefined -> Node;
         true -> erlang:error({portnode_not_ready, "the portnode application is not running"})
+    end.
+
+%% @doc If `Node' is the portnode this bridge launched: the environment it
+%% started with (a map), the VM's `os:getenv()' at that moment, and how the
+%% two differ (the changes that make a program's environment the VM's). For
+%% any other node `undefined' (see `portnode:open_port/3').
+-spec start_env(node()) -> {#{string() => string()}, [string()], [{string(), string()}]} | undefined.
+start_env(Node) ->
+    case persistent_term:get(?LAUNCHED_KEY, undefined) of
+        {Node, Start} -> Start;
+        _ -> undefined
     end.
 
 %%% gen_server
@@ -94,6 +108,7 @@ handle_info(_Msg, State) ->
 -spec terminate(term(), #state{}) -> ok.
 terminate(_Reason, #state{node = Node, port = Port, os_pid = OsPid}) ->
     persistent_term:erase(?NODE_KEY),
+    persistent_term:erase(?LAUNCHED_KEY),
     case OsPid of
         undefined -> ok;
         _ ->
@@ -116,9 +131,15 @@ connect(undefined, State) ->
     Args = [name_flag(), atom_to_list(Node), "--cookie-stdin", "--exit-on-stdin-eof",
             "--log-level", log_level(), "--cgroup", cgroup(),
             "--net-ticktime", integer_to_list(net_ticktime())],
+    Unset = ["PORTNODE_COOKIE", "RUST_LOG"],
+    Raw = os:getenv(),
+    Vars = [lists:splitwith(fun(C) -> C =/= $= end, KV) || KV <- Raw],
+    Env = maps:from_list([{K, V} || {K, [$= | V]} <- Vars, not lists:member(K, Unset)]),
+    Changes = [{K, V} || {K, [$= | V]} <- Vars, lists:member(K, Unset)],
+    persistent_term:put(?LAUNCHED_KEY, {Node, {Env, Raw, Changes}}),
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
-                             {env, [{"PORTNODE_COOKIE", false}, {"RUST_LOG", false}]},
+                             {env, [{K, false} || K <- Unset]},
                              {line, 4096}, binary, exit_status, use_stdio, stderr_to_stdout, hide]),
     true = erlang:port_command(Port, [atom_to_list(erlang:get_cookie()), $\n]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),

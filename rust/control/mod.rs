@@ -6,7 +6,8 @@
 //! `cgroup` or `process_group`);
 //! `{spawn_probe, ReportTo}` -> the pid of a new [`probe`] process;
 //! `cast_count` -> how many casts it has received (for benchmarks);
-//! `{open_port, Owner, PortName, Settings}` -> `{ok, Handle, OsPid | undefined}` or `{error, Reason}`
+//! `{open_port, Owner, PortName, Settings}` (or with a fifth element, the
+//! caller's `[{cwd, Dir}, {env, Changes}]`) -> `{ok, Handle, OsPid | undefined}` or `{error, Reason}`
 //! (see [`crate::port`]); `{start_supervisor, Parent, SupFlags, ChildSpecs}`
 //! -> `{ok, Sup}` or `{error, Reason}` (see [`crate::supervisor`]).
 
@@ -66,7 +67,7 @@ async fn control(mut me: Process) -> Term {
             CallRequest::Info => info(me.node()),
             CallRequest::CastCount => int(casts),
             CallRequest::SpawnProbe { report_to } => Term::from(me.node().spawn(move |p| probe::run(p, report_to))),
-            CallRequest::OpenPort { owner, name, settings } => match crate::port::open(me.node(), &owner, &name, &settings) {
+            CallRequest::OpenPort { owner, name, settings, caller } => match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref()) {
                 Ok(opened) => {
                     let os_pid = opened.os_pid.map_or_else(|| a("undefined"), |p| int(i64::from(p)));
                     tuple(vec![a("ok"), Term::from(opened.handle), os_pid])

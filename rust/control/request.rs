@@ -18,7 +18,9 @@ pub enum CallRequest {
     /// For benchmarks: how many casts it has received.
     CastCount,
     SpawnProbe { report_to: Pid },
-    OpenPort { owner: Pid, name: Term, settings: Term },
+    /// `{open_port, Owner, PortName, Settings}`, or with a fifth element:
+    /// what the caller's VM sends of itself (its directory, its environment).
+    OpenPort { owner: Pid, name: Term, settings: Term, caller: Option<Term> },
     StartSupervisor { parent: Pid, flags: Term, children: Term },
     Unknown(Term),
 }
@@ -46,7 +48,11 @@ impl CallRequest {
                 CallRequest::SpawnProbe { report_to: report_to.clone() }
             }
             (_, Some([op, Term::Pid(owner), name, settings])) if as_atom(op) == Some("open_port") => {
-                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone() }
+                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller: None }
+            }
+            (_, Some([op, Term::Pid(owner), name, settings, caller])) if as_atom(op) == Some("open_port") => {
+                let caller = Some(caller.clone());
+                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller }
             }
             (_, Some([op, Term::Pid(parent), flags, children])) if as_atom(op) == Some("start_supervisor") => {
                 CallRequest::StartSupervisor { parent: parent.clone(), flags: flags.clone(), children: children.clone() }
@@ -74,7 +80,9 @@ mod tests {
         let owner = Term::from(Pid::new("vm@h", 2, 0, 1));
         assert!(matches!(parse(a("ping")), CallRequest::Ping));
         let open = tuple(vec![a("open_port"), owner.clone(), a("n"), a("s")]);
-        assert!(matches!(parse(open), CallRequest::OpenPort { .. }));
+        assert!(matches!(parse(open), CallRequest::OpenPort { caller: None, .. }));
+        let with_caller = tuple(vec![a("open_port"), owner.clone(), a("n"), a("s"), a("c")]);
+        assert!(matches!(parse(with_caller), CallRequest::OpenPort { caller: Some(_), .. }));
         // An owner that is not a pid is not an open_port request.
         let bad = tuple(vec![a("open_port"), a("me"), a("n"), a("s")]);
         assert!(matches!(parse(bad), CallRequest::Unknown(_)));

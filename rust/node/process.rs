@@ -78,6 +78,11 @@ impl Process {
         self.node.link(&self.pid, other);
     }
 
+    /// Sends `to` an exit signal, as `exit(To, Reason)`, and goes on.
+    pub fn exit_signal(&self, to: &Pid, reason: Term) {
+        self.node.exit_signal(&self.pid, to, reason);
+    }
+
     /// Removes the link to `other`, if any.
     pub fn unlink(&self, other: &Pid) {
         self.node.unlink(&self.pid, other);

@@ -131,17 +131,8 @@ impl Node {
             entry
         };
         debug!(pid = %pid, reason = %reason, "process exited");
-        for other in &entry.links {
-            if self.is_this_node(other) {
-                if let Some(e) = self.lock().procs.get_mut(&other.id) {
-                    e.links.remove(pid);
-                }
-                self.deliver_exit(other, pid, reason.clone(), ExitKind::Link);
-            } else {
-                let control = Control::Exit { from: pid.clone(), to: other.clone(), reason: reason.clone() };
-                self.to_peer(&other.node.name, control);
-            }
-        }
+        // Monitors first: a caller of `portnode:port_command` that has seen the
+        // exit signal must find the 'DOWN' of its monitor already there.
         for (reference, w) in entry.watched_by {
             let from = match w.name {
                 Some(name) => ProcRef::Name(name),
@@ -152,6 +143,17 @@ impl Node {
             } else {
                 let control = Control::MonitorPExit { from, to: w.watcher.clone(), reference, reason: reason.clone() };
                 self.to_peer(&w.watcher.node.name, control);
+            }
+        }
+        for other in &entry.links {
+            if self.is_this_node(other) {
+                if let Some(e) = self.lock().procs.get_mut(&other.id) {
+                    e.links.remove(pid);
+                }
+                self.deliver_exit(other, pid, reason.clone(), ExitKind::Link);
+            } else {
+                let control = Control::Exit { from: pid.clone(), to: other.clone(), reason: reason.clone() };
+                self.to_peer(&other.node.name, control);
             }
         }
         if let Some((to, msg)) = entry.last_words {
@@ -183,6 +185,16 @@ impl Node {
             self.send(None, to, msg);
         } else if !is_normal {
             self.terminate(to, reason);
+        }
+    }
+
+    /// Local process `from` sends `to` an exit signal, as `exit(To, Reason)`.
+    pub(crate) fn exit_signal(&self, from: &Pid, to: &Pid, reason: Term) {
+        if self.is_this_node(to) {
+            self.deliver_exit(to, from, reason, ExitKind::Exit2);
+        } else {
+            let control = Control::Exit2 { from: from.clone(), to: to.clone(), reason };
+            self.to_peer(&to.node.name, control);
         }
     }
 

@@ -35,9 +35,14 @@ pub struct Opened {
 }
 
 /// Opens a port for `owner`, or returns the error reason `erlang:open_port/2`
-/// would raise (`badarg` forms carry the bad term).
-pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term) -> Result<Opened, Term> {
-    let spec = PortSpec::parse(port_name, settings).map_err(|settings::BadArg(bad)| {
+/// would raise (`badarg` forms carry the bad term). `caller` is what the
+/// caller's VM sent of itself (see [`PortSpec::apply_caller`]), if anything.
+pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<Opened, Term> {
+    let parsed = PortSpec::parse(port_name, settings).and_then(|mut spec| {
+        caller.map_or(Ok(()), |c| spec.apply_caller(c))?;
+        Ok(spec)
+    });
+    let spec = parsed.map_err(|settings::BadArg(bad)| {
         warn!(owner = %owner, argument = %bad, "open_port: bad or unsupported argument");
         tuple(vec![a("badarg"), bad])
     })?;

@@ -15,7 +15,7 @@
 
 use super::child::{self, Running};
 use super::codec::{self, Frame};
-use super::request::{CallRequest, Request};
+use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::Spawned;
 use super::stdin::Stdin;
@@ -29,10 +29,19 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::unix::pipe;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// The most read from a program at once (a Linux pipe's default capacity).
 const READ_CHUNK: usize = 64 * 1024;
+
+/// What became of data for the program.
+enum Written {
+    Queued,
+    /// Not iodata, or the port has no way in.
+    Bad,
+    /// Longer than its `{packet, N}` header can say.
+    TooLarge,
+}
 
 /// What the message handlers decide.
 enum Next {
@@ -295,23 +304,22 @@ impl Port {
         Next::Exit(a("normal"))
     }
 
-    /// Frames `data` for the program and queues it; false if it is not
-    /// iodata, does not fit the framing, or the port has no way in.
-    fn write(&mut self, data: &Term) -> bool {
+    /// Frames `data` for the program and queues it.
+    fn write(&mut self, data: &Term) -> Written {
         let mut bytes = Vec::new();
         if etf::iodata(data, &mut bytes).is_none() || !self.spec.output {
-            return false;
+            return Written::Bad;
         }
-        let Ok(framed) = codec::encode(self.spec.framing, bytes) else { return false };
+        let Ok(framed) = codec::encode(self.spec.framing, bytes) else { return Written::TooLarge };
         self.bytes_out += framed.len() as u64 - header_len(self.spec.framing);
         self.stdin.queue(framed);
-        true
+        Written::Queued
     }
 
     fn handle(&mut self, request: Request) -> Next {
         match request {
             Request::Call(call, request) => self.call(call, request),
-            // The port message protocol is the owner's; others are ignored.
+            // The port message protocol names the owner (erts checks the pid in the message, not the sender).
             Request::Close { from } if from == self.owner => {
                 // erts sends `{Port, closed}` after the port's exit signal.
                 let closed = tuple(vec![self.handle_pid(), a("closed")]);
@@ -326,10 +334,8 @@ impl Port {
                 self.me.send(&old, tuple(vec![self.handle_pid(), a("connected")]));
                 Next::Continue
             }
-            Request::BadProtocol { from } if from == self.owner => Next::Exit(a("badsig")),
             Request::PortCommand(data) => self.command(&data),
             Request::Stop(grace) => Next::Stop(grace, None),
-            Request::BadStop => Next::Exit(a("badsig")),
             Request::Exit { from, reason } => {
                 // A port closes when its owner exits, for any reason, and when
                 // any other linked process exits abnormally.
@@ -339,21 +345,37 @@ impl Port {
                     Next::Continue
                 }
             }
-            Request::Close { from } | Request::Command { from, .. } | Request::Connect { from, .. } | Request::BadProtocol { from } => {
-                warn!(port = %self.me.pid(), from = %from, "port ignored port protocol from a process that is not its owner");
-                Next::Continue
+            // As erts: port protocol naming another process than the owner,
+            // and any message that is not port protocol, get the owner an
+            // exit signal `badsig` (which ends an owner that does not trap
+            // exits, and so the port); the port itself stays open.
+            Request::BadProtocol { from } | Request::Close { from } | Request::Command { from, .. } | Request::Connect { from, .. } => {
+                debug!(port = %self.me.pid(), from = %from, "port protocol that is bad or names another process: badsig");
+                self.badsig()
             }
-            Request::Ignored(msg) => {
-                warn!(port = %self.me.pid(), message = %msg, "port ignored a message that is not port protocol");
-                Next::Continue
+            Request::NotProtocol(msg) => {
+                debug!(port = %self.me.pid(), message = %msg, "not port protocol: badsig");
+                self.badsig()
             }
+            Request::BadStop => self.badsig(),
         }
     }
 
+    /// What erts does with a bad message to a port: `badsig` to the owner.
+    fn badsig(&self) -> Next {
+        self.me.exit_signal(&self.owner, a("badsig"));
+        Next::Continue
+    }
+
     /// Data for the program by message: what is not iodata (or has no way
-    /// in) ends the port with `badsig`, as it does a port.
+    /// in) is a bad message (`badsig` to the owner), as for a port.
+    /// A packet too large for its header ends it with `einval`.
     fn command(&mut self, data: &Term) -> Next {
-        if self.write(data) { Next::Continue } else { Next::Exit(a("badsig")) }
+        match self.write(data) {
+            Written::Queued => Next::Continue,
+            Written::Bad => self.badsig(),
+            Written::TooLarge => Next::Exit(a("einval")),
+        }
     }
 
     /// The calls behind the `portnode` API functions.
@@ -384,21 +406,28 @@ impl Port {
             }
             CallRequest::Stop(grace) => return Next::Stop(grace, Some(call)),
             CallRequest::BadStop => a("badarg"),
-            CallRequest::Command(data) => a(if self.write(&data) { "true" } else { "badarg" }),
-            CallRequest::FlowCommand { data, nosuspend } => {
-                if nosuspend && self.stdin.busy() {
+            CallRequest::Command(data) => match self.write(&data) {
+                Written::Queued => a("true"),
+                Written::Bad => a("badarg"),
+                Written::TooLarge => return self.too_large(call, a("true")),
+            },
+            CallRequest::FlowCommand { data, mode } => {
+                if mode == FlowMode::NoSuspend && self.stdin.busy() {
                     a("busy")
-                } else if !self.write(&data) {
-                    a("badarg")
                 } else {
-                    // Answered now if the port is not busy, else once it drains.
-                    return match self.stdin.answer_when_not_busy(call) {
-                        Some(call) => {
-                            self.me.reply(&call, super::stdin::credit_reply());
-                            Next::Continue
+                    match self.write(&data) {
+                        Written::Bad => a("badarg"),
+                        Written::TooLarge => return self.too_large(call, super::stdin::credit_reply()),
+                        Written::Queued => {
+                            // Answered now if the port is not busy (or forced), else once it drains.
+                            if mode == FlowMode::Force {
+                                self.me.reply(&call, super::stdin::credit_reply());
+                            } else if let Some(call) = self.stdin.answer_when_not_busy(call) {
+                                self.me.reply(&call, super::stdin::credit_reply());
+                            }
+                            return Next::Continue;
                         }
-                        None => Next::Continue,
-                    };
+                    }
                 }
             }
             CallRequest::Kill(Some(n)) if self.program.signal(n) => a("ok"),
@@ -408,6 +437,13 @@ impl Port {
         };
         self.me.reply(&call, reply);
         Next::Continue
+    }
+
+    /// As `erlang:port_command/2` on a packet too large for its header: it
+    /// returns, and the port exits with `einval`.
+    fn too_large(&self, call: Call, reply: Term) -> Next {
+        self.me.reply(&call, reply);
+        Next::Exit(a("einval"))
     }
 
     fn info(&self, item: &str) -> Term {

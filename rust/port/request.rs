@@ -15,7 +15,7 @@ pub enum Request {
     Command { from: Pid, data: Term },
     /// `{From, {connect, NewOwner}}`.
     Connect { from: Pid, new_owner: Pid },
-    /// `{From, Other}`: not port protocol (`badsig` if it is the owner's).
+    /// `{From, Other}`: not port protocol (`badsig`).
     BadProtocol { from: Pid },
     /// `{'$port_command', Data}`: `portnode:port_command` within its credit.
     PortCommand(Term),
@@ -27,8 +27,8 @@ pub enum Request {
     Exit { from: Pid, reason: Term },
     /// A gen_server call.
     Call(Call, CallRequest),
-    /// A cast, or anything else.
-    Ignored(Term),
+    /// A cast, or anything else: not port protocol (`badsig`, as erts).
+    NotProtocol(Term),
 }
 
 /// The calls a port answers.
@@ -44,10 +44,11 @@ pub enum CallRequest {
     BadStop,
     /// `{command, Data}`: queue the data, answer `true` (or `badarg`).
     Command(Term),
-    /// `{command, Data, Nosuspend}`: queue the data when the port is not
-    /// busy and answer `{ok, Credit}` once it is not (or at once `busy` with
-    /// nosuspend); see `portnode:port_command/3`.
-    FlowCommand { data: Term, nosuspend: bool },
+    /// `{command, Data, Mode}`: queue the data when the port is not busy
+    /// and answer `{ok, Credit}` once it is not (`false`); at once `busy`
+    /// when it is (`true`: nosuspend); queue it and answer at once
+    /// (`force`). See `portnode:port_command/3`.
+    FlowCommand { data: Term, mode: FlowMode },
     /// `{kill, Signal}`: `None` if the signal is not one.
     Kill(Option<i32>),
     Unknown(Term),
@@ -60,7 +61,7 @@ impl Request {
                 let request = CallRequest::parse(&call.request);
                 return Request::Call(call, request);
             }
-            Received::Cast(msg) => return Request::Ignored(msg),
+            Received::Cast(msg) => return Request::NotProtocol(msg),
             Received::Other(msg) => msg,
         };
         match as_tuple(&msg) {
@@ -83,7 +84,7 @@ impl Request {
             Some([tag, Term::Pid(from), reason]) if as_atom(tag) == Some("EXIT") => {
                 Request::Exit { from: from.clone(), reason: reason.clone() }
             }
-            _ => Request::Ignored(msg),
+            _ => Request::NotProtocol(msg),
         }
     }
 }
@@ -108,8 +109,13 @@ impl CallRequest {
                 None => CallRequest::BadStop,
             },
             Some([op, data]) if as_atom(op) == Some("command") => CallRequest::Command(data.clone()),
-            Some([op, data, nosuspend]) if as_atom(op) == Some("command") => {
-                CallRequest::FlowCommand { data: data.clone(), nosuspend: as_atom(nosuspend) == Some("true") }
+            Some([op, data, mode]) if as_atom(op) == Some("command") => {
+                let mode = match as_atom(mode) {
+                    Some("true") => FlowMode::NoSuspend,
+                    Some("force") => FlowMode::Force,
+                    _ => FlowMode::Wait,
+                };
+                CallRequest::FlowCommand { data: data.clone(), mode }
             }
             Some([op, sig]) if as_atom(op) == Some("kill") => {
                 let number = as_int(sig)
@@ -120,6 +126,14 @@ impl CallRequest {
             _ => CallRequest::Unknown(request.clone()),
         }
     }
+}
+
+/// What a flow-controlled command does on a busy port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowMode {
+    Wait,
+    NoSuspend,
+    Force,
 }
 
 /// A stop's grace period: milliseconds, `brutal_kill` (none) or `infinity`.
@@ -152,7 +166,7 @@ mod tests {
         assert!(matches!(Request::parse(tuple(vec![from.clone(), a("nonsense")])), Request::BadProtocol { .. }));
         let exit = tuple(vec![a("EXIT"), from, a("normal")]);
         assert!(matches!(Request::parse(exit), Request::Exit { .. }));
-        assert!(matches!(Request::parse(a("stray")), Request::Ignored(_)));
+        assert!(matches!(Request::parse(a("stray")), Request::NotProtocol(_)));
     }
 
     #[test]
@@ -177,7 +191,10 @@ mod tests {
         assert!(matches!(call(tuple(vec![a("kill"), a("sigterm")])), CallRequest::Kill(Some(15))));
         assert!(matches!(call(tuple(vec![a("kill"), a("nosuch")])), CallRequest::Kill(None)));
         let flow = call(tuple(vec![a("command"), a("d"), a("true")]));
-        assert!(matches!(flow, CallRequest::FlowCommand { nosuspend: true, .. }));
+        assert!(matches!(flow, CallRequest::FlowCommand { mode: FlowMode::NoSuspend, .. }));
+        let force = call(tuple(vec![a("command"), a("d"), a("force")]));
+        assert!(matches!(force, CallRequest::FlowCommand { mode: FlowMode::Force, .. }));
+        assert!(matches!(Request::parse(tuple(vec![a("a"), a("b")])), Request::NotProtocol(_)));
         assert!(matches!(call(a("what")), CallRequest::Unknown(_)));
     }
 }

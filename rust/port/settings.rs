@@ -64,6 +64,10 @@ pub struct PortSpec {
     pub name: String,
     /// `{user, _}`, `{group, _}`, `{nice, _}`, `{rlimit, _}`, `{umask, _}`.
     pub privileges: Privileges,
+    /// The caller's working directory, when it asked for its own (see
+    /// [`PortSpec::apply_caller`]): a relative executable and `cd` are
+    /// resolved against it, and the program starts in it if there is no `cd`.
+    pub caller_cwd: Option<OsString>,
 }
 
 /// A bad argument: the offending term, to be named in the error.
@@ -73,6 +77,9 @@ pub struct BadArg(pub Term);
 
 /// Default grace period between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// The line length of a bare `line` setting (erts's default line buffer).
+pub const DEFAULT_LINE: usize = 512;
 
 impl PortSpec {
     /// Parses `PortName` and `Settings` as `erlang:open_port/2` would.
@@ -112,6 +119,7 @@ impl PortSpec {
             kill_timeout: DEFAULT_KILL_TIMEOUT,
             name,
             privileges: Privileges::default(),
+            caller_cwd: None,
         };
         let (mut only_in, mut only_out) = (false, false);
         for setting in as_list(settings).ok_or_else(|| bad(settings))? {
@@ -126,7 +134,9 @@ impl PortSpec {
                 (Some("in"), _) => only_in = true,
                 (Some("out"), _) => only_out = true,
                 (Some("eof"), _) => spec.eof = true,
-                (Some("hide"), _) => {}
+                (Some("line"), _) => spec.framing = Framing::Line(DEFAULT_LINE),
+                // Windows-only and scheduling hints: nothing a program or its owner sees.
+                (Some("hide" | "overlapped_io"), _) => {}
                 (_, Some([key, value])) => spec.apply_pair(key, value).map_err(|()| bad(&setting))?,
                 _ => return Err(bad(&setting)),
             }
@@ -166,18 +176,8 @@ impl PortSpec {
             }
             "arg0" => self.arg0 = Some(string(value).ok_or(())?),
             "cd" => self.cd = Some(string(value).ok_or(())?),
-            "env" => {
-                for pair in as_list(value).ok_or(())? {
-                    match as_tuple(&pair) {
-                        Some([k, v]) => {
-                            let k = string(k).filter(|k| !k.is_empty() && !k.as_encoded_bytes().contains(&b'=')).ok_or(())?;
-                            let v = if as_atom(v) == Some("false") { None } else { Some(string(v).ok_or(())?) };
-                            self.env.push((k, v));
-                        }
-                        _ => return Err(()),
-                    }
-                }
-            }
+            "env" => self.env.extend(env_list(value)?),
+            "parallelism" if matches!(as_atom(value), Some("true" | "false")) => {}
             "stderr" if as_atom(value) == Some("message") => {
                 self.stderr = Stderr::Message;
             }
@@ -189,6 +189,45 @@ impl PortSpec {
         }
         Ok(())
     }
+
+    /// What `portnode:open_port` sends about the caller's VM when portnode
+    /// is its own bridge-launched one: `[{cwd, Dir}, {env, Changes}]`, the
+    /// VM's working directory and how its environment differs from the one
+    /// portnode started with. The changes go first, so the `env` setting
+    /// still has the last word.
+    pub fn apply_caller(&mut self, caller: &Term) -> Result<(), BadArg> {
+        let bad = || BadArg(caller.clone());
+        for item in as_list(caller).ok_or_else(bad)? {
+            match as_tuple(&item) {
+                Some([k, dir]) if as_atom(k) == Some("cwd") => self.caller_cwd = Some(string(dir).ok_or_else(bad)?),
+                Some([k, env]) if as_atom(k) == Some("env") => {
+                    let mut changes = env_list(env).map_err(|()| bad())?;
+                    changes.append(&mut self.env);
+                    self.env = changes;
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[{Name, Value | false}]`: names non-empty and without `=`; as erts,
+/// names and values are strings (lists), not binaries.
+fn env_list(value: &Term) -> Result<Vec<(OsString, Option<OsString>)>, ()> {
+    let list_string = |t: &Term| if matches!(t, Term::Binary(_)) { None } else { string(t) };
+    let mut env = Vec::new();
+    for pair in as_list(value).ok_or(())? {
+        match as_tuple(&pair) {
+            Some([k, v]) => {
+                let k = list_string(k).filter(|k| !k.is_empty() && !k.as_encoded_bytes().contains(&b'=')).ok_or(())?;
+                let v = if as_atom(v) == Some("false") { None } else { Some(list_string(v).ok_or(())?) };
+                env.push((k, v));
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(env)
 }
 
 /// An Erlang string (a list of code points, or a binary) as OS bytes in
@@ -244,7 +283,7 @@ mod tests {
     #[test]
     fn names_what_it_rejects() {
         let name = tuple(vec![a("spawn"), s("cat")]);
-        let unknown = tuple(vec![a("parallelism"), a("true")]);
+        let unknown = tuple(vec![a("busy_limits_msgq"), a("disabled")]);
         assert_eq!(PortSpec::parse(&name, &list(vec![unknown.clone()])), Err(BadArg(unknown)));
         let packet3 = tuple(vec![a("packet"), int(3)]);
         assert_eq!(PortSpec::parse(&name, &list(vec![packet3.clone()])), Err(BadArg(packet3)));
@@ -253,6 +292,31 @@ mod tests {
         let args = list(vec![tuple(vec![a("args"), list(vec![s("x")])])]);
         assert_eq!(PortSpec::parse(&name, &args), Err(BadArg(args.clone())));
         assert!(PortSpec::parse(&tuple(vec![a("spawn_executable"), s("/bin/echo")]), &args).is_ok());
+    }
+
+    #[test]
+    fn bare_line_and_harmless_hints() {
+        let name = tuple(vec![a("spawn"), s("cat")]);
+        let spec = PortSpec::parse(&name, &list(vec![a("line"), a("overlapped_io"), tuple(vec![a("parallelism"), a("true")])])).unwrap();
+        assert_eq!(spec.framing, Framing::Line(DEFAULT_LINE));
+        let busy = tuple(vec![a("busy_limits_port"), a("disabled")]);
+        assert_eq!(PortSpec::parse(&name, &list(vec![busy.clone()])), Err(BadArg(busy)));
+        assert!(PortSpec::parse(&name, &list(vec![tuple(vec![a("parallelism"), int(1)])])).is_err());
+    }
+
+    #[test]
+    fn the_callers_environment_comes_before_the_env_setting() {
+        let name = tuple(vec![a("spawn"), s("cat")]);
+        let mut spec = PortSpec::parse(&name, &list(vec![tuple(vec![a("env"), list(vec![tuple(vec![s("A"), s("mine")])])])])).unwrap();
+        let caller = list(vec![
+            tuple(vec![a("cwd"), s("/tmp")]),
+            tuple(vec![a("env"), list(vec![tuple(vec![s("A"), s("vm")]), tuple(vec![s("B"), a("false")])])]),
+        ]);
+        spec.apply_caller(&caller).unwrap();
+        assert_eq!(spec.caller_cwd, Some(OsString::from("/tmp")));
+        let a_values: Vec<_> = spec.env.iter().filter(|(k, _)| k == "A").map(|(_, v)| v.clone()).collect();
+        assert_eq!(a_values, vec![Some(OsString::from("vm")), Some(OsString::from("mine"))]);
+        assert!(spec.apply_caller(&list(vec![tuple(vec![a("other"), a("x")])])).is_err());
     }
 
     #[test]

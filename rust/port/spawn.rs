@@ -248,7 +248,7 @@ pub fn spawn(spec: &PortSpec, mut jail: Jail) -> io::Result<Spawned> {
     };
     let argv: Vec<CString> = args.drain(..).map(|a| c_string(&a)).collect::<io::Result<_>>()?;
     let envp = environment(spec, jail.marker())?;
-    let cwd = spec.cd.as_deref().map(c_string).transpose()?;
+    let cwd = working_dir(spec).as_deref().map(c_string).transpose()?;
 
     // The program's stdio: [stdin, stdout, stderr, fd 3, fd 4].
     let mut stdio: [Option<OwnedFd>; 5] = Default::default();
@@ -364,6 +364,15 @@ fn environment(spec: &PortSpec, marker: Option<&str>) -> io::Result<Vec<CString>
             c_string(&kv)
         })
         .collect()
+}
+
+/// Where the program starts: its `cd`, resolved against the caller's
+/// directory when relative; else the caller's directory, if it sent one.
+fn working_dir(spec: &PortSpec) -> Option<OsString> {
+    match (&spec.cd, &spec.caller_cwd) {
+        (Some(cd), Some(base)) => Some(std::path::Path::new(base).join(cd).into_os_string()),
+        (cd, base) => cd.clone().or_else(|| base.clone()),
+    }
 }
 
 /// Clones the child and returns its pid once it has exec'd or failed.
@@ -512,6 +521,11 @@ fn reap_now(pid: libc::pid_t) {
 /// directory, a script without `#!`) only show in the exit status.
 pub fn precheck(spec: &PortSpec) -> io::Result<()> {
     let Program::Executable(file) = &spec.program else { return Ok(()) };
+    // erts checks in the VM, so against the VM's directory (not the `cd`).
+    let file = match &spec.caller_cwd {
+        Some(base) => std::path::Path::new(base).join(file).into_os_string(),
+        None => file.clone(),
+    };
     let path = std::ffi::CString::new(file.as_encoded_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
     // SAFETY: a valid NUL-terminated path.
     if unsafe { libc::access(path.as_ptr(), libc::X_OK) } != 0 {
@@ -521,10 +535,11 @@ pub fn precheck(spec: &PortSpec) -> io::Result<()> {
 }
 
 /// True for errors the program's own start reports (exec, chdir), which erts
-/// reports as the exit status rather than from open_port.
+/// reports as the exit status rather than from open_port (E2BIG too: an
+/// environment or arguments too large open the port, which exits with 7).
 pub fn failed_in_child(e: &io::Error) -> Option<i32> {
     match e.raw_os_error() {
-        Some(n @ (libc::EACCES | libc::ENOEXEC | libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EISDIR)) => Some(n),
+        Some(n @ (libc::EACCES | libc::ENOEXEC | libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EISDIR | libc::E2BIG)) => Some(n),
         _ => None,
     }
 }

@@ -125,7 +125,7 @@ impl Supervisor {
         if parsed.use_stdio && parsed.stderr == Stderr::Inherit {
             settings.push(tuple(vec![a("stderr"), a("message")]));
         }
-        let opened = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings))?;
+        let opened = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None)?;
         info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = opened.os_pid.unwrap_or(0), "child started");
         child.handle = Some(opened.handle.clone());
         child.os_pid = opened.os_pid;

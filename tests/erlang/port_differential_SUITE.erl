@@ -12,13 +12,21 @@ all() ->
      lines, lines_without_exit_status, exit_codes, signals, stderr_to_stdout, env_set_and_unset, cd,
      args_with_spaces_and_unicode, arg0, shell_pipeline, eof, eof_without_exit_status,
      input_only, output_only, errors, port_close, connect_message, port_connect,
-     owner_dies, large_stream, command_from_iolist].
+     owner_dies, large_stream, command_from_iolist,
+     oversized_packets, malformed_messages, bare_line, env_too_large, every_option,
+     unsupported_options, error_info, vm_environment, vm_cwd, relative_executable,
+     other_portnode_keeps_its_own, closed_handle_port_command, register_name].
 
 init_per_suite(Config) ->
+    %% In portnode's start environment, to be changed and unset by the VM later.
+    os:putenv("PN_DIFF_AT_START", "start"),
+    {ok, Cwd} = file:get_cwd(),
     {ok, _} = application:ensure_all_started(portnode),
-    Config.
+    [{cwd, Cwd} | Config].
 
-end_per_suite(_Config) ->
+end_per_suite(Config) ->
+    ok = file:set_cwd(?config(cwd, Config)),
+    os:unsetenv("PN_DIFF_AT_START"),
     application:stop(portnode).
 
 %% Runs a scenario both ways and checks the results are equal and meaningful.
@@ -198,3 +206,316 @@ command_from_iolist(_) ->
               {R, Bad}
           end,
     ?assertEqual(Run(erlang), Run(portnode)).
+
+%% @doc A command longer than its packet header allows ends the port with
+%% einval, by message and by port_command (which returns true first).
+oversized_packets(_) ->
+    Cases = [{1, 256}, {2, 65536}],
+    [same({spawn_executable, "/bin/cat"}, [{packet, N}, binary],
+          [{command, <<"ok">>}, {sleep, 100}, {command, binary:copy(<<"x">>, Size)}])
+     || {N, Size} <- Cases],
+    Run = fun(Impl) ->
+              process_flag(trap_exit, true),
+              P = Impl:open_port({spawn_executable, "/bin/cat"}, [{packet, 1}]),
+              R = Impl:port_command(P, lists:duplicate(256, $a)),
+              receive {'EXIT', P, Reason} -> {R, Reason} after 3000 -> {R, timeout} end
+          end,
+    ?assertEqual({true, einval}, Run(erlang)),
+    ?assertEqual(Run(erlang), Run(portnode)).
+
+%% @doc Messages that are not port protocol, or that name another process
+%% than the owner, send the owner an exit signal badsig; the port stays open
+%% (and closes when an owner that does not trap exits dies of it).
+malformed_messages(_) ->
+    Other = spawn(fun() -> receive stop -> ok end end),
+    Msgs = [fun(_) -> {a, b} end, fun(_) -> {a} end, fun(_) -> a end, fun(_) -> {a, b, c} end,
+            fun(_) -> [] end, fun(_) -> <<"bin">> end,
+            fun(Owner) -> {Owner, x} end, fun(Owner) -> {Owner, {command}} end,
+            fun(Owner) -> {Owner, {command, foo}} end, fun(Owner) -> {Owner, {connect, not_a_pid}} end,
+            fun(Owner) -> {Owner, {close}} end,
+            fun(_) -> {Other, close} end, fun(_) -> {Other, {command, "x"}} end,
+            fun(_) -> {Other, {connect, Other}} end, fun(_) -> {'$gen_cast', x} end],
+    Run = fun(Impl, Msg) ->
+              process_flag(trap_exit, true),
+              P = Impl:open_port({spawn_executable, "/bin/cat"}, []),
+              P ! Msg(self()),
+              Reason = receive {'EXIT', P, R} -> R after 3000 -> no_exit end,
+              %% Still open: it echoes.
+              P ! {self(), {command, "still\n"}},
+              Echo = receive {P, {data, D}} -> D after 3000 -> closed end,
+              Impl:port_close(P),
+              {Reason, Echo}
+          end,
+    Results = [{in_process(fun() -> Run(erlang, M) end), in_process(fun() -> Run(portnode, M) end)} || M <- Msgs],
+    ct:log("~p", [Results]),
+    Other ! stop,
+    [?assertEqual({{badsig, "still\n"}, {badsig, "still\n"}}, R) || R <- Results],
+    %% An owner that does not trap exits dies of it, which closes the port.
+    NotTrapping = fun(Impl) ->
+                      Self = self(),
+                      Owner = spawn(fun() -> Self ! {port, Impl:open_port({spawn, "cat"}, [])}, receive _ -> ok end end),
+                      P = receive {port, Port} -> Port end,
+                      OwnerMon = monitor(process, Owner),
+                      PortMon = case Impl of erlang -> monitor(port, P); portnode -> monitor(process, P) end,
+                      P ! {a, b},
+                      receive {'DOWN', OwnerMon, _, _, R1} ->
+                              receive {'DOWN', PortMon, _, _, R2} -> {R1, R2} after 3000 -> {R1, port_open} end
+                      after 3000 -> owner_alive
+                      end
+                  end,
+    ?assertEqual({badsig, badsig}, NotTrapping(erlang)),
+    ?assertEqual(NotTrapping(erlang), NotTrapping(portnode)).
+
+%% @doc Bare `line' is `{line, 512}'.
+bare_line(_) ->
+    same({spawn, "head -c 1300 /dev/zero | tr '\\0' a; echo; echo short"}, [line, exit_status], []),
+    same({spawn, "printf 'a\\nb'"}, [line, binary, exit_status], []).
+
+%% @doc An environment or arguments too large for exec: the port opens and exits with status 7 (E2BIG).
+env_too_large(_) ->
+    Big = lists:duplicate(200000, $x),
+    same({spawn, "true"}, [{env, [{"BIG", Big}]}, exit_status], []),
+    same({spawn_executable, "/bin/true"}, [{args, [Big]}, exit_status], []),
+    same({spawn_executable, "/bin/true"}, [{args, lists:duplicate(30, lists:duplicate(100000, $y))}, exit_status], []).
+
+%% @doc The options of erlang:open_port/2 not covered above, one scenario each.
+every_option(_) ->
+    same({spawn, "echo s"}, [stream, exit_status], []),
+    same({spawn, "echo u"}, [use_stdio, exit_status], []),
+    same({spawn, "echo h"}, [hide, exit_status], []),
+    same({spawn, "echo o"}, [overlapped_io, exit_status], []),
+    same({spawn, "echo p"}, [{parallelism, true}, exit_status], []),
+    same({spawn, "echo p"}, [{parallelism, false}, exit_status], []),
+    %% nouse_stdio: the program reads fd 3 and writes fd 4.
+    Sh = fun(_) -> {spawn_executable, "/bin/sh"} end,
+    same(Sh(x), [{args, ["-c", "read x <&3; echo \"got $x\" >&4"]}, nouse_stdio, exit_status],
+         [{command, "line\n"}]),
+    same(Sh(x), [{args, ["-c", "echo to-stdout; echo to-fd4 >&4"]}, nouse_stdio, exit_status], []),
+    %% in and out together are both directions, as neither.
+    same({spawn_executable, "/bin/cat"}, [in, out, binary], [{command, <<"both">>}, {sleep, 200}, close]),
+    same({spawn, "echo e; exit 3"}, [eof, exit_status, binary], [{sleep, 300}, close]),
+    same({spawn_executable, "/bin/sh"}, [{args, ["-c", "echo $0 $1", "zero", "one"]}, {arg0, "ignored?"}, exit_status], []),
+    same({spawn, "echo $PN_OPT"}, [{env, [{"PN_OPT", "a value"}]}, exit_status], []),
+    same({spawn, "pwd"}, [{cd, <<"/tmp">>}, exit_status], []).
+
+%% @doc Options and port names erts has that portnode does not take: a
+%% badarg whose error_info names them (portnode runs programs, not drivers
+%% or the VM's own file descriptors, and has its own busy limits).
+unsupported_options(_) ->
+    Cases = [{{spawn_executable, "/bin/cat"}, [{busy_limits_port, {1000, 2000}}], {busy_limits_port, {1000, 2000}}},
+             {{spawn_executable, "/bin/cat"}, [{busy_limits_port, disabled}], {busy_limits_port, disabled}},
+             {{spawn_executable, "/bin/cat"}, [{busy_limits_msgq, disabled}], {busy_limits_msgq, disabled}},
+             {{fd, 0, 1}, [], {fd, 0, 1}},
+             {{spawn_driver, "tcp_inet"}, [], {spawn_driver, "tcp_inet"}}],
+    [begin
+         {'EXIT', {badarg, Stack}} = (catch portnode:open_port(N, S)),
+         ?assertMatch(#{cause := {bad_argument, Bad}}, error_info_of(Stack)),
+         Text = unicode:characters_to_list(erl_error:format_exception(error, badarg, Stack)),
+         ct:log("~s", [Text]),
+         ?assertNotEqual(nomatch, string:find(Text, io_lib:format("~tp", [Bad])))
+     end || {N, S, Bad} <- Cases].
+
+%% @doc Every error open_port raises (that can be caused on purpose), with
+%% error_info: the same reason as erts; for badarg, a message naming the argument.
+error_info(_) ->
+    Raising = [{{spawn_executable, "/nonexistent/program"}, []},
+               {{spawn_executable, "/" ++ lists:duplicate(5000, $a)}, []},
+               {{spawn_executable, "/tmp/" ++ lists:duplicate(300, $a)}, []},
+               {{spawn_executable, "/bin/cat"}, [{packet, 0}]},
+               {{spawn_executable, "/bin/cat"}, [{line, -1}]},
+               {{spawn_executable, "/bin/cat"}, [{env, [{"A", 1}]}]},
+               {{spawn_executable, "/bin/cat"}, [{args, "notalist"}]},
+               {{spawn_executable, "/bin/cat"}, [{cd, 42}]},
+               {{spawn_executable, "/bin/cat"}, [{parallelism, maybe}]},
+               {{spawn_executable, "/bin/cat"}, [stderr_to_stdout, nouse_stdio]},
+               {{spawn_executable, 42}, []},
+               {{spawn, [1, 2 | x]}, []},
+               {{spawn}, []}],
+    [begin
+         E = port_scenario:open_error(erlang, N, S),
+         G = port_scenario:open_error(portnode, N, S),
+         ?assertEqual({{N, S}, E}, {{N, S}, G}),
+         ?assertNotEqual(no_error, E),
+         {'EXIT', {_, Stack}} = (catch portnode:open_port(N, S)),
+         {error, Reason} = E,
+         case Reason of
+             badarg ->
+                 ?assertMatch(#{cause := {bad_argument, _}}, error_info_of(Stack)),
+                 Text = unicode:characters_to_list(erl_error:format_exception(error, badarg, Stack)),
+                 ?assertNotEqual(nomatch, string:find(Text, "bad or unsupported open_port argument"));
+             _ ->
+                 ok
+         end
+     end || {N, S} <- Raising],
+    %% Not plain data: portnode cannot send a fun or a pid to the program's node.
+    {'EXIT', {badarg, Stack}} = (catch portnode:open_port({spawn, "cat"}, [{env, [{"A", self()}]}])),
+    ?assertMatch(#{cause := {not_plain_data, _}}, error_info_of(Stack)).
+
+%% The error_info of the frame that raised.
+error_info_of([{_M, _F, _A, Info} | _]) ->
+    proplists:get_value(error_info, Info).
+
+%% @doc The VM's environment at the moment of the open: os:putenv/2 and
+%% os:unsetenv/1 since portnode started, a variable of portnode's start
+%% environment changed and unset; the env setting still has the last word.
+vm_environment(_) ->
+    Show = {spawn, "echo \"${PN_DIFF_AT_START-unset}|${PN_DIFF_LATE-unset}|${PN_DIFF_BOTH-unset}\""},
+    os:putenv("PN_DIFF_LATE", "late value"),
+    os:putenv("PN_DIFF_BOTH", "from putenv"),
+    same(Show, [exit_status], []),
+    same(Show, [{env, [{"PN_DIFF_BOTH", "from env"}, {"PN_DIFF_LATE", false}]}, exit_status], []),
+    os:putenv("PN_DIFF_AT_START", "changed"),
+    same(Show, [exit_status], []),
+    os:unsetenv("PN_DIFF_AT_START"),
+    os:unsetenv("PN_DIFF_LATE"),
+    [{port, {data, "unset|unset|from putenv\n"}} | _] = same(Show, [exit_status], []),
+    os:unsetenv("PN_DIFF_BOTH"),
+    os:putenv("PN_DIFF_AT_START", "start").
+
+%% @doc The VM's current directory: where a program starts, and what a relative cd is resolved against.
+vm_cwd(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "cwd"),
+    ok = filelib:ensure_path(filename:join(Dir, "sub")),
+    ok = file:set_cwd(Dir),
+    try
+        same({spawn, "pwd"}, [exit_status], []),
+        same({spawn, "pwd"}, [{cd, "sub"}, exit_status], []),
+        same({spawn, "pwd"}, [{cd, "/tmp"}, exit_status], []),
+        same({spawn, "pwd"}, [{cd, "no_such_sub"}, exit_status], [])
+    after
+        ok = file:set_cwd(?config(cwd, Config))
+    end.
+
+%% @doc A relative executable: checked against the VM's directory, run after
+%% the cd (so with a cd it may fail in the exit status, as erts does).
+relative_executable(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "exe"),
+    ok = filelib:ensure_path(filename:join(Dir, "sub")),
+    Script = filename:join([Dir, "sub", "x"]),
+    ok = file:write_file(Script, <<"#!/bin/sh\necho \"I am $0 in $(pwd)\"\n">>),
+    ok = file:change_mode(Script, 8#755),
+    ok = file:set_cwd(Dir),
+    try
+        same({spawn_executable, "sub/x"}, [exit_status], []),
+        same({spawn_executable, "./sub/x"}, [exit_status], []),
+        same({spawn_executable, "sub/x"}, [{cd, "/tmp"}, exit_status], []),
+        same({spawn, "sub/x"}, [exit_status], []),
+        [?assertEqual(port_scenario:open_error(erlang, N, S), port_scenario:open_error(portnode, N, S))
+         || {N, S} <- [{{spawn_executable, "x"}, [{cd, "sub"}]}, {{spawn_executable, "./x"}, [{cd, "sub"}]}]]
+    after
+        ok = file:set_cwd(?config(cwd, Config))
+    end.
+
+%% @doc A portnode the bridge did not launch (on another machine, say)
+%% keeps its own environment and directory: nothing of the VM's is sent.
+other_portnode_keeps_its_own(Config) ->
+    os:putenv("PN_DIFF_OTHER", "vm only"),
+    Pn = own_portnode:start("pn_diff_other", "off"),
+    Node = own_portnode:node(Pn),
+    Dir = ?config(priv_dir, Config),
+    try
+        os:putenv("PN_DIFF_OTHER", "changed after its start"),
+        ok = file:set_cwd(Dir),
+        Run = fun(Cmd) ->
+                  process_flag(trap_exit, true),
+                  P = portnode:open_port(Node, {spawn, Cmd}, [exit_status]),
+                  receive {P, {data, D}} -> D after 5000 -> timeout end
+              end,
+        ?assertEqual("vm only\n", Run("echo $PN_DIFF_OTHER")),
+        ?assertEqual(?config(cwd, Config) ++ "\n", Run("pwd")),
+        %% While the default portnode gets the VM's.
+        [{port, {data, "changed after its start\n"}} | _] = same({spawn, "echo $PN_DIFF_OTHER"}, [exit_status], [])
+    after
+        ok = file:set_cwd(?config(cwd, Config)),
+        os:unsetenv("PN_DIFF_OTHER"),
+        own_portnode:stop(Pn)
+    end.
+
+%% @doc port_command on a closed port raises badarg: after port_close, after
+%% the program exited (with and without a credit from an earlier command),
+%% after {Owner, close} (seen as {P, closed}), for an owner that does not trap
+%% exits, and with nosuspend.
+closed_handle_port_command(_) ->
+    Cases = [{"port_close", fun(Impl, P) -> true = Impl:port_close(P) end},
+             {"program exits", fun(_Impl, P) -> P ! {self(), {command, "x"}}, receive {'EXIT', P, _} -> ok end end},
+             {"program exits after port_command", fun(Impl, P) -> true = Impl:port_command(P, "x"), receive {'EXIT', P, _} -> ok end end},
+             {"close message", fun(Impl, P) -> true = Impl:port_command(P, "y"), P ! {self(), close}, receive {P, closed} -> ok end end},
+             %% A bad message does not close a port: commands still go.
+             {"badsig", fun(Impl, P) -> true = Impl:port_command(P, "y"), P ! {self(), nonsense}, receive {'EXIT', P, badsig} -> ok end end}],
+    Try = fun(Impl, P, Opts) ->
+              try case Opts of [] -> Impl:port_command(P, "z"); _ -> Impl:port_command(P, "z", Opts) end
+              catch error:badarg -> badarg end
+          end,
+    Run = fun(Impl, {Name, Close}, Opts) ->
+              process_flag(trap_exit, true),
+              %% Reads one byte and exits, or (for a port left open) reads on.
+              Program = case lists:member(Name, ["badsig", "close message"]) of true -> "cat >/dev/null"; false -> "head -c 1 >/dev/null" end,
+              P = Impl:open_port({spawn, Program}, [exit_status]),
+              Close(Impl, P),
+              [Try(Impl, P, Opts), Try(Impl, P, Opts)]
+          end,
+    Results = [{Name, Opts, in_process(fun() -> Run(erlang, C, Opts) end), in_process(fun() -> Run(portnode, C, Opts) end)}
+               || {Name, _} = C <- Cases, Opts <- [[], [nosuspend], [force]]],
+    ct:log("~p", [Results]),
+    [?assertEqual({N, O, [badarg, badarg]}, {N, O, G}) || {N, O, E, G} <- Results, E =:= [badarg, badarg]],
+    %% force on an open port: erts raises notsup (its spawn driver has no
+    %% soft busy state); portnode sends (its documented extension).
+    [?assertMatch({"badsig", [force], {crashed, {notsup, _}}, [true, true]}, R) || {"badsig", [force], _, _} = R <- Results],
+    [?assertEqual({N, O, E}, {N, O, G}) || {N, O, E, G} <- Results, O =/= [force] orelse N =/= "badsig"],
+    %% An owner that does not trap exits sees nothing of a normal exit.
+    NotTrapping = fun(Impl) ->
+                      P = Impl:open_port({spawn, "head -c 1"}, []),
+                      true = Impl:port_command(P, "x"),
+                      timer:sleep(500),
+                      Try(Impl, P, [])
+                  end,
+    ?assertEqual(badarg, in_process(fun() -> NotTrapping(erlang) end)),
+    ?assertEqual(badarg, in_process(fun() -> NotTrapping(portnode) end)).
+
+%% @doc register/2: the name reaches the handle with the port protocol and
+%% port_command, is freed when it closes; a taken name and a closed handle are badarg.
+register_name(_) ->
+    Run = fun(Impl) ->
+              process_flag(trap_exit, true),
+              P = Impl:open_port({spawn_executable, "/bin/cat"}, [binary]),
+              true = Impl:register(pn_diff_port, P),
+              Taken = try Impl:register(pn_diff_port, P) catch error:badarg -> badarg end,
+              pn_diff_port ! {self(), {command, <<"via name ">>}},
+              true = Impl:port_command(pn_diff_port, <<"and port_command">>),
+              Data = collect_data(P, <<>>, byte_size(<<"via name and port_command">>)),
+              true = Impl:port_close(pn_diff_port),
+              timer:sleep(200),
+              Freed = whereis(pn_diff_port),
+              Closed = try Impl:register(pn_diff_port2, P) catch error:badarg -> badarg end,
+              NoName = try Impl:port_command(pn_diff_port, <<"x">>) catch error:badarg -> badarg end,
+              {Taken, Data, Freed, Closed, NoName, whereis(pn_diff_port2)}
+          end,
+    Expected = in_process(fun() -> Run(erlang) end),
+    ?assertEqual({badarg, <<"via name and port_command">>, undefined, badarg, badarg, undefined}, Expected),
+    ?assertEqual(Expected, in_process(fun() -> Run(portnode) end)),
+    %% The name also goes when the program ends on its own.
+    Ends = fun(Impl) ->
+               process_flag(trap_exit, true),
+               P = Impl:open_port({spawn, "sleep 0.2"}, [exit_status]),
+               true = Impl:register(pn_diff_ends, P),
+               receive {'EXIT', P, _} -> ok end,
+               timer:sleep(100),
+               whereis(pn_diff_ends)
+           end,
+    ?assertEqual(undefined, in_process(fun() -> Ends(portnode) end)).
+
+collect_data(_P, Acc, Size) when byte_size(Acc) >= Size -> Acc;
+collect_data(P, Acc, Size) ->
+    receive {P, {data, D}} -> collect_data(P, <<Acc/binary, D/binary>>, Size)
+    after 3000 -> {timeout, Acc}
+    end.
+
+%% Runs F in a process of its own (trap_exit, credits and links stay there).
+in_process(F) ->
+    Self = self(),
+    {Pid, Ref} = spawn_monitor(fun() -> Self ! {self(), F()} end),
+    receive
+        {Pid, R} -> erlang:demonitor(Ref, [flush]), R;
+        {'DOWN', Ref, process, Pid, Reason} -> {crashed, Reason}
+    after 20000 -> exit(Pid, kill), timeout
+    end.

@@ -27,7 +27,7 @@ scenario(Impl, PortName, Settings, Actions) ->
     lists:foreach(fun(A) -> act(Impl, P, Helper, A) end, Actions),
     Msgs = collect(P, Helper, []),
     Normal = [normalize(P, M) || M <- Msgs],
-    case lists:keymember(line, 1, [S || S <- Settings, is_tuple(S)])
+    case lists:member(line, Settings) orelse lists:keymember(line, 1, [S || S <- Settings, is_tuple(S)])
          orelse lists:keymember(packet, 1, [S || S <- Settings, is_tuple(S)]) of
         true -> Normal;
         false -> merge_stream(Normal)

@@ -176,12 +176,12 @@ missing_program_is_a_start_error(_) ->
 %% @doc A setting open_port rejects fails the start with {bad_setting, S}, in start_link's
 %% result and in the supervisor's start error.
 bad_setting_is_named_in_the_start_error(_) ->
-    ?assertEqual({error, {bad_setting, {parallelism, true}}},
-                 portnode_service:start_link(m, {spawn, "cat"}, [{parallelism, true}])),
+    ?assertEqual({error, {bad_setting, {busy_limits_port, disabled}}},
+                 portnode_service:start_link(m, {spawn, "cat"}, [{busy_limits_port, disabled}])),
     ?assertEqual({error, {bad_setting, {packet, 3}}}, portnode_service:start_link(m, {spawn, "cat"}, [{packet, 3}])),
     {ok, Sup} = supervisor:start_link(erlang_sup, #{children => []}),
-    ?assertMatch({error, {{bad_setting, {parallelism, true}}, _}},
-                 supervisor:start_child(Sup, portnode:service(m, {spawn, "cat"}, [{parallelism, true}]))),
+    ?assertMatch({error, {{bad_setting, {busy_limits_port, disabled}}, _}},
+                 supervisor:start_child(Sup, portnode:service(m, {spawn, "cat"}, [{busy_limits_port, disabled}]))),
     exit(Sup, shutdown),
     receive {'EXIT', Sup, shutdown} -> ok after 5000 -> ct:fail(supervisor_did_not_stop) end.
 
