@@ -47,15 +47,15 @@ defmodule PortnodeTest do
 
   test "a bad setting raises an ArgumentError whose message names it" do
     e = assert_raise ArgumentError, fn ->
-      :portnode.open_port({:spawn_executable, "/bin/cat"}, [{:parallelism, true}])
+      :portnode.open_port({:spawn_executable, "/bin/cat"}, [{:busy_limits_port, :disabled}])
     end
-    assert Exception.message(e) =~ "parallelism"
+    assert Exception.message(e) =~ "busy_limits_port"
   end
 
   test "a bad setting in a child spec is named in the start error" do
     Process.flag(:trap_exit, true)
-    assert {:error, {:shutdown, {:failed_to_start_child, :bad, {:bad_setting, {:parallelism, true}}}}} =
-             Supervisor.start_link([{:portnode_service, id: :bad, program: "/bin/cat", parallelism: true}],
+    assert {:error, {:shutdown, {:failed_to_start_child, :bad, {:bad_setting, {:busy_limits_port, :disabled}}}}} =
+             Supervisor.start_link([{:portnode_service, id: :bad, program: "/bin/cat", busy_limits_port: :disabled}],
                strategy: :one_for_one)
     assert {:error, {:shutdown, {:failed_to_start_child, :out, {:bad_setting, {:output, :loud}}}}} =
              Supervisor.start_link([{:portnode_service, id: :out, program: "/bin/cat", output: :loud}],
