@@ -18,6 +18,7 @@ pub mod names;
 pub mod node;
 pub mod port;
 pub mod shutdown;
+pub mod spawner;
 pub mod supervisor;
 
 use distribution::accept::Pending;
@@ -39,6 +40,7 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
     let listener = TcpListener::bind((cli.listen, cli.port)).await?;
     let port = listener.local_addr()?.port();
     let registration = epmd::register(name.name(), port).await?;
+    spawner::attach()?;
     let containment = containment::init(&cli.cgroup)?;
     port::watchdog::contain(containment);
     let node = Node::new(&name.to_string(), registration.creation);

@@ -22,6 +22,11 @@ fn main() {
         eprintln!("portnode: cannot start the watchdog: {e}");
         std::process::exit(1);
     }
+    // Before any thread, and after the watchdog (whose pipe it must not hold).
+    if let Err(e) = portnode::spawner::start() {
+        eprintln!("portnode: cannot start the spawner: {e}");
+        std::process::exit(1);
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();

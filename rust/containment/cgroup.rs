@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,9 +116,9 @@ pub struct Leaf {
 }
 
 impl Leaf {
-    /// The leaf's directory fd.
-    pub fn dir_fd(&self) -> RawFd {
-        self.handle.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    /// The leaf's directory, open, for the program to start in.
+    pub fn take_dir(&mut self) -> Option<OwnedFd> {
+        self.handle.take()
     }
 
     /// The child is in (or failed to start): the fd is no longer needed.

@@ -124,11 +124,12 @@ pub enum Jail {
 }
 
 impl Jail {
-    /// The directory fd of the program's leaf cgroup, which the child
-    /// starts in (`clone3` with `CLONE_INTO_CGROUP`) or joins before exec.
-    pub fn cgroup_fd(&self) -> Option<std::os::fd::RawFd> {
+    /// The directory of the program's leaf cgroup, open, for the spawner:
+    /// the child starts in it (`clone3` with `CLONE_INTO_CGROUP`) or joins
+    /// it before exec.
+    pub fn take_cgroup_dir(&mut self) -> Option<std::os::fd::OwnedFd> {
         match self {
-            Jail::Cgroup(leaf) => Some(leaf.dir_fd()),
+            Jail::Cgroup(leaf) => leaf.take_dir(),
             Jail::Group { .. } => None,
         }
     }

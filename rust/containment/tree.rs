@@ -12,18 +12,15 @@
 use std::collections::HashSet;
 use std::fs;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// The environment variable that marks a program's processes.
 pub const MARKER_VAR: &str = "PORTNODE_PORT_ID";
 
-/// Program leaders portnode started and has not reaped: the orphan sweep
-/// must leave them to their ports.
-static LEADERS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
-
-/// The watchdog's pid: a child of portnode that is not an orphan.
+/// The watchdog's and the spawner's pids: portnode's children that are
+/// not orphans. (Programs are the spawner's children, not portnode's.)
 static WATCHDOG: AtomicI32 = AtomicI32::new(0);
+static SPAWNER: AtomicI32 = AtomicI32::new(0);
 
 /// Makes portnode the reaper of its orphaned descendants, and starts the
 /// sweep that reaps the ones that exit on their own.
@@ -46,16 +43,9 @@ pub fn set_watchdog(pid: i32) {
     WATCHDOG.store(pid, Ordering::Relaxed);
 }
 
-/// A program leader has started.
-pub fn track(pid: i32) {
-    LEADERS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(pid);
-}
-
-/// A program leader has been reaped.
-pub fn untrack(pid: i32) {
-    if let Some(set) = LEADERS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        set.remove(&pid);
-    }
+/// Records the spawner's pid.
+pub fn set_spawner(pid: i32) {
+    SPAWNER.store(pid, Ordering::Relaxed);
 }
 
 /// Makes the markers of one portnode: `PORTNODE_PORT_ID=<instance>.<n>`.
@@ -140,14 +130,10 @@ pub fn sweep() {
     }
 }
 
-/// portnode's children that are neither program leaders nor the watchdog.
+/// portnode's children that are neither the watchdog nor the spawner.
 fn orphans() -> Vec<i32> {
-    let leaders = LEADERS.lock().unwrap_or_else(|e| e.into_inner());
-    let watchdog = WATCHDOG.load(Ordering::Relaxed);
-    children_of(std::process::id() as i32)
-        .into_iter()
-        .filter(|pid| *pid != watchdog && !leaders.as_ref().is_some_and(|l| l.contains(pid)))
-        .collect()
+    let helpers = [WATCHDOG.load(Ordering::Relaxed), SPAWNER.load(Ordering::Relaxed)];
+    children_of(std::process::id() as i32).into_iter().filter(|pid| !helpers.contains(pid)).collect()
 }
 
 /// The children of every thread of process `pid`.

@@ -67,7 +67,7 @@ async fn control(mut me: Process) -> Term {
             CallRequest::Info => info(me.node()),
             CallRequest::CastCount => int(casts),
             CallRequest::SpawnProbe { report_to } => Term::from(me.node().spawn(move |p| probe::run(p, report_to))),
-            CallRequest::OpenPort { owner, name, settings, caller } => match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref()) {
+            CallRequest::OpenPort { owner, name, settings, caller } => match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref()).await {
                 Ok(opened) => {
                     let os_pid = opened.os_pid.map_or_else(|| a("undefined"), |p| int(i64::from(p)));
                     tuple(vec![a("ok"), Term::from(opened.handle), os_pid])

@@ -37,7 +37,7 @@ pub struct Opened {
 /// Opens a port for `owner`, or returns the error reason `erlang:open_port/2`
 /// would raise (`badarg` forms carry the bad term). `caller` is what the
 /// caller's VM sent of itself (see [`PortSpec::apply_caller`]), if anything.
-pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<Opened, Term> {
+pub async fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<Opened, Term> {
     let parsed = PortSpec::parse(port_name, settings).and_then(|mut spec| {
         caller.map_or(Ok(()), |c| spec.apply_caller(c))?;
         Ok(spec)
@@ -56,7 +56,7 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, ca
         warn!(owner = %owner, error = %e, "open_port: cannot prepare the program's containment");
         a(spawn::errno_name(&e))
     })?;
-    let (pid, os_pid) = match spawn::spawn(&spec, jail) {
+    let (pid, os_pid) = match spawn::spawn(&spec, jail).await {
         Ok(spawned) => {
             let os_pid = spawned.os_pid;
             (node.spawn(move |me| process::run(me, owner_pid, spec, spawned)), Some(os_pid))

@@ -28,9 +28,10 @@ pub enum Framing {
 }
 
 /// Where the program's stderr goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stderr {
     /// portnode's own stderr (a plain port: the VM's stderr).
+    #[default]
     Inherit,
     /// `stderr_to_stdout`.
     ToStdout,

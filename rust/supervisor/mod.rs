@@ -80,7 +80,7 @@ async fn run(me: Process, parent: Pid, flags: Flags, specs: Vec<ChildSpec>, call
     let intensity = Intensity::new(flags.intensity, flags.period);
     let mut sup = Supervisor { me, parent, strategy: flags.strategy, intensity, children, deferred: VecDeque::new() };
     for i in 0..sup.children.len() {
-        if let Err(reason) = sup.start_child(i) {
+        if let Err(reason) = sup.start_child(i).await {
             let id = sup.children[i].spec.id.clone();
             sup.terminate_all().await;
             sup.me.unlink(&sup.parent);
@@ -117,7 +117,7 @@ impl Supervisor {
 
     /// Opens child `i`'s program, with the settings the supervisor needs:
     /// the exit status (signals apart), and stderr as messages it can log.
-    fn start_child(&mut self, i: usize) -> Result<Pid, Term> {
+    async fn start_child(&mut self, i: usize) -> Result<Pid, Term> {
         let child = &mut self.children[i];
         let mut settings = etf::as_list(&child.spec.settings).unwrap_or_default();
         settings.extend([a("exit_status"), a("exit_signal")]);
@@ -125,7 +125,7 @@ impl Supervisor {
         if parsed.use_stdio && parsed.stderr == Stderr::Inherit {
             settings.push(tuple(vec![a("stderr"), a("message")]));
         }
-        let opened = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None)?;
+        let opened = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None).await?;
         info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = opened.os_pid.unwrap_or(0), "child started");
         child.handle = Some(opened.handle.clone());
         child.os_pid = opened.os_pid;
@@ -285,7 +285,7 @@ impl Supervisor {
         self.children.retain(|c| c.spec.restart != Restart::Temporary || c.handle.is_some() || ids.contains(&c.spec.id));
         for id in ids {
             let Some(j) = self.index(&id) else { continue };
-            if let Err(reason) = self.start_child(j) {
+            if let Err(reason) = self.start_child(j).await {
                 // Try again through the mailbox; each try counts against the intensity.
                 warn!(supervisor = %self.me.pid(), child = %id, reason = %reason, "child failed to restart; will try again");
                 let me = self.me.pid().clone();
@@ -322,7 +322,7 @@ impl Supervisor {
             },
             CallRequest::RestartChild(id) => match self.index(&id) {
                 Some(i) if self.children[i].handle.is_some() => error(a("running")),
-                Some(i) => match self.start_child(i) {
+                Some(i) => match self.start_child(i).await {
                     Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
                     Err(reason) => error(reason),
                 },
@@ -340,7 +340,7 @@ impl Supervisor {
                 Some(i) => tuple(vec![a("ok"), self.children[i].spec.to_term()]),
                 None => error(a("not_found")),
             },
-            CallRequest::StartChild(spec) => self.add_child(&spec),
+            CallRequest::StartChild(spec) => self.add_child(&spec).await,
             CallRequest::Unknown(request) => error(tuple(vec![a("unknown_call"), request])),
         };
         self.me.reply(&call, reply);
@@ -348,7 +348,7 @@ impl Supervisor {
     }
 
     /// `supervisor:start_child/2`: a new child, started at once, last in order.
-    fn add_child(&mut self, spec: &Term) -> Term {
+    async fn add_child(&mut self, spec: &Term) -> Term {
         let spec = match ChildSpec::parse(spec) {
             Ok(spec) => spec,
             Err(reason) => return error(reason),
@@ -361,7 +361,7 @@ impl Supervisor {
         }
         self.children.push(Child { spec, handle: None, os_pid: None, ended: None });
         let last = self.children.len() - 1;
-        match self.start_child(last) {
+        match self.start_child(last).await {
             Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
             Err(reason) => {
                 self.children.pop();

@@ -1,0 +1,276 @@
+//! portnode's side of the spawner: requests go out in order, replies come
+//! back in the same order, and exit notices are routed to the program
+//! they name. One task ([`attach`]) reads and writes the socket; a spawner
+//! that goes away ends portnode, and the watchdog cleans up.
+
+use super::protocol::{self, Command, Reply, Request};
+use super::socket;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{oneshot, Notify};
+use tracing::error;
+
+/// The spawner's socket and pid, from [`super::start`] until [`attach`].
+pub(super) static FORKED: Mutex<Option<(OwnedFd, libc::pid_t)>> = Mutex::new(None);
+
+static CLIENT: OnceLock<Client> = OnceLock::new();
+
+/// A program the spawner started: its pid, our ends of its pipes (stdin,
+/// stdout, stderr, each if asked for, in that order), and where its exit
+/// will be told.
+pub struct Started {
+    pub pid: libc::pid_t,
+    pub fds: Vec<OwnedFd>,
+    pub exit: Arc<ExitSlot>,
+}
+
+/// Where a program's exit status arrives.
+#[derive(Default)]
+pub struct ExitSlot {
+    status: Mutex<Option<ExitStatus>>,
+    changed: Notify,
+}
+
+impl ExitSlot {
+    pub fn get(&self) -> Option<ExitStatus> {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the program has exited. Cancel-safe.
+    pub async fn wait(&self) -> ExitStatus {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(status) = self.get() {
+                return status;
+            }
+            changed.await;
+        }
+    }
+
+    fn set(&self, status: ExitStatus) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+        self.changed.notify_waiters();
+    }
+}
+
+struct Client {
+    sock: AsyncFd<OwnedFd>,
+    pid: libc::pid_t,
+    state: Mutex<State>,
+    /// Something was queued to send.
+    queued: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Messages not yet (fully) sent: bytes, how many are sent, and the fd
+    /// that goes with the first byte.
+    out: VecDeque<(Vec<u8>, usize, Option<OwnedFd>)>,
+    /// Callers waiting for the answer to their `Spawn`, in order.
+    waiting: VecDeque<oneshot::Sender<io::Result<Started>>>,
+    /// Programs started and not yet reaped.
+    exits: HashMap<libc::pid_t, Arc<ExitSlot>>,
+}
+
+/// Starts serving the spawner's socket. Call once, inside the runtime.
+pub fn attach() -> io::Result<()> {
+    let Some((sock, pid)) = FORKED.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return Err(io::Error::other("portnode has no spawner (it is forked at the start of main)"));
+    };
+    set_nonblocking(sock.as_raw_fd())?;
+    // SAFETY: the AsyncFd owns the socket from here on; nothing else closes or replaces it.
+    let sock = unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)?;
+    let client = Client { sock, pid, state: Mutex::new(State::default()), queued: Notify::new() };
+    if CLIENT.set(client).is_err() {
+        return Err(io::Error::other("spawner attached twice"));
+    }
+    tokio::spawn(async {
+        if let Some(client) = CLIENT.get() {
+            let e = client.serve().await;
+            // Programs die with the spawner (their parent-death signal);
+            // what they left, the watchdog removes once portnode is gone.
+            error!(spawner = client.pid, error = %e, "the spawner is gone; portnode cannot start or watch programs: exiting");
+            std::process::exit(70);
+        }
+    });
+    Ok(())
+}
+
+/// The spawner's pid, once attached.
+pub fn pid() -> Option<libc::pid_t> {
+    CLIENT.get().map(|c| c.pid)
+}
+
+/// Asks the spawner to start `command`, in the cgroup whose directory is `cgroup`.
+pub async fn spawn(command: Command, cgroup: Option<OwnedFd>) -> io::Result<Started> {
+    let client = CLIENT.get().ok_or_else(|| io::Error::other("no spawner attached"))?;
+    let command = Command { in_cgroup: cgroup.is_some(), ..command };
+    let mut bytes = Vec::new();
+    Request::Spawn(command).encode(&mut bytes);
+    let (tx, rx) = oneshot::channel();
+    {
+        let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.waiting.push_back(tx);
+        state.out.push_back((bytes, 0, cgroup));
+    }
+    client.queued.notify_one();
+    // If this caller goes away first, the reader kills what it started.
+    rx.await.map_err(|_| io::Error::other("the spawner is gone"))?
+}
+
+/// Lets the spawner reap program `pid` once it has exited. Its pid may be
+/// reused from then on: signal it no more.
+pub fn reap(pid: libc::pid_t) {
+    let Some(client) = CLIENT.get() else { return };
+    let mut bytes = Vec::with_capacity(9);
+    Request::Reap(pid).encode(&mut bytes);
+    {
+        let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.exits.remove(&pid);
+        state.out.push_back((bytes, 0, None));
+    }
+    // Sent now if the socket has room: this also runs after the runtime
+    // is gone (at exit), when the serving task cannot.
+    client.flush();
+    client.queued.notify_one();
+}
+
+impl Client {
+    /// Reads replies and sends requests until the spawner goes; returns why.
+    async fn serve(&self) -> io::Error {
+        let mut inbox: Vec<u8> = Vec::new();
+        let mut fds: VecDeque<OwnedFd> = VecDeque::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let has_out = !self.state.lock().unwrap_or_else(|e| e.into_inner()).out.is_empty();
+            tokio::select! {
+                ready = self.sock.readable() => {
+                    let mut guard = match ready {
+                        Ok(g) => g,
+                        Err(e) => return e,
+                    };
+                    match guard.try_io(|sock| socket::recv(sock, &mut buf, &mut fds)) {
+                        Ok(Ok(0)) => return io::Error::new(io::ErrorKind::UnexpectedEof, "its socket closed"),
+                        Ok(Ok(n)) => {
+                            inbox.extend_from_slice(&buf[..n]);
+                            if let Err(e) = self.handle_replies(&mut inbox, &mut fds) {
+                                return e;
+                            }
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Ok(Err(e)) => return e,
+                        Err(_would_block) => {}
+                    }
+                }
+                ready = self.sock.writable(), if has_out => {
+                    let mut guard = match ready {
+                        Ok(g) => g,
+                        Err(e) => return e,
+                    };
+                    if !self.flush() {
+                        guard.clear_ready();
+                    }
+                }
+                _ = self.queued.notified() => {}
+            }
+        }
+    }
+
+    /// Sends what is queued, as far as the socket takes it; false if it is full.
+    fn flush(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((bytes, sent, fd)) = state.out.front_mut() {
+            let attached: &[RawFd] = match (fd.as_ref(), *sent) {
+                (Some(fd), 0) => &[fd.as_raw_fd()],
+                _ => &[],
+            };
+            let attached = attached.to_vec();
+            match socket::send(self.sock.get_ref().as_raw_fd(), &bytes[*sent..], &attached) {
+                Ok(n) => {
+                    *sent += n;
+                    *fd = None;
+                    if *sent == bytes.len() {
+                        state.out.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // The spawner is gone: the reader hears of it.
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+
+    fn handle_replies(&self, inbox: &mut Vec<u8>, fds: &mut VecDeque<OwnedFd>) -> io::Result<()> {
+        let mut used = 0;
+        while let Some((body, len)) = protocol::next_message(&inbox[used..])? {
+            let reply = Reply::decode(body)?;
+            used += len;
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match reply {
+                Reply::Started { pid, fds: count } => {
+                    let mine: Vec<OwnedFd> = (0..count).map_while(|_| fds.pop_front()).collect();
+                    let waiter = state.waiting.pop_front();
+                    if mine.len() < count as usize {
+                        // Our fd table was full: the kernel dropped them. The program must not run.
+                        drop(state);
+                        kill_and_reap(pid);
+                        if let Some(w) = waiter {
+                            let _ = w.send(Err(io::Error::from_raw_os_error(libc::EMFILE)));
+                        }
+                        continue;
+                    }
+                    let exit = Arc::new(ExitSlot::default());
+                    state.exits.insert(pid, exit.clone());
+                    drop(state);
+                    let started = Started { pid, fds: mine, exit };
+                    // No one to run it (the caller went away): it must not run either.
+                    let unwanted = waiter.is_none_or(|w| w.send(Ok(started)).is_err());
+                    if unwanted {
+                        kill_and_reap(pid);
+                    }
+                }
+                Reply::Failed { errno } => {
+                    let waiter = state.waiting.pop_front();
+                    drop(state);
+                    if let Some(w) = waiter {
+                        let _ = w.send(Err(io::Error::from_raw_os_error(errno)));
+                    }
+                }
+                Reply::Exited { pid, status } => {
+                    if let Some(slot) = state.exits.get(&pid) {
+                        slot.set(ExitStatus::from_raw(status));
+                    }
+                }
+            }
+        }
+        inbox.drain(..used);
+        Ok(())
+    }
+}
+
+/// Ends a program no one will run.
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: kill(2) on a program the spawner holds unreaped.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on our own fd.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

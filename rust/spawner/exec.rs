@@ -1,0 +1,389 @@
+//! Starting one program, in the spawner: pipes for the stdio it asks for,
+//! then `clone` and `exec`, into its cgroup when it has one.
+//!
+//! The program is started the way `posix_spawn` starts one: `clone` with
+//! `CLONE_VM | CLONE_VFORK`, so the child shares the spawner's memory until
+//! it execs and no page table is copied. Everything the child needs is
+//! prepared before the clone; between clone and exec it makes only system
+//! calls, and never allocates. (`posix_spawn` itself cannot arm the
+//! parent-death signal.) The spawner holds no fd of any running program,
+//! so the fd table each clone copies and each exec closes stays small
+//! however many programs run.
+//!
+//! Programs tell the spawner of their exit with [`exit_signal`], a
+//! real-time signal, not SIGCHLD: real-time signals queue, one per exit,
+//! each with the pid, so the spawner learns which program ended without
+//! reaping it and without a pidfd per program.
+
+use super::protocol::Command;
+use crate::port::privileges::Privileges;
+use crate::port::settings::Stderr;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The signal a program's exit sends the spawner.
+pub fn exit_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// Our ends of a started program's pipes: stdin's write end, stdout's and
+/// stderr's read ends, each if asked for, in that order.
+pub struct Started {
+    pub pid: libc::pid_t,
+    pub fds: Vec<OwnedFd>,
+}
+
+fn c_string(s: &[u8]) -> Result<CString, i32> {
+    CString::new(s).map_err(|_| libc::EINVAL)
+}
+
+fn errno(e: io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EINVAL)
+}
+
+/// Starts `command`, in the cgroup whose directory is `cgroup` if given.
+/// `Err` is the errno: from the spawner (pipes, clone), or from the child
+/// before exec (it is reaped here).
+pub fn start_command(command: &Command, cgroup: Option<&OwnedFd>) -> Result<Started, i32> {
+    let path = c_string(&command.path)?;
+    let argv: Vec<CString> = command.argv.iter().map(|a| c_string(a)).collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = command.envp.iter().map(|e| c_string(e)).collect::<Result<_, _>>()?;
+    let cwd = command.cwd.as_deref().map(c_string).transpose()?;
+
+    // The program's stdio: [stdin, stdout, stderr, fd 3, fd 4].
+    let mut stdio: [Option<OwnedFd>; 5] = Default::default();
+    let mut ours = Vec::with_capacity(3);
+    let to_child = if command.stdin {
+        let (r, w) = pipe_pair().map_err(errno)?;
+        ours.push(w);
+        Some(r)
+    } else {
+        None
+    };
+    let from_child = if command.stdout {
+        let (r, w) = pipe_pair().map_err(errno)?;
+        ours.push(r);
+        Some(w)
+    } else {
+        None
+    };
+    if command.use_stdio {
+        stdio[2] = match (&from_child, command.stderr) {
+            (Some(w), Stderr::ToStdout) => Some(w.try_clone().map_err(errno)?),
+            (_, Stderr::Message) => {
+                let (r, w) = pipe_pair().map_err(errno)?;
+                ours.push(r);
+                Some(w)
+            }
+            _ => None,
+        };
+        stdio[0] = Some(match to_child {
+            Some(r) => r,
+            None => dev_null().map_err(errno)?,
+        });
+        stdio[1] = Some(match from_child {
+            Some(w) => w,
+            None => dev_null().map_err(errno)?,
+        });
+    } else {
+        // nouse_stdio: the program reads fd 3 and writes fd 4.
+        let null = dev_null().map_err(errno)?;
+        stdio[0] = Some(null.try_clone().map_err(errno)?);
+        stdio[1] = Some(null);
+        stdio[3] = to_child;
+        stdio[4] = from_child;
+    }
+
+    let mut plan = Plan {
+        path,
+        argv: argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
+        envp: envp.iter().map(|e| e.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
+        cwd,
+        stdio: std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd())),
+        cgroup_procs: -1,
+        // SAFETY: getpid cannot fail.
+        parent: unsafe { libc::getpid() },
+        privileges: command.privileges.clone(),
+        errno: AtomicI32::new(0),
+    };
+    let mut procs = None; // cgroup.procs, when the child must join by writing to it
+    let pid = match cgroup {
+        Some(cgroup) => match start_in_cgroup(&plan, cgroup.as_raw_fd()) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => {
+                // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7): join before exec.
+                let file = open_procs(cgroup.as_raw_fd()).map_err(errno)?;
+                plan.cgroup_procs = file.as_raw_fd();
+                procs = Some(file);
+                start(&plan)
+            }
+            other => other,
+        },
+        None => start(&plan),
+    }
+    .map_err(errno)?;
+    drop(procs);
+    drop(stdio); // the child's ends of the pipes
+    match plan.errno.load(Ordering::Relaxed) {
+        0 => Ok(Started { pid, fds: ours }),
+        e => {
+            // The child has exited (it failed before exec): reap it.
+            reap(pid);
+            Err(e)
+        }
+    }
+}
+
+/// Reaps our child `pid`, waiting for it to exit.
+pub fn reap(pid: libc::pid_t) {
+    let mut raw = 0;
+    // SAFETY: waitpid on our own child; __WALL because its exit signal is not SIGCHLD.
+    unsafe { libc::waitpid(pid, &mut raw, libc::__WALL) };
+}
+
+/// The wait status of our child `pid` if it has exited, leaving it unreaped.
+pub fn exited(pid: libc::pid_t) -> io::Result<Option<i32>> {
+    // SAFETY: waitid on our own unreaped child, with a zeroed siginfo.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+    if unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled in the child fields, or left si_pid 0.
+    let (who, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if who == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status & 0x7f,
+    }))
+}
+
+/// A pipe as (read end, write end), both close-on-exec.
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two fds on success; each is owned exactly once below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are not owned elsewhere.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// /dev/null, close-on-exec, for the stdio a program is not given a pipe for.
+fn dev_null() -> io::Result<OwnedFd> {
+    Ok(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into())
+}
+
+/// What the child does between clone and exec, all of it prepared before.
+struct Plan {
+    path: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    cwd: Option<CString>,
+    /// The fd that becomes fd 0, 1, 2, 3, 4 in the program (-1: leave it).
+    stdio: [RawFd; 5],
+    /// `cgroup.procs` of the program's leaf cgroup, which the child joins
+    /// before exec (-1: none, or the child was cloned into its cgroup).
+    cgroup_procs: RawFd,
+    /// The spawner's pid: the child checks that its death signal was armed in time.
+    parent: libc::pid_t,
+    /// User, group, nice, limits, umask: applied just before exec.
+    privileges: Privileges,
+    /// Set by the child when it fails before exec.
+    errno: AtomicI32,
+}
+
+/// The child, between clone and exec. It shares portnode's memory and its
+/// thread's TLS (as `posix_spawn`'s child does), while portnode's thread is
+/// suspended: only system calls here, no allocation, no locks.
+extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` points to the Plan that `start` keeps alive until the
+    // child has exec'd or exited (CLONE_VFORK suspends it until then).
+    let plan = unsafe { &*(plan as *const Plan) };
+    /// Tells the parent why, and ends the child without running anything of portnode's.
+    fn fail(plan: &Plan) -> ! {
+        plan.errno.store(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL), Ordering::Relaxed);
+        // SAFETY: _exit only ends this child.
+        unsafe { libc::_exit(127) }
+    }
+    // SAFETY: plain system calls on values prepared by the parent.
+    unsafe {
+        // portnode's signal handlers must not run here, and the program
+        // starts with default dispositions and nothing blocked.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            fail(plan);
+        }
+        // portnode may have died before the death signal was armed.
+        if libc::getppid() != plan.parent {
+            libc::_exit(1);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(plan);
+        }
+        // Into the program's cgroup before anything of the program runs:
+        // whatever it starts later (setsid, double forks) starts inside.
+        if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            fail(plan);
+        }
+        // Move every source above the targets first, so that none is
+        // clobbered, then put each in place (dup2 clears close-on-exec).
+        let mut high = [-1; 5];
+        for (target, &fd) in plan.stdio.iter().enumerate() {
+            if fd >= 0 {
+                high[target] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[target] < 0 {
+                    fail(plan);
+                }
+            }
+        }
+        for (target, &fd) in high.iter().enumerate() {
+            if fd >= 0 && libc::dup2(fd, target as RawFd) < 0 {
+                fail(plan);
+            }
+        }
+        if plan.privileges.apply().is_err() {
+            fail(plan);
+        }
+        if let Some(dir) = &plan.cwd {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                fail(plan);
+            }
+        }
+        libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        fail(plan)
+    }
+}
+
+/// Clones the child and returns its pid once it has exec'd or failed.
+fn start(plan: &Plan) -> io::Result<libc::pid_t> {
+    const STACK: usize = 64 * 1024;
+    let mut stack = vec![0u8; STACK];
+    // SAFETY: the stack outlives the child's use of it (CLONE_VFORK returns
+    // only after exec or exit); its top is 16-byte aligned as the ABI wants.
+    // All signals are blocked around the clone so that no handler of
+    // portnode's runs in the child before it has reset them.
+    unsafe {
+        let top = stack.as_mut_ptr().add(STACK);
+        let top = top.sub(top as usize % 16) as *mut libc::c_void;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(child_main, top, libc::CLONE_VM | libc::CLONE_VFORK | exit_signal(), plan as *const Plan as *mut libc::c_void);
+        let error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 { Err(error) } else { Ok(pid) }
+    }
+}
+
+/// `cgroup.procs` of the cgroup whose directory is `dir`, for writing.
+fn open_procs(dir: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: openat with a valid directory fd and a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir, c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `clone3`'s arguments (linux/sched.h, version 2: with `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clones the child straight into the cgroup whose directory is `cgroup`
+/// (`clone3` with `CLONE_INTO_CGROUP`, as `start` otherwise): it never runs
+/// outside it, and nothing is migrated. Migrating a process by writing
+/// `cgroup.procs` waits for an RCU grace period (milliseconds); starting it
+/// in place costs next to nothing.
+#[cfg(target_arch = "x86_64")]
+fn start_in_cgroup(plan: &Plan, cgroup: RawFd) -> io::Result<libc::pid_t> {
+    const STACK: usize = 64 * 1024;
+    // 16-byte aligned, as the ABI wants the stack to be.
+    let mut stack = vec![0u128; STACK / 16];
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: exit_signal() as u64,
+        stack: stack.as_mut_ptr() as u64,
+        stack_size: STACK as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup as u64,
+    };
+    let ret: i64;
+    // SAFETY: as in `start`: the child shares our memory on its own stack
+    // (which outlives it: CLONE_VFORK returns only after it has exec'd or
+    // exited) and runs `child_main`, which makes only system calls and
+    // never returns into this frame: on its return the child exits. In the
+    // child, every register but rax, rcx, r11 and rsp is as it was at the
+    // syscall, so r12 still holds the plan. Signals are blocked around the
+    // clone, as in `start`.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call {entry}",
+            "mov edi, eax",
+            "mov eax, 60",
+            "syscall",
+            "ud2",
+            "2:",
+            entry = sym child_main,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") plan as *const Plan,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    drop(stack);
+    if ret < 0 { Err(io::Error::from_raw_os_error(-ret as i32)) } else { Ok(ret as libc::pid_t) }
+}
+
+/// Elsewhere than x86_64: no clone3 here, the child joins by writing `cgroup.procs`.
+#[cfg(not(target_arch = "x86_64"))]
+fn start_in_cgroup(_plan: &Plan, _cgroup: RawFd) -> io::Result<libc::pid_t> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+

@@ -1,0 +1,396 @@
+//! The messages between portnode and its spawner. Each is a big-endian u32
+//! length, then a tag byte and its fields; byte strings are a u32 length
+//! and the bytes. File descriptors travel beside the bytes (SCM_RIGHTS), in
+//! the same order as the messages they belong to: a `Spawn` that says
+//! `in_cgroup` brings its leaf cgroup's directory, a `Started` brings the
+//! pipe ends it announces.
+//!
+//! Both ends are this binary, but a message is still checked as it is
+//! decoded: a malformed one is an error, never a panic.
+
+use crate::port::privileges::Privileges;
+use crate::port::settings::Stderr;
+use std::io;
+
+/// The largest message either end accepts: arguments and environment
+/// beyond what exec takes (it fails with E2BIG, which the program reports
+/// as its exit status) still fit.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// What to start, with everything resolved: the spawner only copies it
+/// into place and execs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Command {
+    pub path: Vec<u8>,
+    pub argv: Vec<Vec<u8>>,
+    pub envp: Vec<Vec<u8>>,
+    pub cwd: Option<Vec<u8>>,
+    /// A pipe into the program (its stdin, or fd 3 without `use_stdio`).
+    pub stdin: bool,
+    /// A pipe from the program (its stdout, or fd 4 without `use_stdio`).
+    pub stdout: bool,
+    pub use_stdio: bool,
+    pub stderr: Stderr,
+    pub privileges: Privileges,
+    /// The program's leaf cgroup directory travels with the request.
+    pub in_cgroup: bool,
+}
+
+/// portnode to spawner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Start a program; answered with `Started` or `Failed`, in order.
+    Spawn(Command),
+    /// Reap this program once it has exited (at once if it has). Until
+    /// then its pid stays reserved, so that portnode may signal it.
+    Reap(i32),
+}
+
+/// Spawner to portnode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// The program runs (it has exec'd); `fds` pipe ends come with this
+    /// message: stdin's write end, stdout's read end, stderr's read end,
+    /// each only if asked for, in that order.
+    Started { pid: i32, fds: u8 },
+    /// The program could not start: the errno (from the spawner, or from
+    /// the child before exec).
+    Failed { errno: i32 },
+    /// A program has exited (not reaped yet); `status` as waitpid gives it.
+    Exited { pid: i32, status: i32 },
+}
+
+const SPAWN: u8 = b's';
+const REAP: u8 = b'r';
+const STARTED: u8 = b'S';
+const FAILED: u8 = b'F';
+const EXITED: u8 = b'X';
+
+/// Appends one framed message to `out`.
+fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Writer)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    body(&mut Writer(out));
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The body of the first complete message in `buf` and the bytes it takes
+/// with its header, if `buf` holds a whole one.
+pub fn next_message(buf: &[u8]) -> io::Result<Option<(&[u8], usize)>> {
+    let Some(head) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > MAX_MESSAGE {
+        return Err(bad("message too long"));
+    }
+    Ok(buf.get(4..4 + len).map(|body| (body, 4 + len)))
+}
+
+impl Request {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        frame(out, |w| match self {
+            Request::Spawn(c) => {
+                w.u8(SPAWN);
+                w.bytes(&c.path);
+                w.list(&c.argv);
+                w.list(&c.envp);
+                w.opt_bytes(c.cwd.as_deref());
+                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3);
+                w.u8(match c.stderr {
+                    Stderr::Inherit => 0,
+                    Stderr::ToStdout => 1,
+                    Stderr::Message => 2,
+                });
+                privileges(w, &c.privileges);
+            }
+            Request::Reap(pid) => {
+                w.u8(REAP);
+                w.u32(*pid as u32);
+            }
+        })
+    }
+
+    pub fn decode(body: &[u8]) -> io::Result<Request> {
+        let mut r = Reader(body);
+        let request = match r.u8()? {
+            SPAWN => {
+                let path = r.bytes()?;
+                let argv = r.list()?;
+                let envp = r.list()?;
+                let cwd = r.opt_bytes()?;
+                let flags = r.u8()?;
+                let stderr = match r.u8()? {
+                    0 => Stderr::Inherit,
+                    1 => Stderr::ToStdout,
+                    2 => Stderr::Message,
+                    _ => return Err(bad("stderr mode")),
+                };
+                let privileges = read_privileges(&mut r)?;
+                Request::Spawn(Command {
+                    path,
+                    argv,
+                    envp,
+                    cwd,
+                    stdin: flags & 1 != 0,
+                    stdout: flags & 2 != 0,
+                    use_stdio: flags & 4 != 0,
+                    in_cgroup: flags & 8 != 0,
+                    stderr,
+                    privileges,
+                })
+            }
+            REAP => Request::Reap(r.u32()? as i32),
+            _ => return Err(bad("request tag")),
+        };
+        r.end()?;
+        Ok(request)
+    }
+}
+
+impl Reply {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        frame(out, |w| match *self {
+            Reply::Started { pid, fds } => {
+                w.u8(STARTED);
+                w.u32(pid as u32);
+                w.u8(fds);
+            }
+            Reply::Failed { errno } => {
+                w.u8(FAILED);
+                w.u32(errno as u32);
+            }
+            Reply::Exited { pid, status } => {
+                w.u8(EXITED);
+                w.u32(pid as u32);
+                w.u32(status as u32);
+            }
+        })
+    }
+
+    pub fn decode(body: &[u8]) -> io::Result<Reply> {
+        let mut r = Reader(body);
+        let reply = match r.u8()? {
+            STARTED => Reply::Started { pid: r.u32()? as i32, fds: r.u8()? },
+            FAILED => Reply::Failed { errno: r.u32()? as i32 },
+            EXITED => Reply::Exited { pid: r.u32()? as i32, status: r.u32()? as i32 },
+            _ => return Err(bad("reply tag")),
+        };
+        r.end()?;
+        Ok(reply)
+    }
+}
+
+fn privileges(w: &mut Writer, p: &Privileges) {
+    match p.uid {
+        None => w.u8(0),
+        Some((uid, None)) => {
+            w.u8(1);
+            w.u32(uid);
+        }
+        Some((uid, Some(gid))) => {
+            w.u8(2);
+            w.u32(uid);
+            w.u32(gid);
+        }
+    }
+    w.opt_u32(p.gid);
+    w.opt_u32(p.nice.map(|n| n as u32));
+    w.u32(p.rlimits.len() as u32);
+    for &(resource, soft, hard) in &p.rlimits {
+        w.u32(resource);
+        w.u64(soft);
+        w.u64(hard);
+    }
+    w.opt_u32(p.umask);
+}
+
+fn read_privileges(r: &mut Reader) -> io::Result<Privileges> {
+    let uid = match r.u8()? {
+        0 => None,
+        1 => Some((r.u32()?, None)),
+        2 => Some((r.u32()?, Some(r.u32()?))),
+        _ => return Err(bad("uid")),
+    };
+    let gid = r.opt_u32()?;
+    let nice = r.opt_u32()?.map(|n| n as i32);
+    let count = r.u32()? as usize;
+    let mut rlimits = Vec::with_capacity(count.min(16));
+    for _ in 0..count {
+        rlimits.push((r.u32()?, r.u64()?, r.u64()?));
+    }
+    let umask = r.opt_u32()?;
+    Ok(Privileges { uid, gid, nice, rlimits, umask })
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("spawner protocol: bad {what}"))
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+    fn opt_bytes(&mut self, b: Option<&[u8]>) {
+        match b {
+            None => self.u8(0),
+            Some(b) => {
+                self.u8(1);
+                self.bytes(b);
+            }
+        }
+    }
+    fn opt_u32(&mut self, v: Option<u32>) {
+        match v {
+            None => self.u8(0),
+            Some(v) => {
+                self.u8(1);
+                self.u32(v);
+            }
+        }
+    }
+    fn list(&mut self, items: &[Vec<u8>]) {
+        self.u32(items.len() as u32);
+        for item in items {
+            self.bytes(item);
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.0.len() < n {
+            return Err(bad("length"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        let b = self.take(8)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn bytes(&mut self) -> io::Result<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    fn opt_bytes(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.bytes().map(Some),
+            _ => Err(bad("option")),
+        }
+    }
+    fn opt_u32(&mut self) -> io::Result<Option<u32>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.u32().map(Some),
+            _ => Err(bad("option")),
+        }
+    }
+    fn list(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let n = self.u32()? as usize;
+        // Each item takes at least its 4-byte length: a count beyond that is a lie.
+        if n > self.0.len() / 4 {
+            return Err(bad("list length"));
+        }
+        (0..n).map(|_| self.bytes()).collect()
+    }
+    fn end(&self) -> io::Result<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(bad("trailing bytes")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command() -> Command {
+        Command {
+            path: b"/bin/sh".to_vec(),
+            argv: vec![b"/bin/sh".to_vec(), b"-c".to_vec(), b"exec cat".to_vec()],
+            envp: vec![b"A=1".to_vec(), Vec::new()],
+            cwd: Some(b"/tmp".to_vec()),
+            stdin: true,
+            stdout: false,
+            use_stdio: true,
+            stderr: Stderr::Message,
+            privileges: Privileges { uid: Some((65534, Some(65534))), gid: Some(7), nice: Some(-3), rlimits: vec![(7, 10, u64::MAX)], umask: Some(0o27) },
+            in_cgroup: true,
+        }
+    }
+
+    fn one(buf: &[u8]) -> &[u8] {
+        let (body, used) = next_message(buf).expect("valid").expect("complete");
+        assert_eq!(used, buf.len());
+        body
+    }
+
+    #[test]
+    fn requests_survive_the_round_trip() {
+        for request in [Request::Spawn(command()), Request::Spawn(Command::default()), Request::Reap(4_000_000)] {
+            let mut buf = Vec::new();
+            request.encode(&mut buf);
+            assert_eq!(Request::decode(one(&buf)).expect("decodes"), request);
+        }
+    }
+
+    #[test]
+    fn replies_survive_the_round_trip() {
+        for reply in [Reply::Started { pid: 12, fds: 3 }, Reply::Failed { errno: libc::ENOENT }, Reply::Exited { pid: 9, status: 0x8b }] {
+            let mut buf = Vec::new();
+            reply.encode(&mut buf);
+            assert_eq!(Reply::decode(one(&buf)).expect("decodes"), reply);
+        }
+    }
+
+    #[test]
+    fn a_partial_message_waits_for_the_rest() {
+        let mut buf = Vec::new();
+        Request::Spawn(command()).encode(&mut buf);
+        for cut in 0..buf.len() {
+            assert!(next_message(&buf[..cut]).expect("valid so far").is_none());
+        }
+    }
+
+    #[test]
+    fn every_truncation_or_corruption_is_an_error_not_a_panic() {
+        let mut buf = Vec::new();
+        Request::Spawn(command()).encode(&mut buf);
+        let body = one(&buf).to_vec();
+        for cut in 0..body.len() {
+            assert!(Request::decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..body.len() {
+            let mut bent = body.clone();
+            bent[i] ^= 0xff;
+            let _ = Request::decode(&bent);
+        }
+        let mut long = body.clone();
+        long.push(0);
+        assert!(Request::decode(&long).is_err());
+        assert!(next_message(&u32::MAX.to_be_bytes()).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! The spawner's side: a loop, single-threaded, that starts programs on
+//! request, passes their pipe ends to portnode, tells portnode when each
+//! exits, and reaps each when portnode says it may.
+//!
+//! It holds no fd of any running program, only its socket to portnode and
+//! a signalfd for [`exec::exit_signal`]. A program's exit is learnt from
+//! the signal's queued siginfo (and checked with `waitid(WNOWAIT)`, so a
+//! stale signal cannot mislead), and a slow sweep catches an exit whose
+//! signal the kernel could not queue.
+
+use super::exec;
+use super::protocol::{self, Reply, Request};
+use super::socket;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// How often every running program is checked, in case an exit signal was lost.
+const SWEEP_MS: i32 = 10_000;
+
+/// What the spawner knows of one of its programs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kid {
+    /// Running, or exited and not yet reported. `reap`: portnode has
+    /// already said to reap it when it exits.
+    Running { reap: bool },
+    /// Exit reported; waiting for portnode's `Reap`.
+    Exited,
+}
+
+struct Server {
+    sock: OwnedFd,
+    kids: HashMap<libc::pid_t, Kid>,
+    inbox: Vec<u8>,
+    fds: VecDeque<OwnedFd>,
+    outbox: Vec<u8>,
+}
+
+/// Runs the spawner until portnode goes (its end of the socket closes), then exits.
+pub fn serve(sock: OwnedFd, portnode: libc::pid_t) -> ! {
+    let signals = match prepare(&sock, portnode) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("portnode spawner: cannot start: {e}");
+            // SAFETY: leave without running the parent's destructors.
+            unsafe { libc::_exit(1) }
+        }
+    };
+    let mut server = Server { sock, kids: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new() };
+    let code = match server.run(&signals) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("portnode spawner: {e}");
+            1
+        }
+    };
+    // Our programs get SIGKILL from their parent-death signal as we go.
+    // SAFETY: leave without running the parent's destructors or atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Detaches from what portnode holds open, dies with portnode, blocks the
+/// exit signal and returns a signalfd for it.
+fn prepare(sock: &OwnedFd, portnode: libc::pid_t) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain system calls in the freshly forked, single-threaded child.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"portnode-spawn".as_ptr() as libc::c_ulong, 0, 0, 0);
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != portnode {
+            libc::_exit(0);
+        }
+        // stdin and stdout are portnode's link to whoever started it: not
+        // ours to hold. stderr stays, for the programs that inherit it.
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::close(null);
+        }
+        // Nothing else of portnode's (the watchdog's pipe, the listener...).
+        let keep = sock.as_raw_fd();
+        for fd in 3..keep {
+            libc::close(fd);
+        }
+        libc::syscall(libc::SYS_close_range, keep as u32 + 1, u32::MAX, 0);
+        // Ctrl-C in a terminal goes to the whole group: the spawner goes
+        // when portnode does, not before.
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, exec::exit_signal());
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+impl Server {
+    fn run(&mut self, signals: &OwnedFd) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut polls = [
+                libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: poll over our two fds.
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, SWEEP_MS) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                self.sweep();
+            }
+            if polls[1].revents != 0 {
+                self.read_signals(signals.as_raw_fd());
+            }
+            if polls[0].revents != 0 {
+                let got = loop {
+                    match socket::recv(&self.sock, &mut buf, &mut self.fds) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        other => break other?,
+                    }
+                };
+                if got == 0 {
+                    return Ok(()); // portnode is gone
+                }
+                self.inbox.extend_from_slice(&buf[..got]);
+                self.handle_requests()?;
+            }
+            self.flush()?;
+        }
+    }
+
+    fn handle_requests(&mut self) -> std::io::Result<()> {
+        let mut used = 0;
+        while let Some((body, len)) = protocol::next_message(&self.inbox[used..])? {
+            let request = Request::decode(body)?;
+            used += len;
+            match request {
+                Request::Spawn(command) => {
+                    let cgroup = if command.in_cgroup { self.fds.pop_front() } else { None };
+                    if command.in_cgroup && cgroup.is_none() {
+                        Reply::Failed { errno: libc::EBADF }.encode(&mut self.outbox);
+                        continue;
+                    }
+                    match exec::start_command(&command, cgroup.as_ref()) {
+                        Ok(started) => {
+                            self.kids.insert(started.pid, Kid::Running { reap: false });
+                            let mut reply = Vec::with_capacity(16);
+                            Reply::Started { pid: started.pid, fds: started.fds.len() as u8 }.encode(&mut reply);
+                            // Replies so far first: fds go with the bytes of their own message.
+                            self.flush()?;
+                            let raw: Vec<RawFd> = started.fds.iter().map(|fd| fd.as_raw_fd()).collect();
+                            socket::send_all(self.sock.as_raw_fd(), &reply, &raw)?;
+                            // `started.fds` close here: portnode has its copies.
+                        }
+                        Err(errno) => Reply::Failed { errno }.encode(&mut self.outbox),
+                    }
+                }
+                Request::Reap(pid) => match self.kids.get(&pid).copied() {
+                    Some(Kid::Exited) => {
+                        exec::reap(pid);
+                        self.kids.remove(&pid);
+                    }
+                    Some(Kid::Running { .. }) => {
+                        self.kids.insert(pid, Kid::Running { reap: true });
+                        self.check(pid);
+                    }
+                    None => {}
+                },
+            }
+        }
+        self.inbox.drain(..used);
+        Ok(())
+    }
+
+    /// Reads every queued exit signal, and checks the program each names.
+    fn read_signals(&mut self, fd: RawFd) {
+        loop {
+            // SAFETY: a zeroed plain-data struct, filled by read(2).
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: reading one siginfo into a buffer of its size.
+            let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+            if n != size as isize {
+                return;
+            }
+            self.check(info.ssi_pid as libc::pid_t);
+        }
+    }
+
+    /// If program `pid` has exited and portnode has not heard, tells it;
+    /// reaps it if portnode has already said to.
+    fn check(&mut self, pid: libc::pid_t) {
+        let Some(Kid::Running { reap }) = self.kids.get(&pid).copied() else { return };
+        let status = match exec::exited(pid) {
+            Ok(Some(status)) => status,
+            Ok(None) => return,
+            // Not our child any more (cannot happen while we hold it): say 255.
+            Err(_) => 255 << 8,
+        };
+        Reply::Exited { pid, status }.encode(&mut self.outbox);
+        if reap {
+            exec::reap(pid);
+            self.kids.remove(&pid);
+        } else {
+            self.kids.insert(pid, Kid::Exited);
+        }
+    }
+
+    fn sweep(&mut self) {
+        let running: Vec<libc::pid_t> = self.kids.iter().filter(|(_, k)| matches!(k, Kid::Running { .. })).map(|(p, _)| *p).collect();
+        for pid in running {
+            self.check(pid);
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.outbox.is_empty() {
+            socket::send_all(self.sock.as_raw_fd(), &self.outbox, &[])?;
+            self.outbox.clear();
+        }
+        Ok(())
+    }
+}
