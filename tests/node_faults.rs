@@ -220,7 +220,7 @@ fn a_port_for_an_owner_on_an_unconnected_node_stops_at_once() {
     // stopped before or soon after it wrote its pid.
     let out = erl.eval("{ok, H, _} = gen_server:call({portnode, N}, {open_port, Remote, {spawn, \"sleep 1000\"}, []}), M = monitor(process, H), receive {'DOWN', M, process, H, Why} -> Why after 2000 -> still_open end");
     assert!(out == "noconnection" || out == "noproc", "the handle of an unconnected owner stayed open: {out}");
-    let sleepers = || children_of(pn.pid()).into_iter().filter(|p| matches!(comm(*p).as_str(), "sleep" | "sh")).count();
+    let sleepers = || descendants_of(pn.pid()).into_iter().filter(|p| matches!(comm(*p).as_str(), "sleep" | "sh")).count();
     wait_for("no program left", Duration::from_secs(3), || sleepers() == 0);
     if let Some(pid) = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
         assert!(!os_alive(pid), "the program that wrote its pid still runs");
@@ -244,7 +244,7 @@ fn owners_that_die_while_their_port_opens_leave_no_program() {
     assert_eq!(out, "500", "every open_port should have succeeded");
     let limit = Duration::from_secs(15);
     let start = Instant::now();
-    let sleepers = || children_of(pn.pid()).into_iter().filter(|p| comm(*p) == "sleep").count();
+    let sleepers = || descendants_of(pn.pid()).into_iter().filter(|p| comm(*p) == "sleep").count();
     while sleepers() > 0 {
         assert!(start.elapsed() < limit, "{} programs outlived their owners", sleepers());
         std::thread::sleep(Duration::from_millis(50));

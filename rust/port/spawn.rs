@@ -114,6 +114,9 @@ pub async fn spawn(spec: &PortSpec, mut jail: Jail) -> io::Result<Spawned> {
         stderr: spec.stderr,
         privileges: spec.privileges.clone(),
         in_cgroup: false,
+        // In process-group mode the leader's pid is the group's id, which
+        // must stay ours while the group may be signalled.
+        hold: !jail.reaps_early(),
     };
     let started = match spawner::client::spawn(command, jail.take_cgroup_dir()).await {
         Ok(started) => started,

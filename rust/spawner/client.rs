@@ -74,9 +74,11 @@ struct State {
     /// that goes with the first byte.
     out: VecDeque<(Vec<u8>, usize, Option<OwnedFd>)>,
     /// Callers waiting for the answer to their `Spawn`, in order.
-    waiting: VecDeque<oneshot::Sender<io::Result<Started>>>,
-    /// Programs started and not yet reaped.
+    waiting: VecDeque<(oneshot::Sender<io::Result<Started>>, bool)>,
+    /// Programs started whose exit is not reported yet, or who are held.
     exits: HashMap<libc::pid_t, Arc<ExitSlot>>,
+    /// Of those, the held ones (reaped only on our `Reap`).
+    held: std::collections::HashSet<libc::pid_t>,
 }
 
 /// Starts serving the spawner's socket. Call once, inside the runtime.
@@ -108,16 +110,19 @@ pub fn pid() -> Option<libc::pid_t> {
     CLIENT.get().map(|c| c.pid)
 }
 
-/// Asks the spawner to start `command`, in the cgroup whose directory is `cgroup`.
+/// Asks the spawner to start `command`, in the cgroup whose directory is
+/// `cgroup`. A held program (`command.hold`) stays a zombie once exited,
+/// until [`reap`]; any other is reaped as its exit is reported.
 pub async fn spawn(command: Command, cgroup: Option<OwnedFd>) -> io::Result<Started> {
     let client = CLIENT.get().ok_or_else(|| io::Error::other("no spawner attached"))?;
     let command = Command { in_cgroup: cgroup.is_some(), ..command };
+    let hold = command.hold;
     let mut bytes = Vec::new();
     Request::Spawn(command).encode(&mut bytes);
     let (tx, rx) = oneshot::channel();
     {
         let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.waiting.push_back(tx);
+        state.waiting.push_back((tx, hold));
         state.out.push_back((bytes, 0, cgroup));
     }
     client.queued.notify_one();
@@ -125,14 +130,18 @@ pub async fn spawn(command: Command, cgroup: Option<OwnedFd>) -> io::Result<Star
     rx.await.map_err(|_| io::Error::other("the spawner is gone"))?
 }
 
-/// Lets the spawner reap program `pid` once it has exited. Its pid may be
-/// reused from then on: signal it no more.
+/// Lets the spawner reap held program `pid` once it has exited (a program
+/// not held is reaped anyway). Its pid may be reused from then on: signal
+/// it no more.
 pub fn reap(pid: libc::pid_t) {
     let Some(client) = CLIENT.get() else { return };
     let mut bytes = Vec::with_capacity(9);
     Request::Reap(pid).encode(&mut bytes);
     {
         let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.held.remove(&pid) {
+            return;
+        }
         state.exits.remove(&pid);
         state.out.push_back((bytes, 0, None));
     }
@@ -218,7 +227,13 @@ impl Client {
             match reply {
                 Reply::Started { pid, fds: count } => {
                     let mine: Vec<OwnedFd> = (0..count).map_while(|_| fds.pop_front()).collect();
-                    let waiter = state.waiting.pop_front();
+                    let (waiter, hold) = match state.waiting.pop_front() {
+                        Some((w, hold)) => (Some(w), hold),
+                        None => (None, false),
+                    };
+                    if hold {
+                        state.held.insert(pid);
+                    }
                     if mine.len() < count as usize {
                         // Our fd table was full: the kernel dropped them. The program must not run.
                         drop(state);
@@ -241,12 +256,15 @@ impl Client {
                 Reply::Failed { errno } => {
                     let waiter = state.waiting.pop_front();
                     drop(state);
-                    if let Some(w) = waiter {
+                    if let Some((w, _)) = waiter {
                         let _ = w.send(Err(io::Error::from_raw_os_error(errno)));
                     }
                 }
                 Reply::Exited { pid, status } => {
-                    if let Some(slot) = state.exits.get(&pid) {
+                    // A held program keeps its entry until `reap`; any other
+                    // is reaped already, and its pid may come back for a new one.
+                    let slot = if state.held.contains(&pid) { state.exits.get(&pid).cloned() } else { state.exits.remove(&pid) };
+                    if let Some(slot) = slot {
                         slot.set(ExitStatus::from_raw(status));
                     }
                 }

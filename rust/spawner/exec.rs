@@ -9,11 +9,6 @@
 //! parent-death signal.) The spawner holds no fd of any running program,
 //! so the fd table each clone copies and each exec closes stays small
 //! however many programs run.
-//!
-//! Programs tell the spawner of their exit with [`exit_signal`], a
-//! real-time signal, not SIGCHLD: real-time signals queue, one per exit,
-//! each with the pid, so the spawner learns which program ended without
-//! reaping it and without a pidfd per program.
 
 use super::protocol::Command;
 use crate::port::privileges::Privileges;
@@ -22,11 +17,6 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-
-/// The signal a program's exit sends the spawner.
-pub fn exit_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 1
-}
 
 /// Our ends of a started program's pipes: stdin's write end, stdout's and
 /// stderr's read ends, each if asked for, in that order.
@@ -138,15 +128,31 @@ pub fn start_command(command: &Command, cgroup: Option<&OwnedFd>) -> Result<Star
 /// Reaps our child `pid`, waiting for it to exit.
 pub fn reap(pid: libc::pid_t) {
     let mut raw = 0;
-    // SAFETY: waitpid on our own child; __WALL because its exit signal is not SIGCHLD.
-    unsafe { libc::waitpid(pid, &mut raw, libc::__WALL) };
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(pid, &mut raw, 0) };
+}
+
+/// Some child of ours that has exited and is not reaped yet (the first the
+/// kernel finds: one already reported can hide others behind it).
+pub fn first_exited() -> Option<libc::pid_t> {
+    // SAFETY: waitid on our own children, with a zeroed siginfo.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) } != 0 {
+        return None;
+    }
+    // SAFETY: waitid filled in the child fields, or left si_pid 0.
+    match unsafe { info.si_pid() } {
+        0 => None,
+        pid => Some(pid),
+    }
 }
 
 /// The wait status of our child `pid` if it has exited, leaving it unreaped.
 pub fn exited(pid: libc::pid_t) -> io::Result<Option<i32>> {
     // SAFETY: waitid on our own unreaped child, with a zeroed siginfo.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
     if unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -284,7 +290,7 @@ fn start(plan: &Plan) -> io::Result<libc::pid_t> {
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(child_main, top, libc::CLONE_VM | libc::CLONE_VFORK | exit_signal(), plan as *const Plan as *mut libc::c_void);
+        let pid = libc::clone(child_main, top, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, plan as *const Plan as *mut libc::c_void);
         let error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 { Err(error) } else { Ok(pid) }
@@ -335,7 +341,7 @@ fn start_in_cgroup(plan: &Plan, cgroup: RawFd) -> io::Result<libc::pid_t> {
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,
-        exit_signal: exit_signal() as u64,
+        exit_signal: libc::SIGCHLD as u64,
         stack: stack.as_mut_ptr() as u64,
         stack_size: STACK as u64,
         tls: 0,

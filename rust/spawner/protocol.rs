@@ -34,6 +34,10 @@ pub struct Command {
     pub privileges: Privileges,
     /// The program's leaf cgroup directory travels with the request.
     pub in_cgroup: bool,
+    /// Keep the program a zombie once it has exited, until portnode says
+    /// `Reap` (its pid is its process group's id, which portnode may still
+    /// signal); otherwise it is reaped as soon as its exit is reported.
+    pub hold: bool,
 }
 
 /// portnode to spawner.
@@ -41,8 +45,8 @@ pub struct Command {
 pub enum Request {
     /// Start a program; answered with `Started` or `Failed`, in order.
     Spawn(Command),
-    /// Reap this program once it has exited (at once if it has). Until
-    /// then its pid stays reserved, so that portnode may signal it.
+    /// Reap this held program once it has exited (at once if it has).
+    /// Until then its pid stays reserved, so that portnode may signal it.
     Reap(i32),
 }
 
@@ -56,7 +60,8 @@ pub enum Reply {
     /// The program could not start: the errno (from the spawner, or from
     /// the child before exec).
     Failed { errno: i32 },
-    /// A program has exited (not reaped yet); `status` as waitpid gives it.
+    /// A program has exited; `status` as waitpid gives it. A held program
+    /// is not reaped yet; any other already is.
     Exited { pid: i32, status: i32 },
 }
 
@@ -95,7 +100,7 @@ impl Request {
                 w.list(&c.argv);
                 w.list(&c.envp);
                 w.opt_bytes(c.cwd.as_deref());
-                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3);
+                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4);
                 w.u8(match c.stderr {
                     Stderr::Inherit => 0,
                     Stderr::ToStdout => 1,
@@ -135,6 +140,7 @@ impl Request {
                     stdout: flags & 2 != 0,
                     use_stdio: flags & 4 != 0,
                     in_cgroup: flags & 8 != 0,
+                    hold: flags & 16 != 0,
                     stderr,
                     privileges,
                 })
@@ -339,6 +345,7 @@ mod tests {
             stderr: Stderr::Message,
             privileges: Privileges { uid: Some((65534, Some(65534))), gid: Some(7), nice: Some(-3), rlimits: vec![(7, 10, u64::MAX)], umask: Some(0o27) },
             in_cgroup: true,
+            hold: true,
         }
     }
 

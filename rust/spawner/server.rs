@@ -3,10 +3,13 @@
 //! exits, and reaps each when portnode says it may.
 //!
 //! It holds no fd of any running program, only its socket to portnode and
-//! a signalfd for [`exec::exit_signal`]. A program's exit is learnt from
-//! the signal's queued siginfo (and checked with `waitid(WNOWAIT)`, so a
-//! stale signal cannot mislead), and a slow sweep catches an exit whose
-//! signal the kernel could not queue.
+//! a signalfd for SIGCHLD. An exit is found without a pidfd and without
+//! looking at every program: the SIGCHLD's siginfo names one child, and
+//! `waitid(P_ALL, WNOWAIT)` names the others one by one (each reaped, or
+//! held, as soon as it is reported). Only a held zombie (process-group
+//! mode, a program whose port is still open after it exited) can hide the
+//! others from `P_ALL`; then every running program is checked by pid. A
+//! slow sweep is the last resort for anything missed.
 
 use super::exec;
 use super::protocol::{self, Reply, Request};
@@ -20,11 +23,12 @@ const SWEEP_MS: i32 = 10_000;
 /// What the spawner knows of one of its programs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kid {
-    /// Running, or exited and not yet reported. `reap`: portnode has
-    /// already said to reap it when it exits.
-    Running { reap: bool },
-    /// Exit reported; waiting for portnode's `Reap`.
-    Exited,
+    /// Running, or exited and not yet reported. `hold`: keep it a zombie
+    /// once reported, until portnode says `Reap`; `reap`: portnode has
+    /// already said so.
+    Running { hold: bool, reap: bool },
+    /// Exit reported, held: waiting for portnode's `Reap`.
+    Held,
 }
 
 struct Server {
@@ -58,8 +62,8 @@ pub fn serve(sock: OwnedFd, portnode: libc::pid_t) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Detaches from what portnode holds open, dies with portnode, blocks the
-/// exit signal and returns a signalfd for it.
+/// Detaches from what portnode holds open, dies with portnode, blocks
+/// SIGCHLD and returns a signalfd for it.
 fn prepare(sock: &OwnedFd, portnode: libc::pid_t) -> std::io::Result<OwnedFd> {
     // SAFETY: plain system calls in the freshly forked, single-threaded child.
     unsafe {
@@ -89,7 +93,7 @@ fn prepare(sock: &OwnedFd, portnode: libc::pid_t) -> std::io::Result<OwnedFd> {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, exec::exit_signal());
+        libc::sigaddset(&mut set, libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         if fd < 0 {
@@ -153,7 +157,7 @@ impl Server {
                     }
                     match exec::start_command(&command, cgroup.as_ref()) {
                         Ok(started) => {
-                            self.kids.insert(started.pid, Kid::Running { reap: false });
+                            self.kids.insert(started.pid, Kid::Running { hold: command.hold, reap: false });
                             let mut reply = Vec::with_capacity(16);
                             Reply::Started { pid: started.pid, fds: started.fds.len() as u8 }.encode(&mut reply);
                             // Replies so far first: fds go with the bytes of their own message.
@@ -166,15 +170,16 @@ impl Server {
                     }
                 }
                 Request::Reap(pid) => match self.kids.get(&pid).copied() {
-                    Some(Kid::Exited) => {
+                    Some(Kid::Held) => {
                         exec::reap(pid);
                         self.kids.remove(&pid);
                     }
-                    Some(Kid::Running { .. }) => {
-                        self.kids.insert(pid, Kid::Running { reap: true });
+                    Some(Kid::Running { hold: true, .. }) => {
+                        self.kids.insert(pid, Kid::Running { hold: true, reap: true });
                         self.check(pid);
                     }
-                    None => {}
+                    // Not held: reaped when it exits anyway. Unknown: already gone.
+                    Some(Kid::Running { hold: false, .. }) | None => {}
                 },
             }
         }
@@ -182,7 +187,7 @@ impl Server {
         Ok(())
     }
 
-    /// Reads every queued exit signal, and checks the program each names.
+    /// Reads the pending SIGCHLD, then reports every program that has exited.
     fn read_signals(&mut self, fd: RawFd) {
         loop {
             // SAFETY: a zeroed plain-data struct, filled by read(2).
@@ -191,16 +196,34 @@ impl Server {
             // SAFETY: reading one siginfo into a buffer of its size.
             let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
             if n != size as isize {
-                return;
+                break;
             }
             self.check(info.ssi_pid as libc::pid_t);
+        }
+        // SIGCHLDs that came together are one: ask the kernel for the rest.
+        while let Some(pid) = exec::first_exited() {
+            match self.kids.get(&pid).copied() {
+                Some(Kid::Running { .. }) => {
+                    self.check(pid);
+                    if self.kids.get(&pid) == Some(&Kid::Held) {
+                        // Held, it would hide the next one from P_ALL.
+                        self.sweep();
+                        return;
+                    }
+                }
+                Some(Kid::Held) => {
+                    self.sweep();
+                    return;
+                }
+                None => exec::reap(pid), // not a program (cannot happen): do not let it linger
+            }
         }
     }
 
     /// If program `pid` has exited and portnode has not heard, tells it;
-    /// reaps it if portnode has already said to.
+    /// reaps it unless it is held.
     fn check(&mut self, pid: libc::pid_t) {
-        let Some(Kid::Running { reap }) = self.kids.get(&pid).copied() else { return };
+        let Some(Kid::Running { hold, reap }) = self.kids.get(&pid).copied() else { return };
         let status = match exec::exited(pid) {
             Ok(Some(status)) => status,
             Ok(None) => return,
@@ -208,11 +231,11 @@ impl Server {
             Err(_) => 255 << 8,
         };
         Reply::Exited { pid, status }.encode(&mut self.outbox);
-        if reap {
+        if hold && !reap {
+            self.kids.insert(pid, Kid::Held);
+        } else {
             exec::reap(pid);
             self.kids.remove(&pid);
-        } else {
-            self.kids.insert(pid, Kid::Exited);
         }
     }
 

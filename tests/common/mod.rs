@@ -327,6 +327,19 @@ pub fn wait_gone(what: &str, pid: u32, limit: Duration) -> Duration {
     start.elapsed()
 }
 
+/// OS pids descended from `ancestor` (children, their children, ...):
+/// portnode's programs are children of its spawner, a child of portnode.
+pub fn descendants_of(ancestor: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut frontier = vec![ancestor];
+    while let Some(parent) = frontier.pop() {
+        let kids = children_of(parent);
+        frontier.extend(&kids);
+        found.extend(kids);
+    }
+    found
+}
+
 /// OS pids whose parent is `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
     let mut kids = Vec::new();

@@ -82,7 +82,7 @@ frozen_portnode_is_replaced_and_services_come_back_once(Config) ->
     %% Exactly once: one program under the new portnode, and it stays the same.
     timer:sleep(2000),
     ?assertEqual(NewProgram, service_os_pid(Peer, Sup)),
-    Sleepers = [P || P <- os_process:children_of(NewPn), comm(P) =:= "sleep"],
+    Sleepers = [P || P <- os_process:descendants_of(NewPn), comm(P) =:= "sleep"],
     ?assertEqual([NewProgram], Sleepers),
     ct:log("portnode ~b replaced by ~b; service program ~b replaced by ~b", [OldPn, NewPn, OldProgram, NewProgram]).
 

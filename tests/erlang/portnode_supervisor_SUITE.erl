@@ -233,11 +233,11 @@ child_management_calls(_) ->
 %% @doc A child that cannot start: the ones started before it are stopped, and the error says which.
 failed_start_stops_the_started(_) ->
     Bad = #{id => bad, start => {{spawn_executable, "/no/such/program"}, []}},
-    Before = os_process:children_of(gen_server:call(portnode_bridge, os_pid)),
+    Before = os_process:descendants_of(gen_server:call(portnode_bridge, os_pid)),
     ?assertEqual({error, {shutdown, {failed_to_start_child, bad, enoent}}},
                  portnode:start_supervisor(#{}, [sleeper(a), Bad])),
     timer:sleep(200),
-    ?assertEqual(Before, os_process:children_of(gen_server:call(portnode_bridge, os_pid))).
+    ?assertEqual(Before, os_process:descendants_of(gen_server:call(portnode_bridge, os_pid))).
 
 %% @doc Bad flags and child specs get OTP's error terms, and nothing starts.
 bad_specs_are_named(_) ->

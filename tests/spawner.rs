@@ -1,0 +1,109 @@
+//! The spawner, against a real portnode, real `erl` and real programs:
+//! portnode holds two fds per program and its spawner none, exits are
+//! reported and reaped, and a dead spawner ends portnode and every program
+//! (a double-forked daemon included), in both containment modes.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+/// portnode's spawner: its one child named so.
+fn spawner_of(pn: &Portnode) -> u32 {
+    let found: Vec<u32> = children_of(pn.pid()).into_iter().filter(|p| comm(*p) == "portnode-spawn").collect();
+    assert_eq!(found.len(), 1, "portnode should have one spawner: {found:?}");
+    found[0]
+}
+
+fn connected(extra: &[&str]) -> (Home, Portnode, Erl) {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, extra);
+    let mut erl = Erl::start(&home, &[]);
+    assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+    (home, pn, erl)
+}
+
+/// Opens `count` programs for the shell, with `settings`; binds `Var` to their handles.
+fn open_many(erl: &mut Erl, var: &str, count: usize, program: &str, settings: &str) {
+    let out = erl.eval(&format!(
+        "{var} = [begin {{ok, H, _}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn, \"{program}\"}}, {settings}}}), H end || _ <- lists:seq(1, {count})], length({var})"
+    ));
+    assert_eq!(out, count.to_string());
+}
+
+#[test]
+fn portnode_holds_two_fds_per_program_and_the_spawner_none() {
+    for mode in ["auto", "off"] {
+        let (_home, pn, mut erl) = connected(&["--cgroup", mode]);
+        let spawner = spawner_of(&pn);
+        let (pn_before, sp_before) = (fd_count(pn.pid()), fd_count(spawner));
+        open_many(&mut erl, "Hs", 100, "cat", "[binary]");
+        let (pn_held, sp_held) = (fd_count(pn.pid()), fd_count(spawner));
+        assert_eq!(pn_held - pn_before, 200, "{mode}: portnode's fds for 100 programs (stdin and stdout each)");
+        assert_eq!(sp_held, sp_before, "{mode}: the spawner holds no fd of a running program");
+        // With stderr as messages: a third pipe.
+        open_many(&mut erl, "Es", 10, "cat", "[binary, {stderr, message}]");
+        assert_eq!(fd_count(pn.pid()) - pn_held, 30, "{mode}: stdin, stdout and stderr for 10 programs");
+        // Every program's exit is reported, and every one is reaped: nothing is left under the spawner.
+        let out = erl.eval("lists:usort([gen_server:call(H, close) || H <- Hs ++ Es])");
+        assert_eq!(out, "[true]");
+        wait_for("every program reaped", Duration::from_secs(10), || children_of(spawner).is_empty());
+        wait_for("portnode's fds back", Duration::from_secs(5), || fd_count(pn.pid()) == pn_before);
+        assert_eq!(fd_count(spawner), sp_before);
+    }
+}
+
+#[test]
+fn exit_statuses_come_through_the_spawner_for_many_programs_at_once() {
+    let (_home, _pn, mut erl) = connected(&[]);
+    // 200 programs that exit at once with distinct statuses, then signals.
+    let out = erl.eval(
+        "Ps = [begin {ok, H, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn_executable, \"/bin/sh\"}, [exit_status, {args, [\"-c\", \"exit \" ++ integer_to_list(I)]}]}), {H, I} end || I <- lists:seq(1, 200)], \
+         length([ok || {H, I} <- Ps, receive {H, {exit_status, I}} -> true after 10000 -> false end])",
+    );
+    assert_eq!(out, "200", "every exit status, each to its own port");
+    let out = erl.eval(
+        "{ok, K, KPid} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"sleep 1000\"}, [exit_status]}), \
+         os:cmd(\"kill -USR1 \" ++ integer_to_list(KPid)), receive {K, {exit_status, KS}} -> KS after 10000 -> timeout end",
+    );
+    assert_eq!(out, (128 + libc::SIGUSR1).to_string());
+}
+
+#[test]
+fn a_dead_spawner_ends_portnode_and_every_program() {
+    for mode in ["auto", "off"] {
+        let (home, mut pn, mut erl) = connected(&["--cgroup", mode]);
+        let spawner = spawner_of(&pn);
+        let file = home.path.join(format!("daemon-{mode}.pid"));
+        // A plain program, and a classic daemon: fork, setsid, fork again, close stdio.
+        let out = erl.eval(&format!(
+            "{{ok, _, Plain}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn, \"sleep 1000\"}}, []}}), \
+             {{ok, _, _}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn_executable, \"/bin/sh\"}}, [{{args, [\"-c\", \"(setsid sh -c 'echo $$ > {}; exec sleep 1000' </dev/null >/dev/null 2>&1 &); exec sleep 1000\"]}}]}}), Plain",
+            file.display()
+        ));
+        let plain: u32 = out.parse().unwrap_or_else(|_| panic!("{mode}: open failed: {out}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let daemon = loop {
+            if let Some(pid) = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "{mode}: the daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(os_alive(plain) && os_alive(daemon));
+        // SAFETY: kill(2) on the spawner of the portnode this test started.
+        unsafe { libc::kill(spawner as i32, libc::SIGKILL) };
+        let code = pn.wait_exit();
+        assert_ne!(code, Some(0), "{mode}: portnode must fail when its spawner dies");
+        assert!(pn.log().contains("the spawner is gone"), "{mode}: the log says why: {}", pn.log());
+        wait_gone(&format!("{mode}: the plain program"), plain, Duration::from_secs(5));
+        wait_gone(&format!("{mode}: the daemon"), daemon, Duration::from_secs(5));
+    }
+}
