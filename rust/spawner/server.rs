@@ -88,9 +88,12 @@ fn prepare(sock: &OwnedFd, portnode: libc::pid_t) -> std::io::Result<OwnedFd> {
             libc::close(fd);
         }
         libc::syscall(libc::SYS_close_range, keep as u32 + 1, u32::MAX, 0);
-        // Ctrl-C in a terminal goes to the whole group: the spawner goes
-        // when portnode does, not before.
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        // A signal to portnode's whole group (Ctrl-C in a terminal, a kill
+        // of the group) is for portnode, which stops its programs; the
+        // spawner goes when portnode does, not before.
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
