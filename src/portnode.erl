@@ -81,10 +81,19 @@ open_port(PortName, Settings) ->
 %% current directory, against which a relative executable and `cd' are
 %% resolved. On any other portnode (one on another machine, say) they are
 %% that portnode's own: its environment and its working directory.
+%%
+%% As `erlang:open_port/2', it returns before the program runs: the next
+%% open need not wait for an exec. A start that then fails for a reason of
+%% portnode's (not the program's, which reports `{exit_status, Errno}' as a
+%% port does) ends the handle with that reason.
 -spec open_port(node(), port_name(), list()) -> handle().
 open_port(Node, PortName, Settings) ->
-    {Handle, _OsPid} = open(Node, PortName, Settings, [PortName, Settings]),
-    Handle.
+    Args = [PortName, Settings],
+    plain(PortName) andalso plain(Settings) orelse badarg(Args, {not_plain_data, Args}),
+    case gen_server:call({portnode, Node}, open_request(open_port_nowait, Node, PortName, Settings), infinity) of
+        {ok, Handle} -> Handle;
+        Error -> open_error(Error, Args)
+    end.
 
 %% @doc Like `open_port/2', and returns the program's OS pid with the
 %% handle (`undefined' if the program failed to start after the checks, in
@@ -100,11 +109,13 @@ open(Node, PortName, Settings) ->
 
 open(Node, PortName, Settings, Args) ->
     plain(PortName) andalso plain(Settings) orelse badarg(Args, {not_plain_data, [PortName, Settings]}),
-    case gen_server:call({portnode, Node}, open_request(Node, PortName, Settings), infinity) of
+    case gen_server:call({portnode, Node}, open_request(open_port, Node, PortName, Settings), infinity) of
         {ok, Handle, OsPid} -> {Handle, OsPid};
-        {error, {badarg, Bad}} -> badarg(Args, {bad_argument, Bad});
-        {error, Reason} -> erlang:error(Reason, Args)
+        Error -> open_error(Error, Args)
     end.
+
+open_error({error, {badarg, Bad}}, Args) -> badarg(Args, {bad_argument, Bad});
+open_error({error, Reason}, Args) -> erlang:error(Reason, Args).
 
 %% @doc Sends `Data' to the program, as `erlang:port_command/2': it waits
 %% while the handle is busy (more than 256 KiB queued for the program, until
@@ -321,10 +332,10 @@ format_error(_Reason, _Stack) ->
 
 %% The open_port call: with the caller's environment and directory for the
 %% portnode this VM's bridge launched.
-open_request(Node, PortName, Settings) ->
+open_request(Op, Node, PortName, Settings) ->
     case portnode_bridge:start_env(Node) of
         undefined ->
-            {open_port, self(), PortName, Settings};
+            {Op, self(), PortName, Settings};
         {StartEnv, LaunchEnv, LaunchChanges} ->
             {ok, Cwd} = file:get_cwd(),
             %% Unchanged since the launch (the usual case): no need to compare.
@@ -332,7 +343,7 @@ open_request(Node, PortName, Settings) ->
                           LaunchEnv -> LaunchChanges;
                           Env -> env_changes(Env, StartEnv)
                       end,
-            {open_port, self(), PortName, Settings, [{cwd, Cwd}, {env, Changes}]}
+            {Op, self(), PortName, Settings, [{cwd, Cwd}, {env, Changes}]}
     end.
 
 %% How the VM's environment `Env' differs from `Start' (a map): set or changed, then unset.

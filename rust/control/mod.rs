@@ -14,6 +14,7 @@
 mod probe;
 mod request;
 
+use crate::port::OnStart;
 use crate::etf::{a, int, tuple};
 use crate::node::process::{error, Process, Received};
 use request::{CallRequest, Request};
@@ -67,13 +68,23 @@ async fn control(mut me: Process) -> Term {
             CallRequest::Info => info(me.node()),
             CallRequest::CastCount => int(casts),
             CallRequest::SpawnProbe { report_to } => Term::from(me.node().spawn(move |p| probe::run(p, report_to))),
-            CallRequest::OpenPort { owner, name, settings, caller } => match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref()).await {
-                Ok(opened) => {
-                    let os_pid = opened.os_pid.map_or_else(|| a("undefined"), |p| int(i64::from(p)));
-                    tuple(vec![a("ok"), Term::from(opened.handle), os_pid])
+            CallRequest::OpenPort { owner, name, settings, caller, wait: true } => {
+                // The handle answers, once its program runs: the next open need not wait.
+                match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref(), OnStart::Reply(call)) {
+                    Ok(_) => continue,
+                    Err((reason, OnStart::Reply(call))) => {
+                        me.reply(&call, error(reason));
+                        continue;
+                    }
+                    Err(_) => continue,
                 }
-                Err(reason) => error(reason),
-            },
+            }
+            CallRequest::OpenPort { owner, name, settings, caller, wait: false } => {
+                match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref(), OnStart::Nobody) {
+                    Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
+                    Err((reason, _)) => error(reason),
+                }
+            }
             CallRequest::StartSupervisor { parent, flags, children } => {
                 // The supervisor answers the call itself, once its children run.
                 crate::supervisor::start(&me.node().clone(), &me, call, &parent, &flags, &children);

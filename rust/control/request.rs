@@ -20,7 +20,10 @@ pub enum CallRequest {
     SpawnProbe { report_to: Pid },
     /// `{open_port, Owner, PortName, Settings}`, or with a fifth element:
     /// what the caller's VM sends of itself (its directory, its environment).
-    OpenPort { owner: Pid, name: Term, settings: Term, caller: Option<Term> },
+    /// Answered `{ok, Handle, OsPid}` once the program runs. The same with
+    /// `open_port_nowait`: answered `{ok, Handle}` at once, as
+    /// `erlang:open_port/2` returns before the program runs (`wait` false).
+    OpenPort { owner: Pid, name: Term, settings: Term, caller: Option<Term>, wait: bool },
     StartSupervisor { parent: Pid, flags: Term, children: Term },
     Unknown(Term),
 }
@@ -47,12 +50,13 @@ impl CallRequest {
             (_, Some([op, Term::Pid(report_to)])) if as_atom(op) == Some("spawn_probe") => {
                 CallRequest::SpawnProbe { report_to: report_to.clone() }
             }
-            (_, Some([op, Term::Pid(owner), name, settings])) if as_atom(op) == Some("open_port") => {
-                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller: None }
+            (_, Some([op, Term::Pid(owner), name, settings])) if matches!(as_atom(op), Some("open_port" | "open_port_nowait")) => {
+                let wait = as_atom(op) == Some("open_port");
+                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller: None, wait }
             }
-            (_, Some([op, Term::Pid(owner), name, settings, caller])) if as_atom(op) == Some("open_port") => {
-                let caller = Some(caller.clone());
-                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller }
+            (_, Some([op, Term::Pid(owner), name, settings, caller])) if matches!(as_atom(op), Some("open_port" | "open_port_nowait")) => {
+                let (caller, wait) = (Some(caller.clone()), as_atom(op) == Some("open_port"));
+                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller, wait }
             }
             (_, Some([op, Term::Pid(parent), flags, children])) if as_atom(op) == Some("start_supervisor") => {
                 CallRequest::StartSupervisor { parent: parent.clone(), flags: flags.clone(), children: children.clone() }

@@ -22,22 +22,48 @@ pub(crate) use request::grace_period;
 
 use crate::etf::{a, tuple};
 use crate::node::Node;
+use crate::node::process::Call;
 use eetf::{Pid, Term};
 use settings::PortSpec;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-/// An open port: its handle, and the OS pid of its program (none if the
-/// program failed to start after the checks passed).
-pub struct Opened {
-    pub handle: Pid,
-    pub os_pid: Option<u32>,
+/// Who hears that a port's program has started, or why it could not.
+pub enum OnStart {
+    /// No one: the handle is all the opener wants (`open_port/2`, as erts,
+    /// returns before the program runs). A start that fails for a reason
+    /// of portnode's (not the program's) ends the handle with that reason.
+    Nobody,
+    /// A call to answer with `{ok, Handle, OsPid}` (`undefined` for a
+    /// program that failed to start after the checks passed, and reports
+    /// it as its exit status), or `{error, Reason}`.
+    Reply(Call),
+    /// A task of portnode's (a supervisor): the OS pid, or the reason.
+    Tell(oneshot::Sender<Result<Option<u32>, Term>>),
 }
 
-/// Opens a port for `owner`, or returns the error reason `erlang:open_port/2`
-/// would raise (`badarg` forms carry the bad term). `caller` is what the
-/// caller's VM sent of itself (see [`PortSpec::apply_caller`]), if anything.
-pub async fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<Opened, Term> {
+/// Opens a port for `owner`: returns its handle as soon as its program is
+/// asked of the spawner, or the error reason `erlang:open_port/2` would
+/// raise (`badarg` forms carry the bad term). `caller` is what the caller's
+/// VM sent of itself (see [`PortSpec::apply_caller`]), if anything.
+/// `on_start` hears when the program runs; on an error it is given back.
+pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>, on_start: OnStart) -> Result<Pid, (Term, OnStart)> {
+    let (spec, starting) = match prepare(owner, port_name, settings, caller) {
+        Ok(prepared) => prepared,
+        Err(reason) => return Err((reason, on_start)),
+    };
+    let owner_pid = owner.clone();
+    let pid = node.spawn(move |me| process::run(me, owner_pid, spec, starting, on_start));
+    // Before the owner hears of the handle: trap exits, and link to the owner.
+    node.set_trap_exit(&pid, true);
+    node.link(&pid, owner);
+    Ok(pid)
+}
+
+/// Everything `open` does before the handle exists: the settings, the
+/// checks erts makes, the containment, the pipes and the spawner's request.
+fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<(PortSpec, spawn::Starting), Term> {
     let parsed = PortSpec::parse(port_name, settings).and_then(|mut spec| {
         caller.map_or(Ok(()), |c| spec.apply_caller(c))?;
         Ok(spec)
@@ -51,23 +77,10 @@ pub async fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Te
         a(spawn::errno_name(&e))
     };
     spawn::precheck(&spec).map_err(fail)?;
-    let owner_pid = owner.clone();
     let jail = crate::containment::get().prepare().map_err(|e| {
         warn!(owner = %owner, error = %e, "open_port: cannot prepare the program's containment");
         a(spawn::errno_name(&e))
     })?;
-    let (pid, os_pid) = match spawn::spawn(&spec, jail).await {
-        Ok(spawned) => {
-            let os_pid = spawned.os_pid;
-            (node.spawn(move |me| process::run(me, owner_pid, spec, spawned)), Some(os_pid))
-        }
-        Err(e) => match spawn::failed_in_child(&e) {
-            Some(errno) => (node.spawn(move |me| process::failed_start(me, owner_pid, spec, errno)), None),
-            None => return Err(fail(e)),
-        },
-    };
-    // Before the owner hears of the handle: trap exits, and link to the owner.
-    node.set_trap_exit(&pid, true);
-    node.link(&pid, owner);
-    Ok(Opened { handle: pid, os_pid })
+    let starting = spawn::start(&spec, jail).map_err(fail)?;
+    Ok((spec, starting))
 }

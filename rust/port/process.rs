@@ -17,7 +17,8 @@ use super::child::{self, Running};
 use super::codec::{self, Frame};
 use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
-use super::spawn::Spawned;
+use super::spawn::{self, Spawned, Starting};
+use super::OnStart;
 use super::stdin::Stdin;
 use crate::etf::{self, a, int, tuple};
 use crate::backlog::Backlog;
@@ -97,8 +98,56 @@ struct Port {
     last_line: Option<Frame>,
 }
 
-/// Runs the port until it closes; returns its exit reason.
-pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Term {
+/// Runs the port: waits for its program to start, tells `on_start`, then
+/// serves it until it closes; returns its exit reason.
+pub async fn run(me: Process, owner: Pid, spec: PortSpec, starting: Starting, on_start: OnStart) -> Term {
+    // Messages wait in the mailbox meanwhile (about as long as an exec takes).
+    match starting.started().await {
+        Ok(spawned) => {
+            started(&me, on_start, Ok(Some(spawned.os_pid)));
+            serve(me, owner, spec, spawned).await
+        }
+        Err(e) => match spawn::failed_in_child(&e) {
+            Some(errno) => {
+                started(&me, on_start, Ok(None));
+                failed_start(me, owner, spec, errno).await
+            }
+            None => {
+                let reason = a(spawn::errno_name(&e));
+                warn!(port = %me.pid(), program = %spec.name, error = %e, "cannot start the program");
+                if matches!(on_start, OnStart::Nobody) {
+                    // The opener has its handle already: the handle's exit says why.
+                    return reason;
+                }
+                // The opener waits for the answer: it gets the error, and no handle.
+                me.unlink(&owner);
+                started(&me, on_start, Err(reason));
+                a("normal")
+            }
+        },
+    }
+}
+
+/// Tells whoever waits that the program runs (its OS pid), failed to start
+/// after the checks (`None`), or could not be started (the reason).
+fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) {
+    match on_start {
+        OnStart::Nobody => {}
+        OnStart::Reply(call) => {
+            let reply = match &outcome {
+                Ok(os_pid) => tuple(vec![a("ok"), Term::from(me.pid().clone()), os_pid.map_or_else(|| a("undefined"), |p| int(i64::from(p)))]),
+                Err(reason) => tuple(vec![a("error"), reason.clone()]),
+            };
+            me.reply(&call, reply);
+        }
+        OnStart::Tell(tx) => {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// Serves the port until it closes; returns its exit reason.
+async fn serve(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Term {
     let Spawned { child, jail, os_pid, stdin, stdout, stderr } = spawned;
     let program = Running::new(child, jail, spec.kill_timeout);
     let owner_backlog = me.node().backlog_of(&owner);
@@ -174,7 +223,7 @@ async fn wait_for_room(backlog: Option<Arc<Backlog>>) {
 
 /// A program that could not start after the checks passed: the port opens,
 /// reports the errno as the exit status, and closes, as with erts.
-pub async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i32) -> Term {
+async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i32) -> Term {
     let me_term = Term::from(me.pid().clone());
     if spec.exit_status {
         me.send(&owner, tuple(vec![me_term.clone(), tuple(vec![a("exit_status"), int(i64::from(errno))])]));

@@ -3,7 +3,7 @@
 //! spawner ([`crate::spawner`]), which starts it in its containment; and
 //! [`Child`], portnode's hold on it until it is reaped.
 
-use super::settings::{PortSpec, Program, Stderr};
+use super::settings::{PortSpec, Program};
 use crate::containment::Jail;
 use crate::spawner::{self, protocol::Command, ExitSlot};
 use std::ffi::{OsStr, OsString};
@@ -82,8 +82,21 @@ fn bytes(s: &OsStr) -> io::Result<Vec<u8>> {
     Ok(b.to_vec())
 }
 
-/// Starts the program `spec` describes, in `jail`.
-pub async fn spawn(spec: &PortSpec, mut jail: Jail) -> io::Result<Spawned> {
+/// A program asked of the spawner, not started yet: its pipes (our ends)
+/// are made, and the answer is to come ([`Starting::started`]).
+pub struct Starting {
+    answer: spawner::client::Starting,
+    jail: Jail,
+    stdin: Option<pipe::Sender>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
+}
+
+/// Asks the spawner for the program `spec` describes, in `jail`: returns at
+/// once, with its pipes made. Errors here are portnode's own (`emfile` for
+/// the pipes, a bad argument), as `open_port` raises them; the program's
+/// own come from [`Starting::started`].
+pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
     let (path, args): (OsString, Vec<OsString>) = match &spec.program {
         Program::Executable(file) => {
             // Like spawn_executable: the file is not searched for in PATH.
@@ -118,23 +131,62 @@ pub async fn spawn(spec: &PortSpec, mut jail: Jail) -> io::Result<Spawned> {
         // must stay ours while the group may be signalled.
         hold: !jail.reaps_early(),
     };
-    let started = match spawner::client::spawn(command, jail.take_cgroup_dir()).await {
-        Ok(started) => started,
+    // The program's ends go to the spawner, in the order it takes them.
+    let mut given = Vec::with_capacity(4);
+    let (mut stdin, mut stdout, mut stderr) = (None, None, None);
+    if command.stdin {
+        let (r, w) = pipe_pair()?;
+        stdin = Some(pipe::Sender::from_owned_fd(w)?);
+        given.push(r);
+    }
+    if command.stdout {
+        let (r, w) = pipe_pair()?;
+        stdout = Some(pipe::Receiver::from_owned_fd(r)?);
+        given.push(w);
+    }
+    if command.stderr_pipe() {
+        let (r, w) = pipe_pair()?;
+        stderr = Some(pipe::Receiver::from_owned_fd(r)?);
+        given.push(w);
+    }
+    let cgroup = jail.take_cgroup_dir();
+    let command = Command { in_cgroup: cgroup.is_some(), ..command };
+    given.extend(cgroup);
+    match spawner::client::spawn(command, given) {
+        Ok(answer) => Ok(Starting { answer, jail, stdin, stdout, stderr }),
         Err(e) => {
             jail.release();
-            return Err(e);
+            Err(e)
         }
-    };
-    let pid = started.pid;
-    jail.started(pid as u32);
-    let child = Child { pid, exit: started.exit, reaped: false };
-    // In the order the spawner sends them: stdin, stdout, stderr, each if asked for.
-    let mut fds = started.fds.into_iter();
-    let mut next = || fds.next().ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
-    let stdin = if spec.output { Some(pipe::Sender::from_owned_fd(next()?)?) } else { None };
-    let stdout = if spec.input { Some(pipe::Receiver::from_owned_fd(next()?)?) } else { None };
-    let stderr = if spec.use_stdio && spec.stderr == Stderr::Message { Some(pipe::Receiver::from_owned_fd(next()?)?) } else { None };
-    Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
+    }
+}
+
+impl Starting {
+    /// Waits for the spawner's answer: the program runs, or the errno of
+    /// why it does not (see [`failed_in_child`]).
+    pub async fn started(self) -> io::Result<Spawned> {
+        let Starting { answer, mut jail, stdin, stdout, stderr } = self;
+        let started = match answer.await {
+            Ok(Ok(started)) => started,
+            Ok(Err(e)) => {
+                jail.release();
+                return Err(e);
+            }
+            Err(_) => {
+                jail.release();
+                return Err(io::Error::other("the spawner is gone"));
+            }
+        };
+        let pid = started.pid;
+        jail.started(pid as u32);
+        let child = Child { pid, exit: started.exit, reaped: false };
+        Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
+    }
+}
+
+/// A pipe as (read end, write end), both close-on-exec.
+fn pipe_pair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    spawner::exec::pipe_pair()
 }
 
 /// portnode's environment with the settings' changes (`None` unsets), and

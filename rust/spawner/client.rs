@@ -20,14 +20,14 @@ pub(super) static FORKED: Mutex<Option<(OwnedFd, libc::pid_t)>> = Mutex::new(Non
 
 static CLIENT: OnceLock<Client> = OnceLock::new();
 
-/// A program the spawner started: its pid, our ends of its pipes (stdin,
-/// stdout, stderr, each if asked for, in that order), and where its exit
-/// will be told.
+/// A program the spawner started: its pid, and where its exit will be told.
 pub struct Started {
     pub pid: libc::pid_t,
-    pub fds: Vec<OwnedFd>,
     pub exit: Arc<ExitSlot>,
 }
+
+/// The answer to a spawn request, to come.
+pub type Starting = oneshot::Receiver<io::Result<Started>>;
 
 /// Where a program's exit status arrives.
 #[derive(Default)]
@@ -70,9 +70,9 @@ struct Client {
 
 #[derive(Default)]
 struct State {
-    /// Messages not yet (fully) sent: bytes, how many are sent, and the fd
-    /// that goes with the first byte.
-    out: VecDeque<(Vec<u8>, usize, Option<OwnedFd>)>,
+    /// Messages not yet (fully) sent: bytes, how many are sent, and the fds
+    /// that go with the first byte.
+    out: VecDeque<(Vec<u8>, usize, Vec<OwnedFd>)>,
     /// Callers waiting for the answer to their `Spawn`, in order.
     waiting: VecDeque<(oneshot::Sender<io::Result<Started>>, bool)>,
     /// Programs started whose exit is not reported yet, or who are held.
@@ -110,12 +110,16 @@ pub fn pid() -> Option<libc::pid_t> {
     CLIENT.get().map(|c| c.pid)
 }
 
-/// Asks the spawner to start `command`, in the cgroup whose directory is
-/// `cgroup`. A held program (`command.hold`) stays a zombie once exited,
-/// until [`reap`]; any other is reaped as its exit is reported.
-pub async fn spawn(command: Command, cgroup: Option<OwnedFd>) -> io::Result<Started> {
+/// Asks the spawner to start `command`, giving it `fds` (the program's
+/// ends of its pipes, then its cgroup's directory, as `command` says).
+/// Requests are sent in order and answered in order; the answer comes
+/// through the returned receiver. A held program (`command.hold`) stays a
+/// zombie once exited, until [`reap`]; any other is reaped as its exit is
+/// reported. If the receiver is dropped before the answer, the program is
+/// killed.
+pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
     let client = CLIENT.get().ok_or_else(|| io::Error::other("no spawner attached"))?;
-    let command = Command { in_cgroup: cgroup.is_some(), ..command };
+    debug_assert_eq!(fds.len(), command.fd_count());
     let hold = command.hold;
     let mut bytes = Vec::new();
     Request::Spawn(command).encode(&mut bytes);
@@ -123,11 +127,11 @@ pub async fn spawn(command: Command, cgroup: Option<OwnedFd>) -> io::Result<Star
     {
         let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
         state.waiting.push_back((tx, hold));
-        state.out.push_back((bytes, 0, cgroup));
+        state.out.push_back((bytes, 0, fds));
     }
+    client.flush();
     client.queued.notify_one();
-    // If this caller goes away first, the reader kills what it started.
-    rx.await.map_err(|_| io::Error::other("the spawner is gone"))?
+    Ok(rx)
 }
 
 /// Lets the spawner reap held program `pid` once it has exited (a program
@@ -143,7 +147,7 @@ pub fn reap(pid: libc::pid_t) {
             return;
         }
         state.exits.remove(&pid);
-        state.out.push_back((bytes, 0, None));
+        state.out.push_back((bytes, 0, Vec::new()));
     }
     // Sent now if the socket has room: this also runs after the runtime
     // is gone (at exit), when the serving task cannot.
@@ -155,6 +159,7 @@ impl Client {
     /// Reads replies and sends requests until the spawner goes; returns why.
     async fn serve(&self) -> io::Error {
         let mut inbox: Vec<u8> = Vec::new();
+        // Nothing comes from the spawner with fds; any that did are closed.
         let mut fds: VecDeque<OwnedFd> = VecDeque::new();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -169,7 +174,8 @@ impl Client {
                         Ok(Ok(0)) => return io::Error::new(io::ErrorKind::UnexpectedEof, "its socket closed"),
                         Ok(Ok(n)) => {
                             inbox.extend_from_slice(&buf[..n]);
-                            if let Err(e) = self.handle_replies(&mut inbox, &mut fds) {
+                            fds.clear();
+                            if let Err(e) = self.handle_replies(&mut inbox) {
                                 return e;
                             }
                         }
@@ -195,16 +201,13 @@ impl Client {
     /// Sends what is queued, as far as the socket takes it; false if it is full.
     fn flush(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((bytes, sent, fd)) = state.out.front_mut() {
-            let attached: &[RawFd] = match (fd.as_ref(), *sent) {
-                (Some(fd), 0) => &[fd.as_raw_fd()],
-                _ => &[],
-            };
-            let attached = attached.to_vec();
+        while let Some((bytes, sent, fds)) = state.out.front_mut() {
+            let attached: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
             match socket::send(self.sock.get_ref().as_raw_fd(), &bytes[*sent..], &attached) {
                 Ok(n) => {
                     *sent += n;
-                    *fd = None;
+                    // The spawner has its copies: ours close.
+                    fds.clear();
                     if *sent == bytes.len() {
                         state.out.pop_front();
                     }
@@ -218,15 +221,14 @@ impl Client {
         true
     }
 
-    fn handle_replies(&self, inbox: &mut Vec<u8>, fds: &mut VecDeque<OwnedFd>) -> io::Result<()> {
+    fn handle_replies(&self, inbox: &mut Vec<u8>) -> io::Result<()> {
         let mut used = 0;
         while let Some((body, len)) = protocol::next_message(&inbox[used..])? {
             let reply = Reply::decode(body)?;
             used += len;
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match reply {
-                Reply::Started { pid, fds: count } => {
-                    let mine: Vec<OwnedFd> = (0..count).map_while(|_| fds.pop_front()).collect();
+                Reply::Started { pid } => {
                     let (waiter, hold) = match state.waiting.pop_front() {
                         Some((w, hold)) => (Some(w), hold),
                         None => (None, false),
@@ -234,21 +236,11 @@ impl Client {
                     if hold {
                         state.held.insert(pid);
                     }
-                    if mine.len() < count as usize {
-                        // Our fd table was full: the kernel dropped them. The program must not run.
-                        drop(state);
-                        kill_and_reap(pid);
-                        if let Some(w) = waiter {
-                            let _ = w.send(Err(io::Error::from_raw_os_error(libc::EMFILE)));
-                        }
-                        continue;
-                    }
                     let exit = Arc::new(ExitSlot::default());
                     state.exits.insert(pid, exit.clone());
                     drop(state);
-                    let started = Started { pid, fds: mine, exit };
                     // No one to run it (the caller went away): it must not run either.
-                    let unwanted = waiter.is_none_or(|w| w.send(Ok(started)).is_err());
+                    let unwanted = waiter.is_none_or(|w| w.send(Ok(Started { pid, exit })).is_err());
                     if unwanted {
                         kill_and_reap(pid);
                     }

@@ -18,11 +18,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Our ends of a started program's pipes: stdin's write end, stdout's and
-/// stderr's read ends, each if asked for, in that order.
-pub struct Started {
-    pub pid: libc::pid_t,
-    pub fds: Vec<OwnedFd>,
+/// The program's ends of its pipes, and its cgroup, as portnode sent them.
+#[derive(Default)]
+pub struct Given {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    pub cgroup: Option<OwnedFd>,
 }
 
 fn c_string(s: &[u8]) -> Result<CString, i32> {
@@ -33,40 +35,22 @@ fn errno(e: io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EINVAL)
 }
 
-/// Starts `command`, in the cgroup whose directory is `cgroup` if given.
-/// `Err` is the errno: from the spawner (pipes, clone), or from the child
-/// before exec (it is reaped here).
-pub fn start_command(command: &Command, cgroup: Option<&OwnedFd>) -> Result<Started, i32> {
+/// Starts `command` with the fds portnode gave, in its cgroup if given.
+/// Returns its pid, or the errno: from the spawner (clone), or from the
+/// child before exec (it is reaped here).
+pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, i32> {
     let path = c_string(&command.path)?;
     let argv: Vec<CString> = command.argv.iter().map(|a| c_string(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = command.envp.iter().map(|e| c_string(e)).collect::<Result<_, _>>()?;
     let cwd = command.cwd.as_deref().map(c_string).transpose()?;
+    let Given { stdin: to_child, stdout: from_child, stderr, cgroup } = given;
 
     // The program's stdio: [stdin, stdout, stderr, fd 3, fd 4].
     let mut stdio: [Option<OwnedFd>; 5] = Default::default();
-    let mut ours = Vec::with_capacity(3);
-    let to_child = if command.stdin {
-        let (r, w) = pipe_pair().map_err(errno)?;
-        ours.push(w);
-        Some(r)
-    } else {
-        None
-    };
-    let from_child = if command.stdout {
-        let (r, w) = pipe_pair().map_err(errno)?;
-        ours.push(r);
-        Some(w)
-    } else {
-        None
-    };
     if command.use_stdio {
         stdio[2] = match (&from_child, command.stderr) {
             (Some(w), Stderr::ToStdout) => Some(w.try_clone().map_err(errno)?),
-            (_, Stderr::Message) => {
-                let (r, w) = pipe_pair().map_err(errno)?;
-                ours.push(r);
-                Some(w)
-            }
+            (_, Stderr::Message) => stderr,
             _ => None,
         };
         stdio[0] = Some(match to_child {
@@ -99,7 +83,7 @@ pub fn start_command(command: &Command, cgroup: Option<&OwnedFd>) -> Result<Star
         errno: AtomicI32::new(0),
     };
     let mut procs = None; // cgroup.procs, when the child must join by writing to it
-    let pid = match cgroup {
+    let pid = match &cgroup {
         Some(cgroup) => match start_in_cgroup(&plan, cgroup.as_raw_fd()) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => {
                 // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7): join before exec.
@@ -116,7 +100,7 @@ pub fn start_command(command: &Command, cgroup: Option<&OwnedFd>) -> Result<Star
     drop(procs);
     drop(stdio); // the child's ends of the pipes
     match plan.errno.load(Ordering::Relaxed) {
-        0 => Ok(Started { pid, fds: ours }),
+        0 => Ok(pid),
         e => {
             // The child has exited (it failed before exec): reap it.
             reap(pid);
@@ -169,7 +153,7 @@ pub fn exited(pid: libc::pid_t) -> io::Result<Option<i32>> {
 }
 
 /// A pipe as (read end, write end), both close-on-exec.
-fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+pub fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills two fds on success; each is owned exactly once below.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

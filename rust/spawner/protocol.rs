@@ -1,9 +1,10 @@
 //! The messages between portnode and its spawner. Each is a big-endian u32
 //! length, then a tag byte and its fields; byte strings are a u32 length
 //! and the bytes. File descriptors travel beside the bytes (SCM_RIGHTS), in
-//! the same order as the messages they belong to: a `Spawn` that says
-//! `in_cgroup` brings its leaf cgroup's directory, a `Started` brings the
-//! pipe ends it announces.
+//! the same order as the messages they belong to: a `Spawn` brings the
+//! program's ends of its pipes and its leaf cgroup's directory, those its
+//! flags announce. portnode makes the pipes (so that it keeps its own ends
+//! from the start, and an `emfile` is its own, as with erts).
 //!
 //! Both ends are this binary, but a message is still checked as it is
 //! decoded: a malformed one is an error, never a panic.
@@ -25,11 +26,15 @@ pub struct Command {
     pub argv: Vec<Vec<u8>>,
     pub envp: Vec<Vec<u8>>,
     pub cwd: Option<Vec<u8>>,
-    /// A pipe into the program (its stdin, or fd 3 without `use_stdio`).
+    /// A pipe into the program (its stdin, or fd 3 without `use_stdio`):
+    /// its read end comes with the request.
     pub stdin: bool,
-    /// A pipe from the program (its stdout, or fd 4 without `use_stdio`).
+    /// A pipe from the program (its stdout, or fd 4 without `use_stdio`):
+    /// its write end comes with the request.
     pub stdout: bool,
     pub use_stdio: bool,
+    /// With `Stderr::Message` (and `use_stdio`), a third pipe's write end
+    /// comes with the request.
     pub stderr: Stderr,
     pub privileges: Privileges,
     /// The program's leaf cgroup directory travels with the request.
@@ -53,10 +58,8 @@ pub enum Request {
 /// Spawner to portnode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
-    /// The program runs (it has exec'd); `fds` pipe ends come with this
-    /// message: stdin's write end, stdout's read end, stderr's read end,
-    /// each only if asked for, in that order.
-    Started { pid: i32, fds: u8 },
+    /// The program runs (it has exec'd).
+    Started { pid: i32 },
     /// The program could not start: the errno (from the spawner, or from
     /// the child before exec).
     Failed { errno: i32 },
@@ -89,6 +92,18 @@ pub fn next_message(buf: &[u8]) -> io::Result<Option<(&[u8], usize)>> {
         return Err(bad("message too long"));
     }
     Ok(buf.get(4..4 + len).map(|body| (body, 4 + len)))
+}
+
+impl Command {
+    /// How many fds come with this request: pipe ends, then the cgroup.
+    pub fn fd_count(&self) -> usize {
+        usize::from(self.stdin) + usize::from(self.stdout) + usize::from(self.stderr_pipe()) + usize::from(self.in_cgroup)
+    }
+
+    /// A pipe of its own for stderr.
+    pub fn stderr_pipe(&self) -> bool {
+        self.use_stdio && self.stderr == Stderr::Message
+    }
 }
 
 impl Request {
@@ -156,10 +171,9 @@ impl Request {
 impl Reply {
     pub fn encode(&self, out: &mut Vec<u8>) {
         frame(out, |w| match *self {
-            Reply::Started { pid, fds } => {
+            Reply::Started { pid } => {
                 w.u8(STARTED);
                 w.u32(pid as u32);
-                w.u8(fds);
             }
             Reply::Failed { errno } => {
                 w.u8(FAILED);
@@ -176,7 +190,7 @@ impl Reply {
     pub fn decode(body: &[u8]) -> io::Result<Reply> {
         let mut r = Reader(body);
         let reply = match r.u8()? {
-            STARTED => Reply::Started { pid: r.u32()? as i32, fds: r.u8()? },
+            STARTED => Reply::Started { pid: r.u32()? as i32 },
             FAILED => Reply::Failed { errno: r.u32()? as i32 },
             EXITED => Reply::Exited { pid: r.u32()? as i32, status: r.u32()? as i32 },
             _ => return Err(bad("reply tag")),
@@ -366,7 +380,7 @@ mod tests {
 
     #[test]
     fn replies_survive_the_round_trip() {
-        for reply in [Reply::Started { pid: 12, fds: 3 }, Reply::Failed { errno: libc::ENOENT }, Reply::Exited { pid: 9, status: 0x8b }] {
+        for reply in [Reply::Started { pid: 12 }, Reply::Failed { errno: libc::ENOENT }, Reply::Exited { pid: 9, status: 0x8b }] {
             let mut buf = Vec::new();
             reply.encode(&mut buf);
             assert_eq!(Reply::decode(one(&buf)).expect("decodes"), reply);

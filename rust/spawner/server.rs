@@ -153,24 +153,30 @@ impl Server {
             used += len;
             match request {
                 Request::Spawn(command) => {
-                    let cgroup = if command.in_cgroup { self.fds.pop_front() } else { None };
-                    if command.in_cgroup && cgroup.is_none() {
-                        Reply::Failed { errno: libc::EBADF }.encode(&mut self.outbox);
-                        continue;
-                    }
-                    match exec::start_command(&command, cgroup.as_ref()) {
-                        Ok(started) => {
-                            self.kids.insert(started.pid, Kid::Running { hold: command.hold, reap: false });
-                            let mut reply = Vec::with_capacity(16);
-                            Reply::Started { pid: started.pid, fds: started.fds.len() as u8 }.encode(&mut reply);
-                            // Replies so far first: fds go with the bytes of their own message.
-                            self.flush()?;
-                            let raw: Vec<RawFd> = started.fds.iter().map(|fd| fd.as_raw_fd()).collect();
-                            socket::send_all(self.sock.as_raw_fd(), &reply, &raw)?;
-                            // `started.fds` close here: portnode has its copies.
+                    let mut take = |wanted: bool| if wanted { self.fds.pop_front() } else { None };
+                    let given = exec::Given {
+                        stdin: take(command.stdin),
+                        stdout: take(command.stdout),
+                        stderr: take(command.stderr_pipe()),
+                        cgroup: take(command.in_cgroup),
+                    };
+                    let complete = (given.stdin.is_some() || !command.stdin)
+                        && (given.stdout.is_some() || !command.stdout)
+                        && (given.stderr.is_some() || !command.stderr_pipe())
+                        && (given.cgroup.is_some() || !command.in_cgroup);
+                    let reply = if !complete {
+                        // Fds that did not arrive (our fd table was full).
+                        Reply::Failed { errno: libc::EMFILE }
+                    } else {
+                        match exec::start_command(&command, given) {
+                            Ok(pid) => {
+                                self.kids.insert(pid, Kid::Running { hold: command.hold, reap: false });
+                                Reply::Started { pid }
+                            }
+                            Err(errno) => Reply::Failed { errno },
                         }
-                        Err(errno) => Reply::Failed { errno }.encode(&mut self.outbox),
-                    }
+                    };
+                    reply.encode(&mut self.outbox);
                 }
                 Request::Reap(pid) => match self.kids.get(&pid).copied() {
                     Some(Kid::Held) => {

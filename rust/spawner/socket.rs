@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// The most fds one send carries (a `Started` brings up to three).
+/// The most fds one send carries (a `Spawn` brings up to four).
 const MAX_FDS: usize = 4;
 
 /// A pair of connected unix stream sockets, close-on-exec.

@@ -125,12 +125,16 @@ impl Supervisor {
         if parsed.use_stdio && parsed.stderr == Stderr::Inherit {
             settings.push(tuple(vec![a("stderr"), a("message")]));
         }
-        let opened = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None).await?;
-        info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = opened.os_pid.unwrap_or(0), "child started");
-        child.handle = Some(opened.handle.clone());
-        child.os_pid = opened.os_pid;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let on_start = crate::port::OnStart::Tell(tx);
+        let handle = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)?;
+        // The handle tells once the program runs (or why it cannot).
+        let os_pid = rx.await.unwrap_or_else(|_| Err(a("noproc")))?;
+        info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = os_pid.unwrap_or(0), "child started");
+        child.handle = Some(handle.clone());
+        child.os_pid = os_pid;
         child.ended = None;
-        Ok(opened.handle)
+        Ok(handle)
     }
 
     /// Stops child `i`'s program within its shutdown and waits until it is gone.
