@@ -68,22 +68,16 @@ async fn control(mut me: Process) -> Term {
             CallRequest::Info => info(me.node()),
             CallRequest::CastCount => int(casts),
             CallRequest::SpawnProbe { report_to } => Term::from(me.node().spawn(move |p| probe::run(p, report_to))),
-            CallRequest::OpenPort { owner, name, settings, caller, wait: true } => {
-                // The handle answers, once its program runs: the next open need not wait.
-                match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref(), OnStart::Reply(call)) {
-                    Ok(_) => continue,
-                    Err((reason, OnStart::Reply(call))) => {
-                        me.reply(&call, error(reason));
-                        continue;
-                    }
-                    Err(_) => continue,
+            CallRequest::OpenPort { owner, name, settings, caller, wait } => {
+                // The handle answers (at once, or once its program runs):
+                // the next open need not wait for this one's exec.
+                let on_start = if wait { OnStart::Reply(call) } else { OnStart::ReplyHandle(call) };
+                match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref(), on_start) {
+                    Ok(_) => {}
+                    Err((reason, OnStart::Reply(call) | OnStart::ReplyHandle(call))) => me.reply(&call, error(reason)),
+                    Err(_) => {}
                 }
-            }
-            CallRequest::OpenPort { owner, name, settings, caller, wait: false } => {
-                match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref(), OnStart::Nobody) {
-                    Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
-                    Err((reason, _)) => error(reason),
-                }
+                continue;
             }
             CallRequest::StartSupervisor { parent, flags, children } => {
                 // The supervisor answers the call itself, once its children run.

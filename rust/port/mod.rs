@@ -39,6 +39,10 @@ pub enum OnStart {
     /// program that failed to start after the checks passed, and reports
     /// it as its exit status), or `{error, Reason}`.
     Reply(Call),
+    /// A call to answer with `{ok, Handle}`: at once, unless the program
+    /// asks for privileges, whose failure (`eperm`) `open_port` raises as
+    /// erts's does; then once it runs (or `{error, Reason}`).
+    ReplyHandle(Call),
     /// A task of portnode's (a supervisor): the OS pid, or the reason.
     Tell(oneshot::Sender<Result<Option<u32>, Term>>),
 }
@@ -53,11 +57,18 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, ca
         Ok(prepared) => prepared,
         Err(reason) => return Err((reason, on_start)),
     };
+    let (on_start, answer_now) = match on_start {
+        OnStart::ReplyHandle(call) if spec.privileges == privileges::Privileges::default() => (OnStart::Nobody, Some(call)),
+        other => (other, None),
+    };
     let owner_pid = owner.clone();
     let pid = node.spawn(move |me| process::run(me, owner_pid, spec, starting, on_start));
     // Before the owner hears of the handle: trap exits, and link to the owner.
     node.set_trap_exit(&pid, true);
     node.link(&pid, owner);
+    if let Some(call) = answer_now {
+        node.send(Some(&pid), &call.from, tuple(vec![call.tag.clone(), tuple(vec![a("ok"), Term::from(pid.clone())])]));
+    }
     Ok(pid)
 }
 

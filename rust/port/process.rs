@@ -140,6 +140,13 @@ fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) 
             };
             me.reply(&call, reply);
         }
+        OnStart::ReplyHandle(call) => {
+            let reply = match &outcome {
+                Ok(_) => tuple(vec![a("ok"), Term::from(me.pid().clone())]),
+                Err(reason) => tuple(vec![a("error"), reason.clone()]),
+            };
+            me.reply(&call, reply);
+        }
         OnStart::Tell(tx) => {
             let _ = tx.send(outcome);
         }
