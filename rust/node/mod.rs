@@ -4,6 +4,7 @@
 //! Link, monitor and exit-signal rules live in [`signals`]; the process
 //! context a task sees lives in [`process`].
 
+mod mailbox;
 pub mod process;
 mod signals;
 
@@ -21,7 +22,6 @@ use crate::backlog::Backlog;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 /// A monitor held on a local process: who watches, and by which name if any.
@@ -49,7 +49,7 @@ struct Entry {
 /// A local process's mailbox: unbounded as Erlang's, but counted, so that
 /// ports can hold back their programs' output while the owner lags.
 struct Mailbox {
-    tx: mpsc::UnboundedSender<Term>,
+    tx: mailbox::Sender,
     backlog: Arc<Backlog>,
 }
 
@@ -149,7 +149,7 @@ impl Node {
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let pid = Pid::new(self.name.name.clone(), id, 0, self.creation);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mailbox::mailbox();
         let backlog = Arc::new(Backlog::new(BUSY_MAILBOX, BUSY_MAILBOX / 2));
         self.lock().procs.insert(id, Entry {
             mailbox: Mailbox { tx, backlog: backlog.clone() },
@@ -164,13 +164,13 @@ impl Node {
         let fut = body(Process::new(pid.clone(), self.clone(), rx, backlog));
         let node = self.clone();
         let me = pid.clone();
-        let task = tokio::spawn(async move {
-            let reason = match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(reason) => reason,
-                Err(_) => etf::a("panic"),
-            };
+        // A combinator, not an `async` block: a block would keep the
+        // captured future and the one it awaits apart, twice the size of
+        // every process task.
+        let task = tokio::spawn(AssertUnwindSafe(fut).catch_unwind().map(move |outcome| {
+            let reason = outcome.unwrap_or_else(|_| etf::a("panic"));
             node.exited(&me, reason);
-        });
+        }));
         if let Some(entry) = self.lock().procs.get_mut(&id) {
             entry.abort = Some(task.abort_handle());
         }

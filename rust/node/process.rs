@@ -6,13 +6,13 @@ use super::Node;
 use crate::etf::{self, a, tuple};
 use eetf::{Pid, Reference, Term};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use super::mailbox;
 
 /// A local process: what its task owns.
 pub struct Process {
     pid: Pid,
     node: Arc<Node>,
-    mailbox: mpsc::UnboundedReceiver<Term>,
+    mailbox: mailbox::Receiver,
     /// Counts what is in the mailbox (see [`super::backlog`]).
     backlog: Arc<Backlog>,
 }
@@ -32,7 +32,7 @@ pub enum Received {
 }
 
 impl Process {
-    pub(crate) fn new(pid: Pid, node: Arc<Node>, mailbox: mpsc::UnboundedReceiver<Term>, backlog: Arc<Backlog>) -> Self {
+    pub(crate) fn new(pid: Pid, node: Arc<Node>, mailbox: mailbox::Receiver, backlog: Arc<Backlog>) -> Self {
         Process { pid, node, mailbox, backlog }
     }
 
