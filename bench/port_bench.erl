@@ -113,18 +113,31 @@ children(Pid) ->
 os_pid(erlang, P) -> {os_pid, O} = erlang:port_info(P, os_pid), O;
 os_pid(portnode, H) -> portnode:os_pid(H).
 
-%% Closes every port and waits until its program is gone (30 s, then SIGKILL).
+%% Closes every port and waits until its program is gone (reaped), 500 at
+%% a time: closing ~10,000 erts ports at once deadlocks the VM's
+%% erl_child_setup (OTP 25: seen blocked writing to its SIGCHLD pipe, with
+%% SIGCHLD blocked, so no spawn ever finishes again). 30 s, then SIGKILL.
 close_all(Impl, Ps, OsPids) ->
-    [close(Impl, P) || P <- Ps],
-    wait_all_gone(OsPids, erlang:monotonic_time(millisecond) + 30000),
+    close_batches(Impl, lists:zip(Ps, OsPids)),
     drain().
+
+close_batches(_, []) -> ok;
+close_batches(Impl, PsOsPids) ->
+    {Batch, Rest} = lists:split(min(500, length(PsOsPids)), PsOsPids),
+    [close(Impl, P) || {P, _} <- Batch],
+    wait_all_gone([O || {_, O} <- Batch], erlang:monotonic_time(millisecond) + 30000),
+    close_batches(Impl, Rest).
 
 wait_all_gone([], _) -> ok;
 wait_all_gone(OsPids, Deadline) ->
     case erlang:monotonic_time(millisecond) > Deadline of
         true -> [os:cmd("kill -9 " ++ integer_to_list(P)) || P <- OsPids], ok;
-        false -> timer:sleep(50), wait_all_gone([P || P <- OsPids, running(P)], Deadline)
+        false -> timer:sleep(20), wait_all_gone([P || P <- OsPids, exists(P)], Deadline)
     end.
+
+%% The process exists, a zombie too (not yet reaped).
+exists(OsPid) ->
+    filelib:is_dir("/proc/" ++ integer_to_list(OsPid)).
 
 %% Opens long-running programs (cat) until an open fails or 10,000 are
 %% open, one side at a time; reports how many were open at once and the
