@@ -27,7 +27,7 @@ main(Args) ->
     timer:sleep(1000),
     Held = snapshot(Pid),
     io:format("portnode os pid ~b, ~b cat programs held~n~n| field | before (KiB) | held (KiB) | per program (bytes) |~n|---|---|---|---|~n", [Pid, N]),
-    [io:format("| ~s | ~b | ~b | ~.0f |~n", [F, maps:get(F, Before), maps:get(F, Held), (maps:get(F, Held) - maps:get(F, Before)) * 1024 / N])
+    [io:format("| ~s | ~b | ~b | ~b |~n", [F, maps:get(F, Before), maps:get(F, Held), round((maps:get(F, Held) - maps:get(F, Before)) * 1024 / N)])
      || F <- ?FIELDS ++ [<<"VmRSS">>, <<"RssAnon">>, <<"VmData">>, <<"VmPTE">>]],
     io:format("~nfds: ~b held, ~b per program~n", [fds(Pid), fds(Pid) div max(1, N)]),
     [portnode:port_close(H) || H <- Hs],
