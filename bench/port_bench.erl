@@ -30,10 +30,13 @@ main(Args) ->
               {[?SPAWN], fun() -> [spawn_row(best3(fun spawn_to_exit/1, lower))] end},
               {[?ECHO], fun() -> [echo_row(best3(fun echo/1, lower))] end},
               {[?NOFILE], fun nofile/0}],
-    Rows = lists:append([begin
-                             io:format("~s ...~n", [hd([N || N <- Names, Only(N)])]),
-                             [R || {N, _, _, _, _, _} = R <- Group(), Only(N)]
-                         end || {Names, Group} <- Groups, lists:any(Only, Names)]),
+    Measured = lists:append([begin
+                                 io:format("~s ...~n", [hd([N || N <- Names, Only(N)])]),
+                                 [R || {N, _, _, _, _, _} = R <- Group(), Only(N)]
+                             end || {Names, Group} <- Groups, lists:any(Only, Names)]),
+    %% Printed in the issue's order (measured in the order above).
+    Rows = [R || Name <- [?START, ?HELD, ?NOFILE, ?MEMORY, ?STREAM, ?LINES, ?SPAWN, ?ECHO],
+                 {N, _, _, _, _, _} = R <- Measured, N =:= Name],
     Rows =/= [] andalso begin
         io:format("~nTargets (one run, both sides measured the same way in it; best of 3 unless the row says; the machine is noisy, so compare within the run):~n~n"
                   "| target row | erlang:open_port | portnode:open_port | ratio (portnode / erts) | target | result |~n|---|---|---|---|---|---|~n"),
@@ -47,8 +50,12 @@ main(Args) ->
 met(true) -> "met";
 met(false) -> "**NOT met**".
 
+%% Best of 3 for each side, the sides taking turns (erts, portnode, erts, ...)
+%% so that both see the same moments of a busy machine.
 best3(Fun, Better) ->
-    {best(fun() -> Fun(erlang) end, Better), best(fun() -> Fun(portnode) end, Better)}.
+    Runs = [{Fun(erlang), Fun(portnode)} || _ <- lists:seq(1, 3)],
+    Pick = case Better of lower -> fun lists:min/1; higher -> fun lists:max/1 end,
+    {Pick([E || {E, _} <- Runs]), Pick([P || {_, P} <- Runs])}.
 
 stream_row({E, P}) -> {?STREAM, fmt(E), fmt(P), ratio(P, E), ">= 1.0x erts", P / E >= 1.0}.
 lines_row({E, P}) -> {?LINES, fmt(E), fmt(P), ratio(P, E), ">= 1M lines/s", P >= 1.0e6}.
