@@ -57,4 +57,4 @@ print(f"| bytes per program | allocations per program | portnode frame | allocat
 for (ours, via), (size, calls) in sorted(sites.items(), key=lambda kv: -kv[1][0]):
     if size / n >= 8:
         print(f"| {size / n:.0f} | {calls / n:.2f} | {ours} | {via} |")
-print(f"| {total / n:.0f} | | total of the backtraces above | |")
+print(f"| {total / n:.0f} | | everything live at the peak, the baseline included, / N | |")
