@@ -5,12 +5,14 @@
 %% <li>a service (`portnode:service/3') under an Erlang supervisor,</li>
 %% <li>a child of a supervisor that runs inside portnode (`portnode:supervisor/3').</li>
 %% </ul>
-%% The program is `/bin/sleep 300' in each case. "Running" is when the OS
-%% shows the replacement: a new child of the program's parent (portnode, or
-%% the VM's erl_child_setup for a plain port), read in a loop from
-%% /proc/Parent/task/Parent/children: both parents start programs from their
-%% main thread, so each poll is one read for every case, and it does not load
-%% the parent. Run with `bench/run restart'.
+%% The program is `/bin/sleep 300' in each case. The stopwatch is a separate
+%% OS process, `restart_watch' (bench/restart_watch.c, built by bench/run):
+%% it kills the program and hears from the kernel's process events connector
+%% when the program's parent (read from the program's /proc/PID/stat:
+%% portnode, a spawner of portnode's, or the VM's erl_child_setup) forks its
+%% next child, and when that child execs. The kernel stamps both events, so
+%% neither the VM nor portnode runs any of the measurement while it is timed.
+%% Run with `bench/run restart'.
 -module(restart_bench).
 -behaviour(gen_server).
 
@@ -28,82 +30,93 @@ main(_Args) ->
     logger:set_primary_config(level, critical),
     {ok, _} = application:ensure_all_started(portnode),
     process_flag(trap_exit, true),
-    Killer = erlang:open_port({spawn, "/bin/sh"}, []),
+    Watch = start_watch(),
     Flags = #{strategy => one_for_one, intensity => 100000, period => 1},
     Port = #{id => port_worker, start => {?MODULE, start_port_worker, []}},
     Service = portnode:service(service, {spawn_executable, ?PROGRAM}, [{args, ["300"]}, {name, bench_service}, {output, ignore}]),
     Program = #{id => program, start => {{spawn_executable, ?PROGRAM}, [{args, ["300"]}]}},
-    Rows = [begin
-                io:format("~s ...~n", [Name]),
-                {Name, Fun()}
-            end || {Name, Fun} <- [{"plain port in a gen_server, Erlang supervisor", fun() -> by_name(Killer, Flags, Port, bench_port) end},
-                                   {"portnode:service, Erlang supervisor", fun() -> by_name(Killer, Flags, Service, bench_service) end},
-                                   {"portnode:supervisor child", fun() -> in_portnode(Killer, Flags#{intensity => 100000}, Program) end}]],
-    [{_, Anchor} | _] = Rows,
-    io:format("~n| restart after kill -9 (~b kills each) | median ms | mean ms | p99 ms | median vs plain port |~n|---|---|---|---|---|~n", [?KILLS]),
-    [io:format("| ~s | ~.3f | ~.3f | ~.3f | ~.2fx |~n", [N, median(S), mean(S), p99(S), median(S) / median(Anchor)]) || {N, S} <- Rows],
+    Rows = try
+               [begin
+                    io:format("~s ...~n", [Name]),
+                    {Name, Fun()}
+                end || {Name, Fun} <- [{"plain port in a gen_server, Erlang supervisor", fun() -> by_name(Watch, Flags, Port, bench_port) end},
+                                       {"portnode:service, Erlang supervisor", fun() -> by_name(Watch, Flags, Service, bench_service) end},
+                                       {"portnode:supervisor child", fun() -> in_portnode(Watch, Flags, Program) end}]]
+           after
+               catch erlang:port_close(Watch),
+               application:stop(portnode)
+           end,
+    [{_, {AnchorFork, AnchorExec, _}} | _] = Rows,
+    io:format("~n| restart after kill -9 (~b kills each; kernel timestamps) | to fork: median ms | mean | p99 | to exec: median ms | median vs plain port (fork, exec) | target (to fork) |~n|---|---|---|---|---|---|---|~n", [?KILLS]),
+    Targets = [{"anchor", fun(_) -> "-" end}, {"<= 1.5x", fun(R) -> met(R =< 1.5) end}, {"< 1.0x", fun(R) -> met(R < 1.0) end}],
+    [io:format("| ~s | ~.3f | ~.3f | ~.3f | ~.3f | ~.2fx, ~.2fx | ~s |~n",
+               [N, median(F), mean(F), p99(F), median(E), median(F) / median(AnchorFork), median(E) / median(AnchorExec),
+                case T of "anchor" -> T; _ -> T ++ ": " ++ Met(median(F) / median(AnchorFork)) end])
+     || {{N, {F, E, _}}, {T, Met}} <- lists:zip(Rows, Targets)],
+    io:format("~nThe stopwatch's own cost, per kill (median; it sleeps in recv(2) between events):~n~n| case | CPU us | process events read |~n|---|---|---|~n"),
+    [io:format("| ~s | ~.1f | ~b |~n", [N, median(Cpu) / 1000, median(Ev)]) || {N, {_, _, {Cpu, Ev}}} <- Rows],
     io:format("~n"),
-    erlang:port_close(Killer),
-    ok = application:stop(portnode).
+    ok.
 
-%% Erlang supervisor, worker registered as `Name': kill its program, time until a new worker is registered.
-by_name(Killer, Flags, Spec, Name) ->
+%% The stopwatch, a port of this VM (so a child of erl_child_setup, started before any sample).
+start_watch() ->
+    Exe = filename:join(os:getenv("BENCH_TMP"), "restart_watch"),
+    W = erlang:open_port({spawn_executable, Exe}, [{line, 256}, exit_status]),
+    receive
+        {W, {data, {eol, "ready"}}} -> W;
+        {W, {data, {eol, Error}}} -> error({restart_watch, Error})
+    after 5000 -> error({restart_watch, no_answer})
+    end.
+
+%% Erlang supervisor, worker registered as `Name': kill its program, time until a new one runs.
+by_name(Watch, Flags, Spec, Name) ->
     {ok, Sup} = supervisor:start_link(bench_sup(), Flags#{children => [Spec]}),
-    Samples = [begin
-                   OsPid = wait_os_pid(fun() -> gen_server:call(Name, os_pid) end),
-                   time_restart(Killer, OsPid)
-               end || _ <- lists:seq(1, ?KILLS)],
-    stop(Sup),
-    [S / 1000 || S <- Samples].
+    try samples(Watch, fun() -> gen_server:call(Name, os_pid) end)
+    after stop(Sup)
+    end.
 
-%% A supervisor inside portnode: kill the child's program, time until which_children shows a new handle.
-in_portnode(Killer, Flags, Spec) ->
+%% A supervisor inside portnode: kill the child's program, time until a new one runs.
+in_portnode(Watch, Flags, Spec) ->
     {ok, Sup} = portnode:start_supervisor(Flags, [Spec]),
-    Samples = [begin
-                   OsPid = wait_os_pid(fun() -> [{program, H, _, _}] = supervisor:which_children(Sup), portnode:os_pid(H) end),
-                   time_restart(Killer, OsPid)
-               end || _ <- lists:seq(1, ?KILLS)],
-    stop(Sup),
-    [S / 1000 || S <- Samples].
-
-%% Microseconds from kill -9 of `OsPid' to a new child of its parent.
-time_restart(Killer, OsPid) ->
-    Parent = parent(OsPid),
-    Before = children(Parent),
-    T0 = erlang:monotonic_time(microsecond),
-    true = erlang:port_command(Killer, ["kill -9 ", integer_to_list(OsPid), "\n"]),
-    wait_new_child(Parent, Before),
-    erlang:monotonic_time(microsecond) - T0.
-
-wait_new_child(Parent, Before) ->
-    case children(Parent) -- Before of
-        [] -> wait_new_child(Parent, Before);
-        _ -> ok
+    try samples(Watch, fun() -> [{program, H, _, _}] = supervisor:which_children(Sup), portnode:os_pid(H) end)
+    after stop(Sup)
     end.
 
-%% The worker's program, once the worker is back and answers.
-wait_os_pid(Fun) ->
+%% ms to the fork and to the exec, and the stopwatch's {CPU ns, events} per sample.
+samples(Watch, OsPid) ->
+    {_, Samples} = lists:foldl(fun(_, {Last, Acc}) ->
+                                       Pid = wait_os_pid(OsPid, Last),
+                                       {Pid, [time_restart(Watch, Pid) | Acc]}
+                               end, {none, []}, lists:seq(1, ?KILLS)),
+    {[F / 1.0e6 || {F, _, _, _} <- Samples], [E / 1.0e6 || {_, E, _, _} <- Samples],
+     {[C || {_, _, C, _} <- Samples], [V || {_, _, _, V} <- Samples]}}.
+
+%% The stopwatch kills `OsPid' and times its parent's next fork and exec.
+time_restart(Watch, OsPid) ->
+    true = erlang:port_command(Watch, [integer_to_list(OsPid), "\n"]),
+    receive
+        {Watch, {data, {eol, "ok " ++ Times}}} ->
+            [F, E, C, V] = [list_to_integer(T) || T <- string:lexemes(Times, " ")],
+            {F, E, C, V};
+        {Watch, {data, {eol, Error}}} -> error({restart_watch, OsPid, Error})
+    after 15000 -> error({restart_watch, OsPid, no_answer})
+    end.
+
+%% The worker's program, once the worker is back and answers with a new one.
+wait_os_pid(Fun, Last) ->
     case catch Fun() of
-        OsPid when is_integer(OsPid) -> OsPid;
-        _ -> timer:sleep(1), wait_os_pid(Fun)
+        OsPid when is_integer(OsPid), OsPid =/= Last -> OsPid;
+        _ -> timer:sleep(1), wait_os_pid(Fun, Last)
     end.
-
-parent(OsPid) ->
-    {ok, Stat} = file:read_file(["/proc/", integer_to_list(OsPid), "/stat"]),
-    [_, AfterComm] = string:split(Stat, ") ", trailing),
-    [_State, PPid | _] = string:split(AfterComm, " ", all),
-    binary_to_integer(PPid).
-
-children(Pid) ->
-    P = integer_to_list(Pid),
-    {ok, Bin} = file:read_file("/proc/" ++ P ++ "/task/" ++ P ++ "/children"),
-    string:lexemes(Bin, " ").
 
 stop(Sup) ->
     unlink(Sup),
     exit(Sup, shutdown),
     Ref = monitor(process, Sup),
     receive {'DOWN', Ref, _, _, _} -> ok end.
+
+met(true) -> "met";
+met(false) -> "**NOT met**".
 
 median(S) -> lists:nth((length(S) + 1) div 2, lists:sort(S)).
 mean(S) -> lists:sum(S) / length(S).
