@@ -72,6 +72,7 @@ async fn control(mut me: Process) -> Term {
                 // The handle answers (at once, or once its program runs):
                 // the next open need not wait for this one's exec.
                 let on_start = if wait { OnStart::Reply(call) } else { OnStart::ReplyHandle(call) };
+                crate::spawner::client::room().await;
                 match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref(), on_start) {
                     Ok(_) => {}
                     Err((reason, OnStart::Reply(call) | OnStart::ReplyHandle(call))) => me.reply(&call, error(reason)),

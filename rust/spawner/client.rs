@@ -66,7 +66,15 @@ struct Client {
     state: Mutex<State>,
     /// Something was queued to send.
     queued: Notify,
+    /// A spawn request was answered.
+    answered: Notify,
 }
+
+/// The most spawn requests unanswered at once. Each holds the program's
+/// ends of its pipes in portnode until it is sent, and its bytes until it
+/// is read: without a bound, a burst of opens (which do not wait for their
+/// program) would hold twice the fds and all the requests at once.
+pub const IN_FLIGHT: usize = 16;
 
 #[derive(Default)]
 struct State {
@@ -89,7 +97,7 @@ pub fn attach() -> io::Result<()> {
     set_nonblocking(sock.as_raw_fd())?;
     // SAFETY: the AsyncFd owns the socket from here on; nothing else closes or replaces it.
     let sock = unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)?;
-    let client = Client { sock, pid, state: Mutex::new(State::default()), queued: Notify::new() };
+    let client = Client { sock, pid, state: Mutex::new(State::default()), queued: Notify::new(), answered: Notify::new() };
     if CLIENT.set(client).is_err() {
         return Err(io::Error::other("spawner attached twice"));
     }
@@ -108,6 +116,21 @@ pub fn attach() -> io::Result<()> {
 /// The spawner's pid, once attached.
 pub fn pid() -> Option<libc::pid_t> {
     CLIENT.get().map(|c| c.pid)
+}
+
+/// Returns once fewer than [`IN_FLIGHT`] spawn requests are unanswered.
+/// Call before preparing an open.
+pub async fn room() {
+    let Some(client) = CLIENT.get() else { return };
+    loop {
+        let answered = client.answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        if client.state.lock().unwrap_or_else(|e| e.into_inner()).waiting.len() < IN_FLIGHT {
+            return;
+        }
+        answered.await;
+    }
 }
 
 /// Asks the spawner to start `command`, giving it `fds` (the program's
@@ -263,6 +286,7 @@ impl Client {
             }
         }
         inbox.drain(..used);
+        self.answered.notify_waiters();
         Ok(())
     }
 }

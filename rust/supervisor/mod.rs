@@ -127,6 +127,7 @@ impl Supervisor {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let on_start = crate::port::OnStart::Tell(tx);
+        crate::spawner::client::room().await;
         let handle = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)?;
         // The handle tells once the program runs (or why it cannot).
         let os_pid = rx.await.unwrap_or_else(|_| Err(a("noproc")))?;
