@@ -76,7 +76,8 @@ struct Peer {
 
 #[derive(Default)]
 struct State {
-    procs: HashMap<u32, Entry>,
+    /// Boxed: the table's spare room costs a pointer per slot, not an entry.
+    procs: HashMap<u32, Box<Entry>>,
     names: HashMap<String, u32>,
     peers: HashMap<String, Peer>,
 }
@@ -151,7 +152,7 @@ impl Node {
         let pid = Pid::new(self.name.name.clone(), id, 0, self.creation);
         let (tx, rx) = mailbox::mailbox();
         let backlog = Arc::new(Backlog::new(BUSY_MAILBOX, BUSY_MAILBOX / 2));
-        self.lock().procs.insert(id, Entry {
+        self.lock().procs.insert(id, Box::new(Entry {
             mailbox: Mailbox { tx, backlog: backlog.clone() },
             abort: None,
             name: None,
@@ -160,7 +161,7 @@ impl Node {
             watched_by: HashMap::new(),
             watching: HashMap::new(),
             last_words: None,
-        });
+        }));
         let fut = body(Process::new(pid.clone(), self.clone(), rx, backlog));
         let node = self.clone();
         let me = pid.clone();

@@ -17,7 +17,8 @@ pub struct Spawned {
     pub child: Child,
     pub jail: Jail,
     pub os_pid: u32,
-    pub stdin: Option<pipe::Sender>,
+    /// Non-blocking, and not known to the runtime (see `stdin::Stdin`).
+    pub stdin: Option<std::os::fd::OwnedFd>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
 }
@@ -87,7 +88,7 @@ fn bytes(s: &OsStr) -> io::Result<Vec<u8>> {
 pub struct Starting {
     answer: spawner::client::Starting,
     jail: Jail,
-    stdin: Option<pipe::Sender>,
+    stdin: Option<std::os::fd::OwnedFd>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
 }
@@ -136,7 +137,8 @@ pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
     let (mut stdin, mut stdout, mut stderr) = (None, None, None);
     if command.stdin {
         let (r, w) = pipe_pair()?;
-        stdin = Some(pipe::Sender::from_owned_fd(w)?);
+        set_nonblocking(&w)?;
+        stdin = Some(w);
         given.push(r);
     }
     if command.stdout {
@@ -182,6 +184,18 @@ impl Starting {
         let child = Child { pid, exit: started.exit, reaped: false };
         Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
     }
+}
+
+fn set_nonblocking(fd: &std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on our own fd.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// A pipe as (read end, write end), both close-on-exec.

@@ -11,6 +11,7 @@ use crate::node::process::{Call, Process};
 use eetf::Term;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
 use tokio::net::unix::pipe;
 
 /// Bytes queued from which the port is busy.
@@ -23,8 +24,17 @@ pub const CREDIT: usize = 64 * 1024;
 /// The largest number of queued chunks given to one `writev`.
 const IOV: usize = 64;
 
+/// The pipe to the program. Most programs take what they are sent at once,
+/// or are never sent anything: the pipe is written directly, and is known
+/// to the runtime (a registration of a few hundred bytes) only once a
+/// write finds it full.
+enum Way {
+    Direct(OwnedFd),
+    Registered(pipe::Sender),
+}
+
 pub struct Stdin {
-    pipe: Option<pipe::Sender>,
+    pipe: Option<Way>,
     queue: VecDeque<Vec<u8>>,
     /// Bytes of the front chunk already written.
     offset: usize,
@@ -36,8 +46,9 @@ pub struct Stdin {
 }
 
 impl Stdin {
-    pub fn new(pipe: Option<pipe::Sender>) -> Stdin {
-        Stdin { pipe, queue: VecDeque::new(), offset: 0, queued: 0, closing: false, waiting: Vec::new() }
+    /// `pipe` must be non-blocking.
+    pub fn new(pipe: Option<OwnedFd>) -> Stdin {
+        Stdin { pipe: pipe.map(Way::Direct), queue: VecDeque::new(), offset: 0, queued: 0, closing: false, waiting: Vec::new() }
     }
 
     /// Queues bytes for the program; dropped if its stdin is closed.
@@ -79,10 +90,11 @@ impl Stdin {
 
     /// Writes what the pipe takes now. Cancel-safe: it waits for the pipe
     /// to be writable, then writes without waiting.
-    pub async fn write_some(&self) -> io::Result<usize> {
-        let Some(pipe) = self.pipe.as_ref().filter(|_| !self.queue.is_empty()) else { return Ok(0) };
+    pub async fn write_some(&mut self) -> io::Result<usize> {
+        if self.queue.is_empty() {
+            return Ok(0);
+        }
         loop {
-            pipe.writable().await?;
             let slices: Vec<IoSlice<'_>> = self
                 .queue
                 .iter()
@@ -90,8 +102,25 @@ impl Stdin {
                 .enumerate()
                 .map(|(i, chunk)| IoSlice::new(if i == 0 { &chunk[self.offset..] } else { chunk }))
                 .collect();
-            match pipe.try_write_vectored(&slices) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            let written = match &self.pipe {
+                None => return Ok(0),
+                Some(Way::Direct(fd)) => writev(fd, &slices),
+                Some(Way::Registered(pipe)) => {
+                    pipe.writable().await?;
+                    pipe.try_write_vectored(&slices)
+                }
+            };
+            drop(slices);
+            match written {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Full: from now on the runtime tells when it has room.
+                    if matches!(self.pipe, Some(Way::Direct(_))) {
+                        if let Some(Way::Direct(fd)) = self.pipe.take() {
+                            self.pipe = Some(Way::Registered(pipe::Sender::from_owned_fd(fd)?));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => return other,
             }
         }
@@ -134,6 +163,13 @@ impl Stdin {
             }
         }
     }
+}
+
+/// One `writev` on a non-blocking fd.
+fn writev(fd: &OwnedFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
+    let n = unsafe { libc::writev(fd.as_raw_fd(), slices.as_ptr().cast(), slices.len() as libc::c_int) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 /// The answer to a flow-controlled command: `{ok, Credit}`.
