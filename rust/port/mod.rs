@@ -16,6 +16,7 @@ pub mod spawn;
 pub mod stdin;
 pub mod watchdog;
 
+mod outbound;
 mod process;
 
 pub(crate) use request::grace_period;

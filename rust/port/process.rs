@@ -9,21 +9,28 @@
 //!
 //! Flow control both ways: output is read only while the owner has room
 //! (its connection's or mailbox's backlog is under the high-water mark),
-//! one frame at a time, so one read never floods it; input queued for the
+//! checked before each frame, so one read never floods it; input queued for the
 //! program past [`STDIN_BUSY`] makes `portnode:port_command` wait, as a
 //! busy erts port does.
+//!
+//! Output for a remote owner is encoded straight to distribution frames
+//! ([`Outbound`]): the frames of one read are queued on the connection
+//! together, and a stream read goes out as it was read, without a copy.
 
 use super::child::{self, Running};
-use super::codec::{self, Frame};
+use super::codec::{self, Cut, Frame, Kind};
+use super::outbound::Outbound;
 use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::Spawned;
 use super::stdin::Stdin;
 use crate::etf::{self, a, int, tuple};
 use crate::backlog::Backlog;
+use crate::distribution::connection::{Outbox, Outgoing};
 use crate::node::process::{Call, Process};
 use eetf::{Pid, Term};
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -33,6 +40,9 @@ use tracing::{debug, warn};
 
 /// The most read from a program at once (a Linux pipe's default capacity).
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Encoded frames are queued on the connection in batches of about this many bytes.
+const BATCH: usize = 64 * 1024;
 
 /// What became of data for the program.
 enum Written {
@@ -85,6 +95,8 @@ struct Port {
     owner: Pid,
     /// What a message to the owner waits behind; refreshed when the owner changes.
     owner_backlog: Option<Arc<Backlog>>,
+    /// Output messages to the owner, encoded; rebuilt when the owner changes.
+    outbound: Outbound,
     spec: PortSpec,
     program: Running,
     os_pid: u32,
@@ -103,7 +115,8 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
     let program = Running::new(child, jail, spec.kill_timeout);
     let owner_backlog = me.node().backlog_of(&owner);
     let stdin = Stdin::new(stdin);
-    let mut port = Port { me, owner, owner_backlog, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
+    let outbound = Outbound::new(me.pid(), &owner, spec.binary);
+    let mut port = Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
     let (mut out, mut err) = (Output::new(stdout), Output::new(stderr));
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
@@ -196,29 +209,30 @@ pub async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i3
     a("normal")
 }
 
-thread_local! {
-    /// One read buffer for every port on this thread: an idle port holds
-    /// none, so thousands of open programs cost little memory (and forking
-    /// the next one stays cheap).
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
-}
-
-/// Waits until `pipe` is readable, then appends what it has to `out`.
+/// Waits until `pipe` is readable, then appends what it has (up to
+/// [`READ_CHUNK`]) to `out`, read straight into it: the buffer grows by
+/// what is waiting, so an idle port holds none.
 /// Cancel-safe: nothing is read until the bytes can be kept.
 async fn read_some(pipe: Option<&pipe::Receiver>, out: &mut Vec<u8>) -> std::io::Result<usize> {
     let Some(pipe) = pipe else { return std::future::pending().await };
     loop {
         pipe.readable().await?;
-        let read = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let n = pipe.try_read(&mut scratch[..])?;
-            out.extend_from_slice(&scratch[..n]);
-            Ok::<usize, std::io::Error>(n)
-        });
+        out.reserve(bytes_waiting(pipe).clamp(1, READ_CHUNK));
+        let read = pipe.try_read_buf(&mut bytes::BufMut::limit(&mut *out, READ_CHUNK));
         match read {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             other => return other,
         }
+    }
+}
+
+/// Bytes waiting in `pipe` (`FIONREAD`); [`READ_CHUNK`] if it cannot say.
+fn bytes_waiting(pipe: &pipe::Receiver) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
+    match unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) } {
+        0 => usize::try_from(n).unwrap_or(READ_CHUNK),
+        _ => READ_CHUNK,
     }
 }
 
@@ -232,11 +246,17 @@ impl Port {
     }
 
     fn owner_has_room(&self) -> bool {
-        self.owner_backlog.as_ref().is_none_or(|b| b.has_room())
+        self.owner_has_room_for(0)
+    }
+
+    /// Room for `extra` bytes more than are queued (frames encoded, not queued yet).
+    fn owner_has_room_for(&self, extra: usize) -> bool {
+        self.owner_backlog.as_ref().is_none_or(|b| b.has_room_for(extra))
     }
 
     fn set_owner(&mut self, new: Pid) {
         self.owner_backlog = self.me.node().backlog_of(&new);
+        self.outbound = Outbound::new(self.me.pid(), &new, self.spec.binary);
         self.owner = new;
     }
 
@@ -249,32 +269,72 @@ impl Port {
         }
     }
 
-    /// Sends the owner the frames waiting in `out`, one at a time while it
-    /// has room; frames the owner has no room for stay in the buffer.
+    /// Sends the owner the frames waiting in `out`, checking before each
+    /// one that it has room; frames the owner has no room for stay in the buffer.
     fn deliver_output(&mut self, out: &mut Output) -> Result<(), Term> {
         // Nothing new to frame: do not scan a partial frame again.
         if !out.fresh && !out.blocked {
             return Ok(());
         }
         out.fresh = false;
-        let framing = self.spec.framing;
+        out.blocked = false;
+        // A remote owner's frames are encoded here; a local owner gets terms.
+        let outbox = self.me.node().outbox_of(&self.owner);
+        let mut batch = Vec::new();
+        let mut pos = 0;
+        let mut result = Ok(());
         loop {
-            if !self.owner_has_room() {
+            if !self.owner_has_room_for(batch.len()) {
                 out.blocked = true;
-                return Ok(());
+                break;
             }
-            match codec::decode(framing, &mut out.buf) {
-                Ok(Some(frame)) => self.deliver(frame),
+            let cut = match codec::next(self.spec.framing, &out.buf[pos..]) {
+                Ok(Some(cut)) => cut,
                 Ok(None) => break,
                 Err(e) => {
                     warn!(port = %self.me.pid(), program = %self.spec.name, error = %e, "program broke its framing");
-                    return Err(a("einval"));
+                    result = Err(a("einval"));
+                    break;
                 }
+            };
+            // The whole buffer is one binary (stream output): it goes as it was read.
+            let whole = pos == 0 && cut.payload == (0..out.buf.len());
+            match &outbox {
+                Some(outbox) if whole && self.outbound.binary() => {
+                    flush(outbox, &mut batch);
+                    let mut head = Vec::with_capacity(128);
+                    self.outbound.push_head(cut.kind, cut.payload.len(), &mut head);
+                    outbox.send_outgoing(Outgoing::Split { head, payload: std::mem::take(&mut out.buf) });
+                    break;
+                }
+                Some(outbox) => {
+                    self.outbound.push(cut.kind, &out.buf[pos..][cut.payload.clone()], &mut batch);
+                    if batch.len() >= BATCH {
+                        flush(outbox, &mut batch);
+                    }
+                }
+                None if whole => {
+                    let frame = frame_of(&cut, std::mem::take(&mut out.buf));
+                    self.deliver(frame);
+                    break;
+                }
+                None => self.deliver(frame_of(&cut, out.buf[pos..][cut.payload.clone()].to_vec())),
             }
+            pos += cut.used;
         }
-        out.blocked = false;
+        if let Some(outbox) = &outbox {
+            flush(outbox, &mut batch);
+        }
+        out.buf.drain(..pos.min(out.buf.len()));
+        if out.buf.is_empty() {
+            // An idle port holds no buffer.
+            out.buf = Vec::new();
+        }
+        if result.is_err() || out.blocked {
+            return result;
+        }
         if out.pipe.is_none() && !out.ended {
-            self.last_line = codec::decode_eof(framing, &mut out.buf);
+            self.last_line = codec::decode_eof(self.spec.framing, &mut out.buf);
             out.ended = true;
         }
         Ok(())
@@ -457,6 +517,22 @@ impl Port {
             "os_pid" => int(i64::from(self.os_pid)),
             _ => a("undefined"),
         }
+    }
+}
+
+/// Queues the frames encoded so far.
+fn flush(outbox: &Outbox, batch: &mut Vec<u8>) {
+    if !batch.is_empty() {
+        // A connection that has ended drops them, as a send to it would.
+        outbox.send_outgoing(Outgoing::Frames(std::mem::take(batch)));
+    }
+}
+
+fn frame_of(cut: &Cut, bytes: Vec<u8>) -> Frame {
+    match cut.kind {
+        Kind::Data => Frame::Data(bytes),
+        Kind::Eol => Frame::Line { eol: true, bytes },
+        Kind::Noeol => Frame::Line { eol: false, bytes },
     }
 }
 
