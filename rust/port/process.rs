@@ -38,8 +38,15 @@ use std::time::Duration;
 use tokio::net::unix::pipe;
 use tracing::{debug, warn};
 
-/// The most read from a program at once (a Linux pipe's default capacity).
+/// The most read from a program at once (a Linux pipe's default capacity)
+/// for a local owner, and at least that for a remote one.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The most read at once for a remote owner whose connection has the room:
+/// fewer, larger messages cost the owner's node less per byte. The stdout
+/// pipe is made this large (best effort), so that the program can run that
+/// far ahead.
+const MAX_READ: usize = 1024 * 1024;
 
 /// Encoded frames are queued on the connection in batches of about this many bytes.
 const BATCH: usize = 64 * 1024;
@@ -81,6 +88,16 @@ impl Output {
         Output { pipe, buf: Vec::new(), blocked: false, fresh: false, ended }
     }
 
+    /// Lets the program write up to [`MAX_READ`] ahead (best effort: on
+    /// failure the pipe keeps its size), so that a read can take that much.
+    fn enlarge_pipe(self) -> Output {
+        if let Some(p) = &self.pipe {
+            // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
+            unsafe { libc::fcntl(p.as_raw_fd(), libc::F_SETPIPE_SZ, MAX_READ as libc::c_int) };
+        }
+        self
+    }
+
     /// Everything read has been delivered and no more will come.
     fn finished(&self) -> bool {
         self.pipe.is_none() && !self.blocked && self.ended
@@ -117,7 +134,7 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
     let stdin = Stdin::new(stdin);
     let outbound = Outbound::new(me.pid(), &owner, spec.binary);
     let mut port = Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
-    let (mut out, mut err) = (Output::new(stdout), Output::new(stderr));
+    let (mut out, mut err) = (Output::new(stdout).enlarge_pipe(), Output::new(stderr));
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
@@ -136,6 +153,7 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
             }
         }
         let room = port.owner_has_room();
+        let cap = port.read_cap();
         let backlog = port.owner_backlog.clone();
         let output_waits = out.blocked || out.pipe.is_some() || err.pipe.is_some();
         tokio::select! {
@@ -147,14 +165,14 @@ pub async fn run(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> T
                     stopping = Some((Box::pin(async move { program.terminate(grace).await }), call));
                 }
             },
-            read = read_some(out.pipe.as_ref(), &mut out.buf), if out.pipe.is_some() && !out.blocked && room => {
+            read = read_some(out.pipe.as_mut(), &mut out.buf, cap), if out.pipe.is_some() && !out.blocked && room => {
                 out.fresh = true;
                 match read {
                     Ok(n) if n > 0 => port.bytes_in += n as u64,
                     _ => out.pipe = None,
                 }
             },
-            read = read_some(err.pipe.as_ref(), &mut err.buf), if err.pipe.is_some() && room => match read {
+            read = read_some(err.pipe.as_mut(), &mut err.buf, READ_CHUNK), if err.pipe.is_some() && room => match read {
                 Ok(n) if n > 0 => {
                     let data = port.data(std::mem::take(&mut err.buf));
                     port.to_owner(tuple(vec![a("stderr"), data]));
@@ -209,20 +227,36 @@ pub async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i3
     a("normal")
 }
 
-/// Waits until `pipe` is readable, then appends what it has (up to
-/// [`READ_CHUNK`]) to `out`, read straight into it: the buffer grows by
-/// what is waiting, so an idle port holds none.
+/// The first read of a wake-up: small output (a reply, a few lines) takes
+/// one `read`; when it fills this, what else is waiting is read at once.
+const FIRST_READ: usize = 16 * 1024;
+
+/// Waits until `pipe` is readable, then appends what it has (up to `cap`
+/// bytes) to `out`, read straight into it: the buffer grows by what is
+/// read, so an idle port holds none.
 /// Cancel-safe: nothing is read until the bytes can be kept.
-async fn read_some(pipe: Option<&pipe::Receiver>, out: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_some(pipe: Option<&mut pipe::Receiver>, out: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+    use bytes::BufMut;
+    use tokio::io::AsyncReadExt;
     let Some(pipe) = pipe else { return std::future::pending().await };
-    loop {
-        pipe.readable().await?;
-        out.reserve(bytes_waiting(pipe).clamp(1, READ_CHUNK));
-        let read = pipe.try_read_buf(&mut bytes::BufMut::limit(&mut *out, READ_CHUNK));
-        match read {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
+    let first = FIRST_READ.min(cap);
+    // One more than is read, so that a read that takes all of it still
+    // counts as short, and a short read clears the pipe's readiness
+    // without a second `read` that would find nothing.
+    out.reserve(first + 1);
+    let n = pipe.read_buf(&mut (&mut *out).limit(first)).await?;
+    if n < first {
+        return Ok(n);
+    }
+    let more = bytes_waiting(pipe).min(cap - n);
+    if more == 0 {
+        return Ok(n);
+    }
+    out.reserve(more);
+    match pipe.try_read_buf(&mut (&mut *out).limit(more)) {
+        Ok(m) => Ok(n + m),
+        // What was read first is kept; the error (or EOF) shows on the next read.
+        Err(_) => Ok(n),
     }
 }
 
@@ -247,6 +281,16 @@ impl Port {
 
     fn owner_has_room(&self) -> bool {
         self.owner_has_room_for(0)
+    }
+
+    /// The most one read may take: one chunk, or for a remote owner what
+    /// its connection can queue before its high-water mark, so that a read
+    /// never takes the backlog further past the mark than one chunk.
+    fn read_cap(&self) -> usize {
+        match &self.owner_backlog {
+            Some(b) if self.owner.node != self.me.pid().node => b.headroom().clamp(READ_CHUNK, MAX_READ),
+            _ => READ_CHUNK,
+        }
     }
 
     /// Room for `extra` bytes more than are queued (frames encoded, not queued yet).
@@ -329,6 +373,9 @@ impl Port {
         if out.buf.is_empty() {
             // An idle port holds no buffer.
             out.buf = Vec::new();
+        } else if out.buf.capacity() > READ_CHUNK && out.buf.len() <= READ_CHUNK / 4 {
+            // Nor a large one for a partial frame.
+            out.buf.shrink_to(READ_CHUNK / 4);
         }
         if result.is_err() || out.blocked {
             return result;
