@@ -284,8 +284,10 @@ impl Batch {
         }
     }
 
-    /// Writes every piece, with as few `writev`s as the socket allows.
-    async fn write_to(&self, wr: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    /// Writes every piece, with as few `writev`s as the socket allows, and
+    /// takes what each one wrote off `backlog` (up to `weight` in all, the
+    /// rest once all is written): producers see room as soon as it is made.
+    async fn write_to(&self, wr: &mut OwnedWriteHalf, backlog: &Backlog, mut weight: usize) -> std::io::Result<()> {
         let (mut first, mut offset) = (0, 0);
         while first < self.pieces.len() {
             let slices: Vec<IoSlice<'_>> = self.pieces[first..]
@@ -297,6 +299,9 @@ impl Batch {
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
+            let written = n.min(weight);
+            backlog.take(written);
+            weight -= written;
             while n > 0 {
                 let left = self.slice(&self.pieces[first]).len() - offset;
                 if n >= left {
@@ -309,6 +314,7 @@ impl Batch {
                 }
             }
         }
+        backlog.take(weight);
         Ok(())
     }
 }
@@ -354,11 +360,10 @@ async fn write_loop(
                 batch.extend_buf(|b| b.extend_from_slice(&[0, 0, 0, 0]));
             }
         }
-        if let Err(e) = batch.write_to(&mut wr).await {
+        // Taken off as it is written: the backlog is what has not reached the socket.
+        if let Err(e) = batch.write_to(&mut wr, backlog, std::mem::take(&mut pending)).await {
             return e.into();
         }
-        // Taken off once written: the backlog is what has not reached the socket.
-        backlog.take(std::mem::take(&mut pending));
         wrote_since_tick = true;
     }
 }

@@ -286,9 +286,10 @@ impl Port {
     /// The most one read may take: one chunk, or for a remote owner what
     /// its connection can queue before its high-water mark, so that a read
     /// never takes the backlog further past the mark than one chunk.
+    /// (Binaries only: data as a list takes twice its bytes and more.)
     fn read_cap(&self) -> usize {
         match &self.owner_backlog {
-            Some(b) if self.owner.node != self.me.pid().node => b.headroom().clamp(READ_CHUNK, MAX_READ),
+            Some(b) if self.spec.binary && self.owner.node != self.me.pid().node => b.headroom().clamp(READ_CHUNK, MAX_READ),
             _ => READ_CHUNK,
         }
     }
