@@ -240,6 +240,8 @@ async fn read_some(pipe: Option<&mut pipe::Receiver>, out: &mut Vec<u8>, cap: us
     use tokio::io::AsyncReadExt;
     let Some(pipe) = pipe else { return std::future::pending().await };
     let first = FIRST_READ.min(cap);
+    // No buffer is held while the pipe is idle.
+    pipe.readable().await?;
     // One more than is read, so that a read that takes all of it still
     // counts as short, and a short read clears the pipe's readiness
     // without a second `read` that would find nothing.
