@@ -17,6 +17,7 @@ pub mod stdin;
 pub mod watchdog;
 
 mod outbound;
+mod output;
 mod process;
 
 pub(crate) use request::grace_period;

@@ -18,8 +18,9 @@
 //! together, and a stream read goes out as it was read, without a copy.
 
 use super::child::{self, Running};
-use super::codec::{self, Cut, Frame, Kind};
+use super::codec::{self, Frame, Kind};
 use super::outbound::Outbound;
+use super::output::{read_some, Output, MAX_READ, READ_CHUNK};
 use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::Spawned;
@@ -30,23 +31,11 @@ use crate::distribution::connection::{Outbox, Outgoing};
 use crate::node::process::{Call, Process};
 use eetf::{Pid, Term};
 use std::future::Future;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::unix::pipe;
 use tracing::{debug, warn};
-
-/// The most read from a program at once (a Linux pipe's default capacity)
-/// for a local owner, and at least that for a remote one.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// The most read at once for a remote owner whose connection has the room:
-/// fewer, larger messages cost the owner's node less per byte. The stdout
-/// pipe is made this large (best effort), so that the program can run that
-/// far ahead.
-const MAX_READ: usize = 1024 * 1024;
 
 /// Encoded frames are queued on the connection in batches of about this many bytes.
 const BATCH: usize = 64 * 1024;
@@ -67,41 +56,6 @@ enum Next {
     /// Stop the program (SIGTERM, SIGKILL after the grace period; see
     /// [`Running::terminate`]), answer the call if any, and exit `normal`.
     Stop(Option<Duration>, Option<Call>),
-}
-
-/// One of the program's output pipes, and what was read from it and not
-/// yet delivered.
-struct Output {
-    pipe: Option<pipe::Receiver>,
-    buf: Vec<u8>,
-    /// Frames may be waiting in `buf` for the owner to have room.
-    blocked: bool,
-    /// Bytes (or EOF) arrived since `buf` was last framed.
-    fresh: bool,
-    /// The pipe reached EOF and its last bytes were framed.
-    ended: bool,
-}
-
-impl Output {
-    fn new(pipe: Option<pipe::Receiver>) -> Output {
-        let ended = pipe.is_none();
-        Output { pipe, buf: Vec::new(), blocked: false, fresh: false, ended }
-    }
-
-    /// Lets the program write up to [`MAX_READ`] ahead (best effort: on
-    /// failure the pipe keeps its size), so that a read can take that much.
-    fn enlarge_pipe(self) -> Output {
-        if let Some(p) = &self.pipe {
-            // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
-            unsafe { libc::fcntl(p.as_raw_fd(), libc::F_SETPIPE_SZ, MAX_READ as libc::c_int) };
-        }
-        self
-    }
-
-    /// Everything read has been delivered and no more will come.
-    fn finished(&self) -> bool {
-        self.pipe.is_none() && !self.blocked && self.ended
-    }
 }
 
 /// A stop in progress: the program, moved out of the port, being stopped.
@@ -227,51 +181,6 @@ pub async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i3
     a("normal")
 }
 
-/// The first read of a wake-up: small output (a reply, a few lines) takes
-/// one `read`; when it fills this, what else is waiting is read at once.
-const FIRST_READ: usize = 16 * 1024;
-
-/// Waits until `pipe` is readable, then appends what it has (up to `cap`
-/// bytes) to `out`, read straight into it: the buffer grows by what is
-/// read, so an idle port holds none.
-/// Cancel-safe: nothing is read until the bytes can be kept.
-async fn read_some(pipe: Option<&mut pipe::Receiver>, out: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
-    use bytes::BufMut;
-    use tokio::io::AsyncReadExt;
-    let Some(pipe) = pipe else { return std::future::pending().await };
-    let first = FIRST_READ.min(cap);
-    // No buffer is held while the pipe is idle.
-    pipe.readable().await?;
-    // One more than is read, so that a read that takes all of it still
-    // counts as short, and a short read clears the pipe's readiness
-    // without a second `read` that would find nothing.
-    out.reserve(first + 1);
-    let n = pipe.read_buf(&mut (&mut *out).limit(first)).await?;
-    if n < first {
-        return Ok(n);
-    }
-    let more = bytes_waiting(pipe).min(cap - n);
-    if more == 0 {
-        return Ok(n);
-    }
-    out.reserve(more);
-    match pipe.try_read_buf(&mut (&mut *out).limit(more)) {
-        Ok(m) => Ok(n + m),
-        // What was read first is kept; the error (or EOF) shows on the next read.
-        Err(_) => Ok(n),
-    }
-}
-
-/// Bytes waiting in `pipe` (`FIONREAD`); [`READ_CHUNK`] if it cannot say.
-fn bytes_waiting(pipe: &pipe::Receiver) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
-    match unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) } {
-        0 => usize::try_from(n).unwrap_or(READ_CHUNK),
-        _ => READ_CHUNK,
-    }
-}
-
 impl Port {
     fn handle_pid(&self) -> Term {
         Term::from(self.me.pid().clone())
@@ -325,69 +234,80 @@ impl Port {
         }
         out.fresh = false;
         out.blocked = false;
-        // A remote owner's frames are encoded here; a local owner gets terms.
-        let outbox = self.me.node().outbox_of(&self.owner);
-        let mut batch = Vec::new();
-        let mut pos = 0;
-        let mut result = Ok(());
-        loop {
-            if !self.owner_has_room_for(batch.len()) {
-                out.blocked = true;
-                break;
-            }
-            let cut = match codec::next(self.spec.framing, &out.buf[pos..]) {
-                Ok(Some(cut)) => cut,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(port = %self.me.pid(), program = %self.spec.name, error = %e, "program broke its framing");
-                    result = Err(a("einval"));
-                    break;
-                }
-            };
-            // The whole buffer is one binary (stream output): it goes as it was read.
-            let whole = pos == 0 && cut.payload == (0..out.buf.len());
-            match &outbox {
-                Some(outbox) if whole && self.outbound.binary() => {
-                    flush(outbox, &mut batch);
-                    let mut head = Vec::with_capacity(128);
-                    self.outbound.push_head(cut.kind, cut.payload.len(), &mut head);
-                    outbox.send_outgoing(Outgoing::Split { head, payload: std::mem::take(&mut out.buf) });
-                    break;
-                }
-                Some(outbox) => {
-                    self.outbound.push(cut.kind, &out.buf[pos..][cut.payload.clone()], &mut batch);
-                    if batch.len() >= BATCH {
-                        flush(outbox, &mut batch);
-                    }
-                }
-                None if whole => {
-                    let frame = frame_of(&cut, std::mem::take(&mut out.buf));
-                    self.deliver(frame);
-                    break;
-                }
-                None => self.deliver(frame_of(&cut, out.buf[pos..][cut.payload.clone()].to_vec())),
-            }
-            pos += cut.used;
-        }
-        if let Some(outbox) = &outbox {
-            flush(outbox, &mut batch);
-        }
-        out.buf.drain(..pos.min(out.buf.len()));
-        if out.buf.is_empty() {
-            // An idle port holds no buffer.
-            out.buf = Vec::new();
-        } else if out.buf.capacity() > READ_CHUNK && out.buf.len() <= READ_CHUNK / 4 {
-            // Nor a large one for a partial frame.
-            out.buf.shrink_to(READ_CHUNK / 4);
-        }
-        if result.is_err() || out.blocked {
-            return result;
+        let used = self.send_frames(out)?;
+        out.consume(used);
+        if out.blocked {
+            return Ok(());
         }
         if out.pipe.is_none() && !out.ended {
             self.last_line = codec::decode_eof(self.spec.framing, &mut out.buf);
             out.ended = true;
         }
         Ok(())
+    }
+
+    /// Sends the frames at the front of `out`'s buffer, checking before
+    /// each one that the owner has room (counting what is encoded and not
+    /// queued yet); returns the bytes they took up.
+    fn send_frames(&mut self, out: &mut Output) -> Result<usize, Term> {
+        // A remote owner's frames are encoded here; a local owner gets terms.
+        let outbox = self.me.node().outbox_of(&self.owner);
+        let mut batch = Vec::new();
+        let mut pos = 0;
+        let result = loop {
+            if !self.owner_has_room_for(batch.len()) {
+                out.blocked = true;
+                break Ok(pos);
+            }
+            let cut = match codec::next(self.spec.framing, &out.buf[pos..]) {
+                Ok(Some(cut)) => cut,
+                Ok(None) => break Ok(pos),
+                Err(e) => {
+                    warn!(port = %self.me.pid(), program = %self.spec.name, error = %e, "program broke its framing");
+                    break Err(a("einval"));
+                }
+            };
+            if pos == 0 && cut.payload == (0..out.buf.len()) {
+                // The whole buffer is one frame (stream output): it goes as it was read.
+                if let Some(outbox) = &outbox {
+                    flush(outbox, &mut batch);
+                }
+                self.send_whole(outbox.as_ref(), cut.kind, std::mem::take(&mut out.buf));
+                break Ok(0);
+            }
+            let data = &out.buf[pos..][cut.payload.clone()];
+            match &outbox {
+                Some(outbox) => {
+                    self.outbound.push(cut.kind, data, &mut batch);
+                    if batch.len() >= BATCH {
+                        flush(outbox, &mut batch);
+                    }
+                }
+                None => self.deliver(frame_of(cut.kind, data.to_vec())),
+            }
+            pos += cut.used;
+        };
+        if let Some(outbox) = &outbox {
+            flush(outbox, &mut batch);
+        }
+        result
+    }
+
+    /// Sends a frame that is a whole read; a binary goes as its own piece, never copied.
+    fn send_whole(&self, outbox: Option<&Outbox>, kind: Kind, bytes: Vec<u8>) {
+        match outbox {
+            Some(outbox) if self.outbound.binary() => {
+                let mut head = Vec::with_capacity(128);
+                self.outbound.push_head(kind, bytes.len(), &mut head);
+                outbox.send_outgoing(Outgoing::Split { head, payload: bytes });
+            }
+            Some(outbox) => {
+                let mut frame = Vec::with_capacity(self.outbound.frame_len(kind, bytes.len()));
+                self.outbound.push(kind, &bytes, &mut frame);
+                flush(outbox, &mut frame);
+            }
+            None => self.deliver(frame_of(kind, bytes)),
+        }
     }
 
     fn deliver(&self, frame: Frame) {
@@ -578,8 +498,8 @@ fn flush(outbox: &Outbox, batch: &mut Vec<u8>) {
     }
 }
 
-fn frame_of(cut: &Cut, bytes: Vec<u8>) -> Frame {
-    match cut.kind {
+fn frame_of(kind: Kind, bytes: Vec<u8>) -> Frame {
+    match kind {
         Kind::Data => Frame::Data(bytes),
         Kind::Eol => Frame::Line { eol: true, bytes },
         Kind::Noeol => Frame::Line { eol: false, bytes },
