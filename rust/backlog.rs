@@ -47,6 +47,16 @@ impl Backlog {
         self.queued() < self.high
     }
 
+    /// How much more may be queued before the high-water mark.
+    pub fn headroom(&self) -> usize {
+        self.high.saturating_sub(self.queued())
+    }
+
+    /// False if `extra` more (not queued yet) would reach the high-water mark.
+    pub fn has_room_for(&self, extra: usize) -> bool {
+        self.queued().saturating_add(extra) < self.high
+    }
+
     /// Returns once the backlog is below the low-water mark (at once if it is).
     pub async fn room(&self) {
         loop {

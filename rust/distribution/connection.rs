@@ -10,6 +10,7 @@
 use super::handshake::PeerInfo;
 use super::message::Control;
 use crate::backlog::Backlog;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -55,22 +56,49 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// once half of it is written.
 pub const BUSY_BYTES: usize = 1 << 20;
 
+/// What the writer is handed: a control message to encode, or frames
+/// encoded already (by a port, straight from its program's output).
+pub enum Outgoing {
+    Control(Control),
+    /// Whole frames, each with its 4-byte length.
+    Frames(Vec<u8>),
+    /// One frame in two pieces, written with one `writev` and never copied:
+    /// its length, control and message up to a binary's length field, then
+    /// the binary's bytes.
+    Split { head: Vec<u8>, payload: Vec<u8> },
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Control(c) => c.weight(),
+            Outgoing::Frames(b) => b.len(),
+            Outgoing::Split { head, payload } => head.len() + payload.len(),
+        }
+    }
+}
+
 /// Where the node queues a connection's outgoing messages. Dropping every
 /// clone closes the connection.
 #[derive(Clone)]
 pub struct Outbox {
-    /// Each message with its weight (roughly its encoded size in bytes).
-    tx: mpsc::UnboundedSender<(Control, usize)>,
+    /// Each message with its weight (its encoded size in bytes, or close to it).
+    tx: mpsc::UnboundedSender<(Outgoing, usize)>,
     backlog: Arc<Backlog>,
 }
 
 impl Outbox {
     /// Queues `control` for the writer; false if the connection has ended.
     pub fn send(&self, control: Control) -> bool {
-        let weight = control.weight();
+        self.send_outgoing(Outgoing::Control(control))
+    }
+
+    /// Queues frames encoded already; false if the connection has ended.
+    pub fn send_outgoing(&self, out: Outgoing) -> bool {
+        let weight = out.len();
         // Counted before the writer can take it, so the count never goes below zero.
         self.backlog.add(weight);
-        let sent = self.tx.send((control, weight)).is_ok();
+        let sent = self.tx.send((out, weight)).is_ok();
         if !sent {
             self.backlog.take(weight);
         }
@@ -189,30 +217,132 @@ async fn read_loop(
     }
 }
 
+/// The most bytes gathered into one write, and the most pieces.
+const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_PIECES: usize = 64;
+
+/// What one write sends: small messages encoded into one buffer, and the
+/// payloads of split frames as pieces of their own, in order.
+struct Batch {
+    buf: Vec<u8>,
+    /// Each piece: a range of `buf`, or an owned payload.
+    pieces: Vec<Piece>,
+    bytes: usize,
+}
+
+enum Piece {
+    Buf(usize, usize),
+    Owned(Vec<u8>),
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.pieces.clear();
+        self.bytes = 0;
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::with_capacity(64 * 1024);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= WRITE_BATCH || self.pieces.len() + 2 > WRITE_PIECES
+    }
+
+    /// Appends to `buf`, extending the last piece when it is `buf`'s tail.
+    fn extend_buf(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        f(&mut self.buf);
+        let end = self.buf.len();
+        self.bytes += end - start;
+        match self.pieces.last_mut() {
+            Some(Piece::Buf(_, e)) if *e == start => *e = end,
+            _ => self.pieces.push(Piece::Buf(start, end)),
+        }
+    }
+
+    fn push(&mut self, out: Outgoing) {
+        match out {
+            Outgoing::Control(control) => self.extend_buf(|b| control.encode_into(b)),
+            Outgoing::Frames(frames) if frames.len() < 16 * 1024 => self.extend_buf(|b| b.extend_from_slice(&frames)),
+            Outgoing::Frames(frames) => {
+                self.bytes += frames.len();
+                self.pieces.push(Piece::Owned(frames));
+            }
+            Outgoing::Split { head, payload } => {
+                self.extend_buf(|b| b.extend_from_slice(&head));
+                self.bytes += payload.len();
+                self.pieces.push(Piece::Owned(payload));
+            }
+        }
+    }
+
+    fn slice<'a>(&'a self, piece: &'a Piece) -> &'a [u8] {
+        match piece {
+            Piece::Buf(s, e) => &self.buf[*s..*e],
+            Piece::Owned(v) => v,
+        }
+    }
+
+    /// Writes every piece, with as few `writev`s as the socket allows, and
+    /// takes what each one wrote off `backlog` (up to `weight` in all, the
+    /// rest once all is written): producers see room as soon as it is made.
+    async fn write_to(&self, wr: &mut OwnedWriteHalf, backlog: &Backlog, mut weight: usize) -> std::io::Result<()> {
+        let (mut first, mut offset) = (0, 0);
+        while first < self.pieces.len() {
+            let slices: Vec<IoSlice<'_>> = self.pieces[first..]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| IoSlice::new(if i == 0 { &self.slice(p)[offset..] } else { self.slice(p) }))
+                .collect();
+            let mut n = wr.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let written = n.min(weight);
+            backlog.take(written);
+            weight -= written;
+            while n > 0 {
+                let left = self.slice(&self.pieces[first]).len() - offset;
+                if n >= left {
+                    n -= left;
+                    first += 1;
+                    offset = 0;
+                } else {
+                    offset += n;
+                    n = 0;
+                }
+            }
+        }
+        backlog.take(weight);
+        Ok(())
+    }
+}
+
 async fn write_loop(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<(Control, usize)>,
+    mut rx: mpsc::UnboundedReceiver<(Outgoing, usize)>,
     settings: Settings,
     echo: &Notify,
     backlog: &Backlog,
 ) -> ConnectionEnd {
     let mut ticks = tokio::time::interval(settings.net_ticktime / 4);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut batch = Batch { buf: Vec::with_capacity(64 * 1024), pieces: Vec::new(), bytes: 0 };
     let mut wrote_since_tick = false;
     let mut pending = 0;
     loop {
-        buf.clear();
+        batch.clear();
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
-                Some((control, weight)) => {
-                    control.encode_into(&mut buf);
+                Some((out, weight)) => {
+                    batch.push(out);
                     pending = weight;
-                    while buf.len() < 256 * 1024 {
+                    while !batch.full() {
                         match rx.try_recv() {
-                            Ok((control, weight)) => {
-                                control.encode_into(&mut buf);
+                            Ok((out, weight)) => {
+                                batch.push(out);
                                 pending += weight;
                             }
                             Err(_) => break,
@@ -221,24 +351,20 @@ async fn write_loop(
                 }
                 None => return ConnectionEnd::Dropped,
             },
-            _ = echo.notified() => buf.extend_from_slice(&[0, 0, 0, 0]),
+            _ = echo.notified() => batch.extend_buf(|b| b.extend_from_slice(&[0, 0, 0, 0])),
             // Tick only when nothing else went out in the last quarter tick time.
             _ = ticks.tick() => {
                 if std::mem::take(&mut wrote_since_tick) {
                     continue;
                 }
-                buf.extend_from_slice(&[0, 0, 0, 0]);
+                batch.extend_buf(|b| b.extend_from_slice(&[0, 0, 0, 0]));
             }
         }
-        if let Err(e) = wr.write_all(&buf).await {
+        // Taken off as it is written: the backlog is what has not reached the socket.
+        if let Err(e) = batch.write_to(&mut wr, backlog, std::mem::take(&mut pending)).await {
             return e.into();
         }
-        // Taken off once written: the backlog is what has not reached the socket.
-        backlog.take(std::mem::take(&mut pending));
         wrote_since_tick = true;
-        if buf.capacity() > 4 << 20 {
-            buf = Vec::with_capacity(64 * 1024);
-        }
     }
 }
 

@@ -257,6 +257,16 @@ impl Node {
         }
     }
 
+    /// The connection a message to remote `to` goes out on, for a sender
+    /// that encodes its messages itself; `None` for a local pid or an
+    /// unconnected node.
+    pub fn outbox_of(&self, to: &Pid) -> Option<Outbox> {
+        if self.is_this_node(to) {
+            return None;
+        }
+        self.lock().peers.get(&to.node.name).map(|p| p.outbox.clone())
+    }
+
     /// False while the connection to `node` is busy (see
     /// [`crate::distribution::connection::BUSY_BYTES`]).
     pub fn peer_room(&self, node: &str) -> bool {

@@ -27,10 +27,32 @@ pub enum CodecError {
     DoesNotFit { len: usize, n: u8 },
 }
 
-/// Cuts the next frame off the front of `buf`, if a whole one is there.
-pub fn decode(framing: Framing, buf: &mut Vec<u8>) -> Result<Option<Frame>, CodecError> {
+/// What kind of frame a [`Cut`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Stream or packet data.
+    Data,
+    /// A line that ended with a newline.
+    Eol,
+    /// A piece of a line longer than L (or the unterminated end of output).
+    Noeol,
+}
+
+/// Where the next frame lies at the front of a buffer, found without
+/// copying it: its payload's range, and how many bytes it takes up
+/// (header and newline included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub kind: Kind,
+    pub payload: std::ops::Range<usize>,
+    pub used: usize,
+}
+
+/// Finds the next frame at the front of `buf`, if a whole one is there.
+/// The buffer is not touched: a caller cuts many frames, then drains once.
+pub fn next(framing: Framing, buf: &[u8]) -> Result<Option<Cut>, CodecError> {
     match framing {
-        Framing::Stream => Ok((!buf.is_empty()).then(|| Frame::Data(std::mem::take(buf)))),
+        Framing::Stream => Ok((!buf.is_empty()).then(|| Cut { kind: Kind::Data, payload: 0..buf.len(), used: buf.len() })),
         Framing::Packet(n) => {
             let n = n as usize;
             if buf.len() < n {
@@ -40,29 +62,41 @@ pub fn decode(framing: Framing, buf: &mut Vec<u8>) -> Result<Option<Frame>, Code
             if len > MAX_PACKET {
                 return Err(CodecError::TooLarge(len));
             }
+            // Nothing is reserved for the announced length: the buffer
+            // grows only as the bytes arrive.
             if buf.len() < n + len {
-                buf.reserve(n + len - buf.len());
                 return Ok(None);
             }
-            let frame = buf[n..n + len].to_vec();
-            buf.drain(..n + len);
-            Ok(Some(Frame::Data(frame)))
+            Ok(Some(Cut { kind: Kind::Data, payload: n..n + len, used: n + len }))
         }
         Framing::Line(max) => {
             let window = &buf[..buf.len().min(max + 1)];
-            if let Some(i) = window.iter().position(|&b| b == b'\n').filter(|&i| i <= max) {
-                let bytes = buf[..i].to_vec();
-                buf.drain(..=i);
-                return Ok(Some(Frame::Line { eol: true, bytes }));
+            if let Some(i) = memchr::memchr(b'\n', window) {
+                return Ok(Some(Cut { kind: Kind::Eol, payload: 0..i, used: i + 1 }));
             }
             if buf.len() > max {
-                let bytes = buf[..max].to_vec();
-                buf.drain(..max);
-                return Ok(Some(Frame::Line { eol: false, bytes }));
+                return Ok(Some(Cut { kind: Kind::Noeol, payload: 0..max, used: max }));
             }
             Ok(None)
         }
     }
+}
+
+/// Cuts the next frame off the front of `buf`, if a whole one is there.
+pub fn decode(framing: Framing, buf: &mut Vec<u8>) -> Result<Option<Frame>, CodecError> {
+    let Some(cut) = next(framing, buf)? else { return Ok(None) };
+    let bytes = if cut.used == buf.len() && cut.payload == (0..buf.len()) {
+        std::mem::take(buf)
+    } else {
+        let bytes = buf[cut.payload.clone()].to_vec();
+        buf.drain(..cut.used);
+        bytes
+    };
+    Ok(Some(match cut.kind {
+        Kind::Data => Frame::Data(bytes),
+        Kind::Eol => Frame::Line { eol: true, bytes },
+        Kind::Noeol => Frame::Line { eol: false, bytes },
+    }))
 }
 
 /// What is left at end of output: in line mode, an unterminated last line.
@@ -114,6 +148,14 @@ mod tests {
         assert_eq!(encode(Framing::Packet(1), vec![7; 255]).unwrap().len(), 256);
         assert!(encode(Framing::Packet(1), vec![7; 256]).is_err());
         assert_eq!(decode(Framing::Packet(4), &mut vec![255, 255, 255, 255]), Err(CodecError::TooLarge(u32::MAX as usize)));
+    }
+
+    #[test]
+    fn a_packet_header_reserves_nothing_before_its_bytes_arrive() {
+        let mut buf = vec![0x0f, 0xff, 0xff, 0xff, 1, 2, 3];
+        buf.shrink_to_fit();
+        assert_eq!(decode(Framing::Packet(4), &mut buf), Ok(None));
+        assert!(buf.capacity() < 1024, "reserved {} bytes for a packet not yet arrived", buf.capacity());
     }
 
     #[test]

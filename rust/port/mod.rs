@@ -16,6 +16,8 @@ pub mod spawn;
 pub mod stdin;
 pub mod watchdog;
 
+mod outbound;
+mod output;
 mod process;
 
 pub(crate) use request::grace_period;

@@ -9,12 +9,18 @@
 //!
 //! Flow control both ways: output is read only while the owner has room
 //! (its connection's or mailbox's backlog is under the high-water mark),
-//! one frame at a time, so one read never floods it; input queued for the
+//! checked before each frame, so one read never floods it; input queued for the
 //! program past [`STDIN_BUSY`] makes `portnode:port_command` wait, as a
 //! busy erts port does.
+//!
+//! Output for a remote owner is encoded straight to distribution frames
+//! ([`Outbound`]): the frames of one read are queued on the connection
+//! together, and a stream read goes out as it was read, without a copy.
 
 use super::child::{self, Running};
-use super::codec::{self, Frame};
+use super::codec::{self, Frame, Kind};
+use super::outbound::Outbound;
+use super::output::{read_some, Output, MAX_READ, READ_CHUNK};
 use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::{self, Spawned, Starting};
@@ -22,6 +28,7 @@ use super::OnStart;
 use super::stdin::Stdin;
 use crate::etf::{self, a, int, tuple};
 use crate::backlog::Backlog;
+use crate::distribution::connection::{Outbox, Outgoing};
 use crate::node::process::{Call, Process};
 use eetf::{Pid, Term};
 use std::future::Future;
@@ -29,11 +36,10 @@ use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::unix::pipe;
 use tracing::{debug, warn};
 
-/// The most read from a program at once (a Linux pipe's default capacity).
-const READ_CHUNK: usize = 64 * 1024;
+/// Encoded frames are queued on the connection in batches of about this many bytes.
+const BATCH: usize = 64 * 1024;
 
 /// What became of data for the program.
 enum Written {
@@ -53,31 +59,6 @@ enum Next {
     Stop(Option<Duration>, Option<Call>),
 }
 
-/// One of the program's output pipes, and what was read from it and not
-/// yet delivered.
-struct Output {
-    pipe: Option<pipe::Receiver>,
-    buf: Vec<u8>,
-    /// Frames may be waiting in `buf` for the owner to have room.
-    blocked: bool,
-    /// Bytes (or EOF) arrived since `buf` was last framed.
-    fresh: bool,
-    /// The pipe reached EOF and its last bytes were framed.
-    ended: bool,
-}
-
-impl Output {
-    fn new(pipe: Option<pipe::Receiver>) -> Output {
-        let ended = pipe.is_none();
-        Output { pipe, buf: Vec::new(), blocked: false, fresh: false, ended }
-    }
-
-    /// Everything read has been delivered and no more will come.
-    fn finished(&self) -> bool {
-        self.pipe.is_none() && !self.blocked && self.ended
-    }
-}
-
 /// A stop in progress: the program, moved out of the port, being stopped.
 type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -86,6 +67,8 @@ struct Port {
     owner: Pid,
     /// What a message to the owner waits behind; refreshed when the owner changes.
     owner_backlog: Option<Arc<Backlog>>,
+    /// Output messages to the owner, encoded; rebuilt when the owner changes.
+    outbound: Outbound,
     spec: PortSpec,
     program: Running,
     os_pid: u32,
@@ -159,8 +142,9 @@ async fn serve(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Ter
     let program = Running::new(child, jail, spec.kill_timeout);
     let owner_backlog = me.node().backlog_of(&owner);
     let stdin = Stdin::new(stdin);
-    let mut port = Port { me, owner, owner_backlog, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
-    let (mut out, mut err) = (Output::new(stdout), Output::new(stderr));
+    let outbound = Outbound::new(me.pid(), &owner, spec.binary);
+    let mut port = Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
+    let (mut out, mut err) = (Output::new(stdout).enlarge_pipe(), Output::new(stderr));
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
@@ -179,6 +163,7 @@ async fn serve(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Ter
             }
         }
         let room = port.owner_has_room();
+        let cap = port.read_cap();
         let backlog = port.owner_backlog.clone();
         let output_waits = out.blocked || out.pipe.is_some() || err.pipe.is_some();
         tokio::select! {
@@ -190,14 +175,14 @@ async fn serve(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Ter
                     stopping = Some((Box::pin(async move { program.terminate(grace).await }), call));
                 }
             },
-            read = read_some(out.pipe.as_ref(), &mut out.buf), if out.pipe.is_some() && !out.blocked && room => {
+            read = read_some(out.pipe.as_mut(), &mut out.buf, cap), if out.pipe.is_some() && !out.blocked && room => {
                 out.fresh = true;
                 match read {
                     Ok(n) if n > 0 => port.bytes_in += n as u64,
                     _ => out.pipe = None,
                 }
             },
-            read = read_some(err.pipe.as_ref(), &mut err.buf), if err.pipe.is_some() && room => match read {
+            read = read_some(err.pipe.as_mut(), &mut err.buf, READ_CHUNK), if err.pipe.is_some() && room => match read {
                 Ok(n) if n > 0 => {
                     let data = port.data(std::mem::take(&mut err.buf));
                     port.to_owner(tuple(vec![a("stderr"), data]));
@@ -252,32 +237,6 @@ async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i32) -
     a("normal")
 }
 
-thread_local! {
-    /// One read buffer for every port on this thread: an idle port holds
-    /// none, so thousands of open programs cost little memory (and forking
-    /// the next one stays cheap).
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
-}
-
-/// Waits until `pipe` is readable, then appends what it has to `out`.
-/// Cancel-safe: nothing is read until the bytes can be kept.
-async fn read_some(pipe: Option<&pipe::Receiver>, out: &mut Vec<u8>) -> std::io::Result<usize> {
-    let Some(pipe) = pipe else { return std::future::pending().await };
-    loop {
-        pipe.readable().await?;
-        let read = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let n = pipe.try_read(&mut scratch[..])?;
-            out.extend_from_slice(&scratch[..n]);
-            Ok::<usize, std::io::Error>(n)
-        });
-        match read {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
-}
-
 impl Port {
     fn handle_pid(&self) -> Term {
         Term::from(self.me.pid().clone())
@@ -288,11 +247,28 @@ impl Port {
     }
 
     fn owner_has_room(&self) -> bool {
-        self.owner_backlog.as_ref().is_none_or(|b| b.has_room())
+        self.owner_has_room_for(0)
+    }
+
+    /// The most one read may take: one chunk, or for a remote owner what
+    /// its connection can queue before its high-water mark, so that a read
+    /// never takes the backlog further past the mark than one chunk.
+    /// (Binaries only: data as a list takes twice its bytes and more.)
+    fn read_cap(&self) -> usize {
+        match &self.owner_backlog {
+            Some(b) if self.spec.binary && self.owner.node != self.me.pid().node => b.headroom().clamp(READ_CHUNK, MAX_READ),
+            _ => READ_CHUNK,
+        }
+    }
+
+    /// Room for `extra` bytes more than are queued (frames encoded, not queued yet).
+    fn owner_has_room_for(&self, extra: usize) -> bool {
+        self.owner_backlog.as_ref().is_none_or(|b| b.has_room_for(extra))
     }
 
     fn set_owner(&mut self, new: Pid) {
         self.owner_backlog = self.me.node().backlog_of(&new);
+        self.outbound = Outbound::new(self.me.pid(), &new, self.spec.binary);
         self.owner = new;
     }
 
@@ -305,35 +281,89 @@ impl Port {
         }
     }
 
-    /// Sends the owner the frames waiting in `out`, one at a time while it
-    /// has room; frames the owner has no room for stay in the buffer.
+    /// Sends the owner the frames waiting in `out`, checking before each
+    /// one that it has room; frames the owner has no room for stay in the buffer.
     fn deliver_output(&mut self, out: &mut Output) -> Result<(), Term> {
         // Nothing new to frame: do not scan a partial frame again.
         if !out.fresh && !out.blocked {
             return Ok(());
         }
         out.fresh = false;
-        let framing = self.spec.framing;
-        loop {
-            if !self.owner_has_room() {
-                out.blocked = true;
-                return Ok(());
-            }
-            match codec::decode(framing, &mut out.buf) {
-                Ok(Some(frame)) => self.deliver(frame),
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(port = %self.me.pid(), program = %self.spec.name, error = %e, "program broke its framing");
-                    return Err(a("einval"));
-                }
-            }
-        }
         out.blocked = false;
+        let used = self.send_frames(out)?;
+        out.consume(used);
+        if out.blocked {
+            return Ok(());
+        }
         if out.pipe.is_none() && !out.ended {
-            self.last_line = codec::decode_eof(framing, &mut out.buf);
+            self.last_line = codec::decode_eof(self.spec.framing, &mut out.buf);
             out.ended = true;
         }
         Ok(())
+    }
+
+    /// Sends the frames at the front of `out`'s buffer, checking before
+    /// each one that the owner has room (counting what is encoded and not
+    /// queued yet); returns the bytes they took up.
+    fn send_frames(&mut self, out: &mut Output) -> Result<usize, Term> {
+        // A remote owner's frames are encoded here; a local owner gets terms.
+        let outbox = self.me.node().outbox_of(&self.owner);
+        let mut batch = Vec::new();
+        let mut pos = 0;
+        let result = loop {
+            if !self.owner_has_room_for(batch.len()) {
+                out.blocked = true;
+                break Ok(pos);
+            }
+            let cut = match codec::next(self.spec.framing, &out.buf[pos..]) {
+                Ok(Some(cut)) => cut,
+                Ok(None) => break Ok(pos),
+                Err(e) => {
+                    warn!(port = %self.me.pid(), program = %self.spec.name, error = %e, "program broke its framing");
+                    break Err(a("einval"));
+                }
+            };
+            if pos == 0 && cut.payload == (0..out.buf.len()) {
+                // The whole buffer is one frame (stream output): it goes as it was read.
+                if let Some(outbox) = &outbox {
+                    flush(outbox, &mut batch);
+                }
+                self.send_whole(outbox.as_ref(), cut.kind, std::mem::take(&mut out.buf));
+                break Ok(0);
+            }
+            let data = &out.buf[pos..][cut.payload.clone()];
+            match &outbox {
+                Some(outbox) => {
+                    self.outbound.push(cut.kind, data, &mut batch);
+                    if batch.len() >= BATCH {
+                        flush(outbox, &mut batch);
+                    }
+                }
+                None => self.deliver(frame_of(cut.kind, data.to_vec())),
+            }
+            pos += cut.used;
+        };
+        if let Some(outbox) = &outbox {
+            flush(outbox, &mut batch);
+        }
+        result
+    }
+
+    /// Sends a frame that is a whole read; a binary goes as its own piece, never copied.
+    fn send_whole(&self, outbox: Option<&Outbox>, kind: Kind, bytes: Vec<u8>) {
+        match outbox {
+            Some(outbox) if self.outbound.binary() => {
+                let mut head = Vec::with_capacity(128);
+                self.outbound.push_head(kind, bytes.len(), &mut head);
+                outbox.send_outgoing(Outgoing::Split { head, payload: bytes });
+            }
+            Some(outbox) => {
+                let mut frame = Vec::with_capacity(self.outbound.frame_len(kind, bytes.len()));
+                self.outbound.push(kind, &bytes, &mut frame);
+                flush(outbox, &mut frame);
+            }
+            None => self.deliver(frame_of(kind, bytes)),
+        }
     }
 
     fn deliver(&self, frame: Frame) {
@@ -513,6 +543,22 @@ impl Port {
             "os_pid" => int(i64::from(self.os_pid)),
             _ => a("undefined"),
         }
+    }
+}
+
+/// Queues the frames encoded so far.
+fn flush(outbox: &Outbox, batch: &mut Vec<u8>) {
+    if !batch.is_empty() {
+        // A connection that has ended drops them, as a send to it would.
+        outbox.send_outgoing(Outgoing::Frames(std::mem::take(batch)));
+    }
+}
+
+fn frame_of(kind: Kind, bytes: Vec<u8>) -> Frame {
+    match kind {
+        Kind::Data => Frame::Data(bytes),
+        Kind::Eol => Frame::Line { eol: true, bytes },
+        Kind::Noeol => Frame::Line { eol: false, bytes },
     }
 }
 

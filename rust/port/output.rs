@@ -1,0 +1,107 @@
+//! A program's output pipe on the port's side: what was read and not yet
+//! delivered, and reads that take what the pipe has straight into the
+//! buffer, sized by what is waiting.
+
+use std::os::fd::AsRawFd;
+use tokio::net::unix::pipe;
+
+/// The most read from a program at once (a Linux pipe's default capacity)
+/// for a local owner, and at least that for a remote one.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+/// The most read at once for a remote owner whose connection has the room:
+/// fewer, larger messages cost the owner's node less per byte. The stdout
+/// pipe is made this large (best effort), so that the program can run that
+/// far ahead.
+pub(super) const MAX_READ: usize = 1024 * 1024;
+
+/// One of the program's output pipes, and what was read from it and not
+/// yet delivered.
+pub(super) struct Output {
+    pub(super) pipe: Option<pipe::Receiver>,
+    pub(super) buf: Vec<u8>,
+    /// Frames may be waiting in `buf` for the owner to have room.
+    pub(super) blocked: bool,
+    /// Bytes (or EOF) arrived since `buf` was last framed.
+    pub(super) fresh: bool,
+    /// The pipe reached EOF and its last bytes were framed.
+    pub(super) ended: bool,
+}
+
+impl Output {
+    pub(super) fn new(pipe: Option<pipe::Receiver>) -> Output {
+        let ended = pipe.is_none();
+        Output { pipe, buf: Vec::new(), blocked: false, fresh: false, ended }
+    }
+
+    /// Lets the program write up to [`MAX_READ`] ahead (best effort: on
+    /// failure the pipe keeps its size), so that a read can take that much.
+    pub(super) fn enlarge_pipe(self) -> Output {
+        if let Some(p) = &self.pipe {
+            // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
+            unsafe { libc::fcntl(p.as_raw_fd(), libc::F_SETPIPE_SZ, MAX_READ as libc::c_int) };
+        }
+        self
+    }
+
+    /// Drops the first `used` bytes (frames sent). An idle port holds no
+    /// buffer, nor a large one for a partial frame.
+    pub(super) fn consume(&mut self, used: usize) {
+        self.buf.drain(..used.min(self.buf.len()));
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else if self.buf.capacity() > READ_CHUNK && self.buf.len() <= READ_CHUNK / 4 {
+            self.buf.shrink_to(READ_CHUNK / 4);
+        }
+    }
+
+    /// Everything read has been delivered and no more will come.
+    pub(super) fn finished(&self) -> bool {
+        self.pipe.is_none() && !self.blocked && self.ended
+    }
+}
+
+/// The first read of a wake-up: small output (a reply, a few lines) takes
+/// one `read`; when it fills this, what else is waiting is read at once.
+const FIRST_READ: usize = 16 * 1024;
+
+/// Waits until `pipe` is readable, then appends what it has (up to `cap`
+/// bytes) to `out`, read straight into it: the buffer grows by what is
+/// read, so an idle port holds none.
+/// Cancel-safe: nothing is read until the bytes can be kept.
+pub(super) async fn read_some(pipe: Option<&mut pipe::Receiver>, out: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+    use bytes::BufMut;
+    use tokio::io::AsyncReadExt;
+    let Some(pipe) = pipe else { return std::future::pending().await };
+    let first = FIRST_READ.min(cap);
+    // No buffer is held while the pipe is idle.
+    pipe.readable().await?;
+    // One more than is read, so that a read that takes all of it still
+    // counts as short, and a short read clears the pipe's readiness
+    // without a second `read` that would find nothing.
+    out.reserve(first + 1);
+    let n = pipe.read_buf(&mut (&mut *out).limit(first)).await?;
+    if n < first {
+        return Ok(n);
+    }
+    let more = bytes_waiting(pipe).min(cap - n);
+    if more == 0 {
+        return Ok(n);
+    }
+    out.reserve(more);
+    match pipe.try_read_buf(&mut (&mut *out).limit(more)) {
+        Ok(m) => Ok(n + m),
+        // What was read first is kept; the error (or EOF) shows on the next read.
+        Err(_) => Ok(n),
+    }
+}
+
+/// Bytes waiting in `pipe` (`FIONREAD`); [`READ_CHUNK`] if it cannot say.
+fn bytes_waiting(pipe: &pipe::Receiver) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
+    match unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) } {
+        0 => usize::try_from(n).unwrap_or(READ_CHUNK),
+        _ => READ_CHUNK,
+    }
+}
