@@ -9,10 +9,10 @@ use tokio::net::unix::pipe;
 /// for a local owner, and at least that for a remote one.
 pub(super) const READ_CHUNK: usize = 64 * 1024;
 
-/// The most read at once for a remote owner whose connection has the room:
-/// fewer, larger messages cost the owner's node less per byte. The stdout
-/// pipe is made this large (best effort), so that the program can run that
-/// far ahead.
+/// The most read at once for a remote owner whose connection has the room,
+/// when the pipe holds more than [`READ_CHUNK`] (its default size, kept as
+/// erts keeps it; a program may enlarge its own end with `F_SETPIPE_SZ`):
+/// fewer, larger messages cost the owner's node less per byte.
 pub(super) const MAX_READ: usize = 1024 * 1024;
 
 /// One of the program's output pipes, and what was read from it and not
@@ -32,16 +32,6 @@ impl Output {
     pub(super) fn new(pipe: Option<pipe::Receiver>) -> Output {
         let ended = pipe.is_none();
         Output { pipe, buf: Vec::new(), blocked: false, fresh: false, ended }
-    }
-
-    /// Lets the program write up to [`MAX_READ`] ahead (best effort: on
-    /// failure the pipe keeps its size), so that a read can take that much.
-    pub(super) fn enlarge_pipe(self) -> Output {
-        if let Some(p) = &self.pipe {
-            // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
-            unsafe { libc::fcntl(p.as_raw_fd(), libc::F_SETPIPE_SZ, MAX_READ as libc::c_int) };
-        }
-        self
     }
 
     /// Drops the first `used` bytes (frames sent). An idle port holds no

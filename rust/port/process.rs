@@ -144,7 +144,7 @@ async fn serve(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Ter
     let stdin = Stdin::new(stdin);
     let outbound = Outbound::new(me.pid(), &owner, spec.binary);
     let mut port = Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
-    let (mut out, mut err) = (Output::new(stdout).enlarge_pipe(), Output::new(stderr));
+    let (mut out, mut err) = (Output::new(stdout), Output::new(stderr));
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
