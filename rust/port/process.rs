@@ -81,33 +81,81 @@ struct Port {
     last_line: Option<Frame>,
 }
 
+/// What a port starts with, on the heap: the port's task holds a pointer
+/// to it, not copies (an `async fn` keeps its arguments apart from what it
+/// moves them into, and a task is as large as its largest state).
+struct Launch {
+    me: Process,
+    owner: Pid,
+    spec: PortSpec,
+    on_start: OnStart,
+}
+
 /// Runs the port: waits for its program to start, tells `on_start`, then
 /// serves it until it closes; returns its exit reason.
-pub async fn run(me: Process, owner: Pid, spec: PortSpec, starting: Starting, on_start: OnStart) -> Term {
+pub fn run(me: Process, owner: Pid, spec: PortSpec, starting: Starting, on_start: OnStart) -> impl Future<Output = Term> + Send {
+    launched(Box::new(Launch { me, owner, spec, on_start }), starting)
+}
+
+async fn launched(launch: Box<Launch>, starting: Starting) -> Term {
     // Messages wait in the mailbox meanwhile (about as long as an exec takes).
-    match starting.started().await {
-        Ok(spawned) => {
-            started(&me, on_start, Ok(Some(spawned.os_pid)));
-            serve(me, owner, spec, spawned).await
+    let outcome = starting.started().await;
+    match Port::start(launch, outcome) {
+        Ok((port, out, err)) => serve(port, out, err).await,
+        Err(Failed::InChild(launch, errno)) => {
+            let Launch { me, owner, spec, .. } = *launch;
+            // Boxed: this rare state must not size every port's task.
+            Box::pin(failed_start(me, owner, spec, errno)).await
         }
-        Err(e) => match spawn::failed_in_child(&e) {
-            Some(errno) => {
-                started(&me, on_start, Ok(None));
-                failed_start(me, owner, spec, errno).await
+        Err(Failed::Reason(reason)) => reason,
+    }
+}
+
+/// A program that did not start.
+enum Failed {
+    /// It failed before exec, with this errno: the port reports it as its exit status.
+    InChild(Box<Launch>, i32),
+    /// portnode could not start it: the handle's exit reason.
+    Reason(Term),
+}
+
+impl Port {
+    /// The port for a program that has started, with its output pipes, or
+    /// why there is none. Tells `on_start` either way.
+    fn start(launch: Box<Launch>, outcome: std::io::Result<Spawned>) -> Result<(Box<Port>, Output, Output), Failed> {
+        let Launch { me, owner, spec, on_start } = *launch;
+        let spawned = match outcome {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                return Err(match spawn::failed_in_child(&e) {
+                    Some(errno) => {
+                        started(&me, on_start, Ok(None));
+                        Failed::InChild(Box::new(Launch { me, owner, spec, on_start: OnStart::Nobody }), errno)
+                    }
+                    None => {
+                        let reason = a(spawn::errno_name(&e));
+                        warn!(port = %me.pid(), program = %spec.name, error = %e, "cannot start the program");
+                        if matches!(on_start, OnStart::Nobody) {
+                            // The opener has its handle already: the handle's exit says why.
+                            Failed::Reason(reason)
+                        } else {
+                            // The opener waits for the answer: it gets the error, and no handle.
+                            me.unlink(&owner);
+                            started(&me, on_start, Err(reason));
+                            Failed::Reason(a("normal"))
+                        }
+                    }
+                });
             }
-            None => {
-                let reason = a(spawn::errno_name(&e));
-                warn!(port = %me.pid(), program = %spec.name, error = %e, "cannot start the program");
-                if matches!(on_start, OnStart::Nobody) {
-                    // The opener has its handle already: the handle's exit says why.
-                    return reason;
-                }
-                // The opener waits for the answer: it gets the error, and no handle.
-                me.unlink(&owner);
-                started(&me, on_start, Err(reason));
-                a("normal")
-            }
-        },
+        };
+        started(&me, on_start, Ok(Some(spawned.os_pid)));
+        let Spawned { child, jail, os_pid, stdin, stdout, stderr } = spawned;
+        let program = Running::new(child, jail, spec.kill_timeout);
+        let owner_backlog = me.node().backlog_of(&owner);
+        let stdin = Stdin::new(stdin);
+        let outbound = Outbound::new(me.pid(), &owner, spec.binary);
+        let port = Box::new(Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
+        Ok((port, Output::new(stdout), Output::new(stderr)))
     }
 }
 
@@ -137,14 +185,7 @@ fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) 
 }
 
 /// Serves the port until it closes; returns its exit reason.
-async fn serve(me: Process, owner: Pid, spec: PortSpec, spawned: Spawned) -> Term {
-    let Spawned { child, jail, os_pid, stdin, stdout, stderr } = spawned;
-    let program = Running::new(child, jail, spec.kill_timeout);
-    let owner_backlog = me.node().backlog_of(&owner);
-    let stdin = Stdin::new(stdin);
-    let outbound = Outbound::new(me.pid(), &owner, spec.binary);
-    let mut port = Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None };
-    let (mut out, mut err) = (Output::new(stdout), Output::new(stderr));
+async fn serve(mut port: Box<Port>, mut out: Output, mut err: Output) -> Term {
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
