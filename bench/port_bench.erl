@@ -2,7 +2,7 @@
 %% through `portnode:open_port', in the same run. Run with `bench/run port'.
 -module(port_bench).
 
--export([main/1]).
+-export([main/1, line_sender/2, echo_server/0]).
 
 -define(START, "start 5,000 held programs (s, lower is better)").
 -define(HELD, "spawn latency with 5,000 held (ms to exit_status of /bin/true, none held -> 5,000 held)").
@@ -12,6 +12,10 @@
 -define(LINES, "line mode: 2M lines from seq (lines/s, higher is better)").
 -define(SPAWN, "spawn /bin/true to exit_status (ms, lower is better)").
 -define(ECHO, "packet-4 echo round trip through cat (us, lower is better)").
+%% Rows printed right under the row they explain: the same messages over
+%% erl <-> erl distribution, measured in the same rounds (see anchor_lines/1, anchor_echo/1).
+-define(LINES_ANCHOR, "anchor: the same 2M line messages, erl -> erl distribution, one way (lines/s, higher is better)").
+-define(ECHO_ANCHOR, "anchor: erl <-> erl distribution round trip, same payload (us, lower is better)").
 -define(N_HELD, 5000).
 -define(N_NOFILE, 10000).
 
@@ -26,21 +30,26 @@ main(Args) ->
     %% memory behind that new programs would reuse.
     Groups = [{[?START, ?HELD, ?MEMORY], fun held/0},
               {[?STREAM], fun() -> [stream_row(best3(fun stream/1, higher))] end},
-              {[?LINES], fun() -> [lines_row(best3(fun lines/1, higher))] end},
+              {[?LINES], fun() -> with_peer(fun(Node) -> lines_rows(best3(fun lines/1, higher, fun() -> anchor_lines(Node) end)) end) end},
               {[?SPAWN], fun() -> [spawn_row(best3(fun spawn_to_exit/1, lower))] end},
-              {[?ECHO], fun() -> [echo_row(best3(fun echo/1, lower))] end},
+              {[?ECHO], fun() -> with_peer(fun(Node) -> echo_rows(best3(fun echo/1, lower, fun() -> anchor_echo(Node) end)) end) end},
               {[?NOFILE], fun nofile/0}],
     Measured = lists:append([begin
                                  io:format("~s ...~n", [hd([N || N <- Names, Only(N)])]),
-                                 [R || {N, _, _, _, _, _} = R <- Group(), Only(N)]
+                                 [R || R <- Group(), Only(row_name(R))]
                              end || {Names, Group} <- Groups, lists:any(Only, Names)]),
     %% Printed in the issue's order (measured in the order above).
+    %% An anchor row right under the row it explains.
     Rows = [R || Name <- [?START, ?HELD, ?NOFILE, ?MEMORY, ?STREAM, ?LINES, ?SPAWN, ?ECHO],
-                 {N, _, _, _, _, _} = R <- Measured, N =:= Name],
+                 R <- [R1 || {N, _, _, _, _, _} = R1 <- Measured, N =:= Name] ++
+                      [R2 || {anchor, N, _, _, _, _, _, _} = R2 <- Measured, N =:= Name]],
     Rows =/= [] andalso begin
         io:format("~nTargets (one run, both sides measured the same way in it; best of 3 unless the row says; the machine is noisy, so compare within the run):~n~n"
                   "| target row | erlang:open_port | portnode:open_port | ratio (portnode / erts) | target | result |~n|---|---|---|---|---|---|~n"),
-        [io:format("| ~s | ~s | ~s | ~s | ~s | ~s |~n", [N, E, P, R, T, met(M)]) || {N, E, P, R, T, M} <- Rows],
+        [case Row of
+             {N, E, P, R, T, M} -> io:format("| ~s | ~s | ~s | ~s | ~s | ~s |~n", [N, E, P, R, T, met(M)]);
+             {anchor, _, N, E, P, R, T, Res} -> io:format("| ~s | ~s | ~s | ~s | ~s | ~s |~n", [N, E, P, R, T, Res])
+         end || Row <- Rows],
         io:format("~n")
     end,
     Mode = maps:get(containment, portnode:info()),
@@ -56,6 +65,36 @@ best3(Fun, Better) ->
     Runs = [{Fun(erlang), Fun(portnode)} || _ <- lists:seq(1, 3)],
     Pick = case Better of lower -> fun lists:min/1; higher -> fun lists:max/1 end,
     {Pick([E || {E, _} <- Runs]), Pick([P || {_, P} <- Runs])}.
+
+%% The same, with a third measurement (an anchor) in each round: erts,
+%% portnode, anchor, erts, ...
+best3(Fun, Better, Anchor) ->
+    Runs = [{Fun(erlang), Fun(portnode), Anchor()} || _ <- lists:seq(1, 3)],
+    Pick = case Better of lower -> fun lists:min/1; higher -> fun lists:max/1 end,
+    {Pick([E || {E, _, _} <- Runs]), Pick([P || {_, P, _} <- Runs]), Pick([A || {_, _, A} <- Runs])}.
+
+row_name({anchor, Parent, _, _, _, _, _, _}) -> Parent;
+row_name({N, _, _, _, _, _}) -> N.
+
+%% The line row, and under it the erl -> erl rate of the same messages.
+lines_rows({E, P, A}) ->
+    [lines_row({E, P}),
+     {anchor, ?LINES, ?LINES_ANCHOR, "erl -> erl: " ++ fmt(A), "portnode: " ++ fmt(P),
+      "portnode / anchor: " ++ ratio(P, A), "1M lines/s is " ++ ratio(1.0e6, A) ++ " the anchor",
+      case A < 1.0e6 of
+          true -> "target above the anchor: beyond erl -> erl distribution in this run";
+          false -> "anchor reaches the target in this run"
+      end}].
+
+%% The echo row, and under it one erl <-> erl round trip of the same payload beside 2x erts.
+echo_rows({E, P, A}) ->
+    [echo_row({E, P}),
+     {anchor, ?ECHO, ?ECHO_ANCHOR, "erl <-> erl: " ++ fmt(A), "2x erts echo: " ++ fmt(2 * E),
+      "portnode / anchor: " ++ ratio(P, A), "2x erts is " ++ ratio(2 * E, A) ++ " the anchor",
+      case 2 * E < A of
+          true -> "2x erts is below one distribution round trip in this run";
+          false -> "2x erts is not below one distribution round trip in this run"
+      end}].
 
 stream_row({E, P}) -> {?STREAM, fmt(E), fmt(P), ratio(P, E), ">= 1.0x erts", P / E >= 1.0}.
 lines_row({E, P}) -> {?LINES, fmt(E), fmt(P), ratio(P, E), ">= 1M lines/s", P >= 1.0e6}.
@@ -342,6 +381,74 @@ count_lines(P, N) ->
     receive
         {P, {data, {eol, _}}} -> count_lines(P, N + 1);
         {P, {exit_status, 0}} -> N
+    end.
+
+%% The line anchor: a process on the peer node sends the messages portnode
+%% sends for `seq 1 2000000' in {line, 80} binary mode ({Handle, {data,
+%% {eol, Line}}} with a pid of its node as Handle, then {Handle,
+%% {exit_status, 0}}) to this process, which counts them as lines/1 does.
+anchor_lines(Node) ->
+    N = 2000000,
+    T0 = erlang:monotonic_time(microsecond),
+    Sender = spawn(Node, ?MODULE, line_sender, [self(), N]),
+    N = count_lines(Sender, 0),
+    N / ((erlang:monotonic_time(microsecond) - T0) / 1000000).
+
+%% @private Runs on the peer node.
+-spec line_sender(pid(), pos_integer()) -> term().
+line_sender(To, N) -> line_send(To, 1, N).
+
+line_send(To, I, N) when I > N -> To ! {self(), {exit_status, 0}};
+line_send(To, I, N) -> To ! {self(), {data, {eol, integer_to_binary(I)}}}, line_send(To, I + 1, N).
+
+%% The echo anchor: us per round trip of the echo case's message shapes
+%% ({self(), {command, Msg}} there, {Echo, {data, Msg}} back, 64 bytes)
+%% to a process on the peer node, one at a time, as echo/1 does.
+anchor_echo(Node) ->
+    N = 20000,
+    P = spawn(Node, ?MODULE, echo_server, []),
+    Msg = binary:copy(<<"x">>, 64),
+    P ! {self(), {command, Msg}},
+    receive {P, {data, Msg}} -> ok end,
+    T0 = erlang:monotonic_time(microsecond),
+    [begin P ! {self(), {command, Msg}}, receive {P, {data, Msg}} -> ok end end || _ <- lists:seq(1, N)],
+    Us = (erlang:monotonic_time(microsecond) - T0) / N,
+    P ! stop,
+    Us.
+
+%% @private Runs on the peer node.
+-spec echo_server() -> ok.
+echo_server() ->
+    receive
+        {From, {command, Msg}} -> From ! {self(), {data, Msg}}, echo_server();
+        stop -> ok
+    end.
+
+%% Runs Fun(Node) with a second Erlang node (same cookie, this host) and
+%% stops it afterwards whatever happens: peer:stop, then SIGKILL by its OS
+%% pid if it is still there.
+with_peer(Fun) ->
+    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(port_bench),
+                                        args => ["-pa", filename:dirname(code:which(?MODULE))]}),
+    OsPid = try list_to_integer(erpc:call(Node, os, getpid, [])) catch _:_ -> undefined end,
+    try
+        true = is_integer(OsPid),
+        {module, ?MODULE} = erpc:call(Node, code, ensure_loaded, [?MODULE]),
+        Fun(Node)
+    after
+        catch peer:stop(Peer),
+        receive {'EXIT', Peer, _} -> ok after 1000 -> ok end,
+        is_integer(OsPid) andalso kill_if_running(OsPid, erlang:monotonic_time(millisecond) + 5000)
+    end.
+
+kill_if_running(OsPid, Deadline) ->
+    case running(OsPid) of
+        false -> ok;
+        true ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> os:cmd("kill -9 " ++ integer_to_list(OsPid)), ok;
+                false -> timer:sleep(50), kill_if_running(OsPid, Deadline)
+            end
     end.
 
 start_n(Impl, N) ->
