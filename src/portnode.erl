@@ -114,6 +114,8 @@ open(Node, PortName, Settings, Args) ->
         Error -> open_error(Error, Args)
     end.
 
+%% Raises what an open that did not return a handle says, as `open_port' would.
+-spec open_error({error, term()}, list()) -> no_return().
 open_error({error, {badarg, Bad}}, Args) -> badarg(Args, {bad_argument, Bad});
 open_error({error, Reason}, Args) -> erlang:error(Reason, Args).
 
