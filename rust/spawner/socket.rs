@@ -20,7 +20,23 @@ pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: both fds were just created and nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Above the stdio fds, which the spawner points at /dev/null (a
+    // portnode started with its stdin closed would get fd 0 here).
+    Ok((above_stdio(a)?, above_stdio(b)?))
+}
+
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on our own fd returns a new one or -1.
+    let high = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if high < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns; the low one closes as `fd` drops.
+    Ok(unsafe { OwnedFd::from_raw_fd(high) })
 }
 
 /// Sends `bytes` (some of them: returns how many), with `fds` attached.
