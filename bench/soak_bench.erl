@@ -1,7 +1,7 @@
 %% @doc Churn soak (not a test): 10,000 open/exit cycles of a program and
 %% 1,000 connect/disconnect cycles of a peer VM (each opening a program that
 %% the disconnect must stop), against a bridge-launched portnode. Prints
-%% portnode's fd count, RSS, thread count and zombie children at the start
+%% portnode's fd count, RSS, thread count and zombie descendants at the start
 %% (after a warm-up) and at the end, and whether each is within 5%.
 %% Run with `bench/run soak' (`bench/run soak 1000 100' for a short run).
 -module(soak_bench).
@@ -38,8 +38,9 @@ main(Args) ->
               [Programs, (T1 - T0) / 1000, Peers, (T2 - T1) / 1000]),
     io:format("| portnode | start | end | change | within 5% |~n|---|---|---|---|---|~n"),
     Flat = [row(Name, maps:get(K, Start), maps:get(K, End)) || {K, Name} <- [{fds, "open fds"}, {rss_kb, "RSS (KiB)"},
-                                                                              {threads, "threads"}, {zombies, "zombie children"},
-                                                                              {children, "live children"}]],
+                                                                              {threads, "threads"}, {zombies, "zombie descendants"},
+                                                                              {children, "live descendants"},
+                                                                              {spawner_fds, "spawner's open fds"}, {spawner_rss_kb, "spawner's RSS (KiB)"}]],
     io:format("~n"),
     ok = application:stop(portnode),
     case lists:all(fun(F) -> F end, Flat) of
@@ -86,15 +87,15 @@ wait_gone(Pn) ->
         false -> ok
     end.
 
-%% Waits until portnode has no live children but its watchdog (the peer's
-%% programs are being stopped), then a second more.
+%% Waits until portnode has no live descendants but its watchdog and its
+%% spawner (the peer's programs are being stopped), then a second more.
 settle(PnPid) ->
     settle(PnPid, 100).
 settle(_PnPid, 0) ->
     ok;
 settle(PnPid, Tries) ->
     case maps:get(children, sample(PnPid)) of
-        C when C =< 1 -> timer:sleep(1000);
+        C when C =< 2 -> timer:sleep(1000);
         _ -> timer:sleep(100), settle(PnPid, Tries - 1)
     end.
 
@@ -107,25 +108,46 @@ sample(Pid) ->
                     list_to_integer(V)
             end,
     Kids = children(Pid),
+    [Spawner] = [K || {K, _} <- Kids, comm(K) =:= "portnode-spawn"],
+    #{spawner_fds := SpFds, rss_kb := SpRss} = proc_sample(Spawner),
     #{fds => length(Fds), rss_kb => Field("VmRSS"), threads => Field("Threads"),
-      zombies => length([K || {K, "Z"} <- Kids]), children => length([K || {K, S} <- Kids, S =/= "Z"])}.
+      zombies => length([K || {K, "Z"} <- Kids]), children => length([K || {K, S} <- Kids, S =/= "Z"]),
+      spawner_fds => SpFds, spawner_rss_kb => SpRss}.
 
-%% {OsPid, State} of every child of `Pid'.
+%% The spawner's fd count and RSS.
+proc_sample(Pid) ->
+    P = "/proc/" ++ integer_to_list(Pid),
+    {ok, Fds} = file:list_dir(P ++ "/fd"),
+    {ok, Status} = file:read_file(P ++ "/status"),
+    {match, [V]} = re:run(Status, "\\nVmRSS:\\s+(\\d+)", [{capture, all_but_first, list}]),
+    #{spawner_fds => length(Fds), rss_kb => list_to_integer(V)}.
+
+comm(Pid) ->
+    case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/comm") of
+        {ok, C} -> string:trim(binary_to_list(C));
+        _ -> ""
+    end.
+
+%% {OsPid, State} of every descendant of `Pid' (its watchdog and spawner,
+%% and the spawner's children, the programs).
 children(Pid) ->
     {ok, Procs} = file:list_dir("/proc"),
-    lists:filtermap(fun(Name) ->
-                            case catch list_to_integer(Name) of
-                                K when is_integer(K) ->
-                                    case file:read_file("/proc/" ++ Name ++ "/stat") of
-                                        {ok, Stat} ->
-                                            [_, Rest] = string:split(Stat, ")", trailing),
-                                            [State, PPid | _] = string:lexemes(binary_to_list(Rest), " "),
-                                            case list_to_integer(PPid) of
-                                                Pid -> {true, {K, State}};
-                                                _ -> false
-                                            end;
-                                        _ -> false
-                                    end;
-                                _ -> false
-                            end
-                    end, Procs).
+    Rows = lists:filtermap(fun(Name) ->
+                                   case catch list_to_integer(Name) of
+                                       K when is_integer(K) ->
+                                           case file:read_file("/proc/" ++ Name ++ "/stat") of
+                                               {ok, Stat} ->
+                                                   [_, Rest] = string:split(Stat, ")", trailing),
+                                                   [State, PPid | _] = string:lexemes(binary_to_list(Rest), " "),
+                                                   {true, {K, list_to_integer(PPid), State}};
+                                               _ -> false
+                                           end;
+                                       _ -> false
+                                   end
+                           end, Procs),
+    descendants([Pid], Rows, []).
+
+descendants([], _Rows, Acc) -> Acc;
+descendants([P | Rest], Rows, Acc) ->
+    Kids = [{K, S} || {K, PP, S} <- Rows, PP =:= P],
+    descendants(Rest ++ [K || {K, _} <- Kids], Rows, Kids ++ Acc).
