@@ -101,7 +101,7 @@ async fn launched(launch: Box<Launch>, starting: Starting) -> Term {
     // Messages wait in the mailbox meanwhile (about as long as an exec takes).
     let outcome = starting.started().await;
     match Port::start(launch, outcome) {
-        Ok((port, out, err)) => serve(port, out, err).await,
+        Ok((port, outputs)) => serve(port, outputs).await,
         Err(Failed::InChild(launch, errno)) => {
             let Launch { me, owner, spec, .. } = *launch;
             // Boxed: this rare state must not size every port's task.
@@ -122,7 +122,7 @@ enum Failed {
 impl Port {
     /// The port for a program that has started, with its output pipes, or
     /// why there is none. Tells `on_start` either way.
-    fn start(launch: Box<Launch>, outcome: std::io::Result<Spawned>) -> Result<(Box<Port>, Output, Output), Failed> {
+    fn start(launch: Box<Launch>, outcome: std::io::Result<Spawned>) -> Result<(Box<Port>, Box<(Output, Output)>), Failed> {
         let Launch { me, owner, spec, on_start } = *launch;
         let spawned = match outcome {
             Ok(spawned) => spawned,
@@ -155,7 +155,7 @@ impl Port {
         let stdin = Stdin::new(stdin);
         let outbound = Outbound::new(me.pid(), &owner, spec.binary);
         let port = Box::new(Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
-        Ok((port, Output::new(stdout), Output::new(stderr)))
+        Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
 }
 
@@ -185,16 +185,18 @@ fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) 
 }
 
 /// Serves the port until it closes; returns its exit reason.
-async fn serve(mut port: Box<Port>, mut out: Output, mut err: Output) -> Term {
+async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
+    let (out, err) = &mut *outputs;
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
     let ends_with_output = port.spec.input;
     let need_status = port.spec.exit_status;
     let mut status: Option<ExitStatus> = None;
-    let mut stopping: Option<(Stopping, Option<Call>)> = None;
+    // Boxed, as everything the loop keeps: a port's task is its largest state.
+    let mut stopping: Option<Box<(Stopping, Option<Call>)>> = None;
     loop {
-        if let Err(reason) = port.deliver_output(&mut out) {
+        if let Err(reason) = port.deliver_output(out) {
             return reason;
         }
         let output_over = ends_with_output && out.finished() && err.finished();
@@ -213,7 +215,7 @@ async fn serve(mut port: Box<Port>, mut out: Output, mut err: Output) -> Term {
                 Next::Exit(reason) => return reason,
                 Next::Stop(grace, call) => {
                     let mut program = port.program.detach();
-                    stopping = Some((Box::pin(async move { program.terminate(grace).await }), call));
+                    stopping = Some(Box::new((Box::pin(async move { program.terminate(grace).await }), call)));
                 }
             },
             read = read_some(out.pipe.as_mut(), &mut out.buf, cap), if out.pipe.is_some() && !out.blocked && room => {
@@ -236,8 +238,8 @@ async fn serve(mut port: Box<Port>, mut out: Output, mut err: Output) -> Term {
             _ = wait_for_room(backlog), if !room && output_waits => {}
             written = port.stdin.write_some(), if port.stdin.has_work() => port.stdin.wrote(written, &port.me),
             s = port.program.wait(), if status.is_none() => status = Some(s),
-            _ = async { stopping.as_mut().map(|(f, _)| f).expect("guarded").as_mut().await }, if stopping.is_some() => {
-                if let Some((_, Some(call))) = stopping.take() {
+            _ = async { stopping.as_mut().map(|s| &mut s.0).expect("guarded").as_mut().await }, if stopping.is_some() => {
+                if let Some(Some(call)) = stopping.take().map(|s| s.1) {
                     port.me.reply(&call, a("ok"));
                 }
                 return a("normal");

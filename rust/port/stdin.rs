@@ -12,6 +12,7 @@ use eetf::Term;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::task::{Context, Poll};
 use tokio::net::unix::pipe;
 
 /// Bytes queued from which the port is busy.
@@ -89,10 +90,16 @@ impl Stdin {
     }
 
     /// Writes what the pipe takes now. Cancel-safe: it waits for the pipe
-    /// to be writable, then writes without waiting.
-    pub async fn write_some(&mut self) -> io::Result<usize> {
+    /// to be writable, then writes without waiting. (A poll function, not
+    /// an `async fn` awaiting `writable()`: the port loop holds this future
+    /// all along, and a readiness future is a waiter node of its own.)
+    pub fn write_some(&mut self) -> impl std::future::Future<Output = io::Result<usize>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_write_some(cx))
+    }
+
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.queue.is_empty() {
-            return Ok(0);
+            return Poll::Ready(Ok(0));
         }
         loop {
             let slices: Vec<IoSlice<'_>> = self
@@ -103,25 +110,30 @@ impl Stdin {
                 .map(|(i, chunk)| IoSlice::new(if i == 0 { &chunk[self.offset..] } else { chunk }))
                 .collect();
             let written = match &self.pipe {
-                None => return Ok(0),
+                None => return Poll::Ready(Ok(0)),
                 Some(Way::Direct(fd)) => writev(fd, &slices),
-                Some(Way::Registered(pipe)) => {
-                    pipe.writable().await?;
-                    pipe.try_write_vectored(&slices)
-                }
+                Some(Way::Registered(pipe)) => match pipe.poll_write_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => pipe.try_write_vectored(&slices),
+                },
             };
             drop(slices);
             match written {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Full: from now on the runtime tells when it has room.
+                    // Full: from now on the runtime tells when it has room
+                    // (a registered pipe's readiness is cleared: it waits).
                     if matches!(self.pipe, Some(Way::Direct(_))) {
                         if let Some(Way::Direct(fd)) = self.pipe.take() {
-                            self.pipe = Some(Way::Registered(pipe::Sender::from_owned_fd(fd)?));
+                            match pipe::Sender::from_owned_fd(fd) {
+                                Ok(sender) => self.pipe = Some(Way::Registered(sender)),
+                                Err(e) => return Poll::Ready(Err(e)),
+                            }
                         }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
+                other => return Poll::Ready(other),
             }
         }
     }
