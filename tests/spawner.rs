@@ -108,3 +108,26 @@ fn a_dead_spawner_ends_portnode_and_every_program() {
         wait_gone(&format!("{mode}: the daemon"), daemon, Duration::from_secs(5));
     }
 }
+
+#[test]
+fn a_port_killed_while_its_program_starts_leaves_nothing() {
+    for mode in ["auto", "off"] {
+        let (_home, pn, mut erl) = connected(&["--cgroup", mode]);
+        // Handles killed (untrappable) 0-2 ms after the open returned, while
+        // the spawner may still be starting their programs, each of which
+        // forks a child before it execs.
+        let out = erl.eval_within(
+            "Hs = [begin {ok, H} = gen_server:call({portnode, N}, {open_port_nowait, self(), {spawn, \"sleep 777 & exec sleep 778\"}, []}), \
+                   receive after rand:uniform(3) - 1 -> ok end, exit(H, kill), H end || _ <- lists:seq(1, 300)], length(Hs)",
+            Duration::from_secs(120),
+        );
+        assert_eq!(out, "300");
+        let sleepers = || descendants_of(pn.pid()).into_iter().filter(|p| comm(*p) == "sleep").count();
+        let start = Instant::now();
+        while sleepers() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "{mode}: {} programs outlived their killed handles", sleepers());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{mode}: 300 handles killed while starting: nothing left after {:?}", start.elapsed());
+    }
+}

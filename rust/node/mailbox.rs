@@ -3,23 +3,35 @@
 //! slots (about 2 KiB) for every channel up front; a node with thousands of
 //! idle port processes pays that for each. This one is a `VecDeque` (no
 //! allocation until the first message, and its room given back once a
-//! burst has drained) behind a lock that is never contended (the node runs
-//! on one thread), and a `Notify`.
+//! burst has drained) and the reader's waker, behind a lock that is never
+//! contended (the node runs on one thread). Waiting is a poll function
+//! that leaves its waker here, not a `Notify` waiter node in the reader's
+//! future: every process's task holds that future while it waits.
 
 use eetf::Term;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use std::task::{Poll, Waker};
 
 /// Room kept after a burst has drained; more is given back.
 const KEEP: usize = 8;
 
 struct Inner {
-    queue: Mutex<VecDeque<Term>>,
-    arrived: Notify,
+    state: Mutex<State>,
+}
+
+struct State {
+    queue: VecDeque<Term>,
+    /// The reader, waiting for a message.
+    waker: Option<Waker>,
     /// The other side is gone: no more sends, or no more messages.
-    closed: AtomicBool,
+    closed: bool,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Where messages are put (the node's end).
@@ -29,55 +41,69 @@ pub struct Sender(Arc<Inner>);
 pub struct Receiver(Arc<Inner>);
 
 pub fn mailbox() -> (Sender, Receiver) {
-    let inner = Arc::new(Inner { queue: Mutex::new(VecDeque::new()), arrived: Notify::new(), closed: AtomicBool::new(false) });
+    let inner = Arc::new(Inner { state: Mutex::new(State { queue: VecDeque::new(), waker: None, closed: false }) });
     (Sender(inner.clone()), Receiver(inner))
 }
 
 impl Sender {
     /// Queues `msg`; gives it back if the process's end is gone.
     pub fn send(&self, msg: Term) -> Result<(), Term> {
-        if self.0.closed.load(Ordering::Acquire) {
+        let mut state = self.0.lock();
+        if state.closed {
             return Err(msg);
         }
-        self.0.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(msg);
-        self.0.arrived.notify_one();
+        state.queue.push_back(msg);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         Ok(())
     }
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
-        self.0.arrived.notify_one();
+        let mut state = self.0.lock();
+        state.closed = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
 impl Receiver {
     /// The next message; `None` once the node's end is gone and nothing is
     /// left. Cancel-safe: a message is taken only when it is returned.
-    pub async fn recv(&mut self) -> Option<Term> {
-        loop {
-            {
-                let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(msg) = queue.pop_front() {
-                    if queue.is_empty() && queue.capacity() > KEEP {
-                        queue.shrink_to(KEEP);
-                    }
-                    return Some(msg);
+    pub fn recv(&mut self) -> impl std::future::Future<Output = Option<Term>> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut state = self.0.lock();
+            if let Some(msg) = state.queue.pop_front() {
+                if state.queue.is_empty() && state.queue.capacity() > KEEP {
+                    state.queue.shrink_to(KEEP);
                 }
+                return Poll::Ready(Some(msg));
             }
-            if self.0.closed.load(Ordering::Acquire) {
-                return None;
+            if state.closed {
+                return Poll::Ready(None);
             }
-            // A send between the look and here leaves a permit: no wake-up is lost.
-            self.0.arrived.notified().await;
-        }
+            // Under the lock a sender takes it: no wake-up is lost.
+            match &mut state.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
+        let mut state = self.0.lock();
+        state.closed = true;
+        state.queue.clear();
     }
 }
 
@@ -95,7 +121,7 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(rx.recv().await, Some(int(i)));
         }
-        assert!(rx.0.queue.lock().expect("lock").capacity() <= KEEP);
+        assert!(rx.0.lock().queue.capacity() <= KEEP);
     }
 
     #[tokio::test]

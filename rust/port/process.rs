@@ -94,12 +94,12 @@ struct Launch {
 /// Runs the port: waits for its program to start, tells `on_start`, then
 /// serves it until it closes; returns its exit reason.
 pub fn run(me: Process, owner: Pid, spec: PortSpec, starting: Starting, on_start: OnStart) -> impl Future<Output = Term> + Send {
-    launched(Box::new(Launch { me, owner, spec, on_start }), starting)
+    launched(Box::new(Launch { me, owner, spec, on_start }), Box::new(starting))
 }
 
-async fn launched(launch: Box<Launch>, starting: Starting) -> Term {
+async fn launched(launch: Box<Launch>, starting: Box<Starting>) -> Term {
     // Messages wait in the mailbox meanwhile (about as long as an exec takes).
-    let outcome = starting.started().await;
+    let outcome = (*starting).started().await;
     match Port::start(launch, outcome) {
         Ok((port, outputs)) => serve(port, outputs).await,
         Err(Failed::InChild(launch, errno)) => {

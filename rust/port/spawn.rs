@@ -10,6 +10,8 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
+use std::time::Duration;
+use super::child::Running;
 use tokio::net::unix::pipe;
 
 /// A started program and our ends of its pipes.
@@ -31,6 +33,9 @@ pub struct Spawned {
 pub struct Child {
     pid: libc::pid_t,
     exit: Arc<ExitSlot>,
+    /// The spawner keeps it a zombie until [`Child::reap`] (process-group
+    /// mode); otherwise it reaps it as soon as it reports the exit.
+    held: bool,
     reaped: bool,
 }
 
@@ -54,10 +59,13 @@ impl Child {
         }
     }
 
-    /// Sends `signal` to the program's first process only.
+    /// Sends `signal` to the program's first process only: not once it is
+    /// reaped (a program not held is reaped as its exit is reported), when
+    /// its pid may be another's.
     pub fn signal(&self, signal: i32) -> bool {
-        // SAFETY: kill(2) on our own unreaped child: the pid is still ours.
-        !self.reaped && unsafe { libc::kill(self.pid, signal) == 0 }
+        let gone = self.reaped || (!self.held && self.exit.get().is_some());
+        // SAFETY: kill(2) on our own child, not reaped yet: the pid is still ours.
+        !gone && unsafe { libc::kill(self.pid, signal) == 0 }
     }
 
     /// The program's pid (and process group id).
@@ -86,11 +94,47 @@ fn bytes(s: &OsStr) -> io::Result<Vec<u8>> {
 /// A program asked of the spawner, not started yet: its pipes (our ends)
 /// are made, and the answer is to come ([`Starting::started`]).
 pub struct Starting {
-    answer: spawner::client::Starting,
-    jail: Jail,
+    pending: Pending,
     stdin: Option<std::os::fd::OwnedFd>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
+}
+
+/// The spawner's answer to come, and the program's jail. Dropped before the
+/// answer is taken (the port was killed while its program was starting),
+/// it still stops the program, all of it, once it has started.
+struct Pending {
+    answer: Option<spawner::client::Starting>,
+    jail: Option<Jail>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let (Some(answer), Some(jail)) = (self.answer.take(), self.jail.take()) {
+            stop_when_started(answer, jail);
+        }
+    }
+}
+
+/// Stops, as soon as it runs, a program whose port is gone.
+fn stop_when_started(answer: spawner::client::Starting, mut jail: Jail) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        // No runtime left (portnode is exiting): the dropped answer makes
+        // the spawner's client kill the program; the watchdog does the rest.
+        jail.release();
+        return;
+    }
+    super::child::reapers().spawn(async move {
+        match answer.await {
+            Ok(Ok(started)) => {
+                let held = !jail.reaps_early();
+                jail.started(started.pid as u32);
+                let child = Child { pid: started.pid, exit: started.exit, held, reaped: false };
+                Running::new(child, jail, Duration::ZERO).terminate(Some(Duration::ZERO)).await;
+            }
+            _ => jail.release(),
+        }
+    });
 }
 
 /// Asks the spawner for the program `spec` describes, in `jail`: returns at
@@ -155,7 +199,7 @@ pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
     let command = Command { in_cgroup: cgroup.is_some(), ..command };
     given.extend(cgroup);
     match spawner::client::spawn(command, given) {
-        Ok(answer) => Ok(Starting { answer, jail, stdin, stdout, stderr }),
+        Ok(answer) => Ok(Starting { pending: Pending { answer: Some(answer), jail: Some(jail) }, stdin, stdout, stderr }),
         Err(e) => {
             jail.release();
             Err(e)
@@ -167,8 +211,13 @@ impl Starting {
     /// Waits for the spawner's answer: the program runs, or the errno of
     /// why it does not (see [`failed_in_child`]).
     pub async fn started(self) -> io::Result<Spawned> {
-        let Starting { answer, mut jail, stdin, stdout, stderr } = self;
-        let started = match answer.await {
+        let Starting { mut pending, stdin, stdout, stderr } = self;
+        let Some(answer) = pending.answer.as_mut() else { return Err(io::Error::other("started twice")) };
+        // Cancelled here, `pending` stops the program once it runs.
+        let answer = answer.await;
+        pending.answer = None;
+        let Some(mut jail) = pending.jail.take() else { return Err(io::Error::other("started twice")) };
+        let started = match answer {
             Ok(Ok(started)) => started,
             Ok(Err(e)) => {
                 jail.release();
@@ -180,8 +229,9 @@ impl Starting {
             }
         };
         let pid = started.pid;
+        let held = !jail.reaps_early();
         jail.started(pid as u32);
-        let child = Child { pid, exit: started.exit, reaped: false };
+        let child = Child { pid, exit: started.exit, held, reaped: false };
         Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
     }
 }

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Poll, Waker};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, Notify};
 use tracing::error;
@@ -29,34 +30,39 @@ pub struct Started {
 /// The answer to a spawn request, to come.
 pub type Starting = oneshot::Receiver<io::Result<Started>>;
 
-/// Where a program's exit status arrives.
+/// Where a program's exit status arrives. Waiting leaves the waiter's waker
+/// here (a poll function, not a `Notify` waiter node in every port's task).
 #[derive(Default)]
 pub struct ExitSlot {
-    status: Mutex<Option<ExitStatus>>,
-    changed: Notify,
+    state: Mutex<(Option<ExitStatus>, Vec<Waker>)>,
 }
 
 impl ExitSlot {
     pub fn get(&self) -> Option<ExitStatus> {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// Waits until the program has exited. Cancel-safe.
-    pub async fn wait(&self) -> ExitStatus {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(status) = self.get() {
-                return status;
+    /// Waits until the program has exited. Cancel-safe; any number may wait.
+    pub fn wait(&self) -> impl std::future::Future<Output = ExitStatus> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(status) = state.0 {
+                return Poll::Ready(status);
             }
-            changed.await;
-        }
+            if !state.1.iter().any(|w| w.will_wake(cx.waker())) {
+                state.1.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
     }
 
     fn set(&self, status: ExitStatus) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
-        self.changed.notify_waiters();
+        let wakers = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.0 = Some(status);
+            std::mem::take(&mut state.1)
+        };
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -152,7 +158,8 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
         state.waiting.push_back((tx, hold));
         state.out.push_back((bytes, 0, fds));
     }
-    client.flush();
+    // Sent now if the socket has room; an error shows in the serving task.
+    let _ = client.flush();
     client.queued.notify_one();
     Ok(rx)
 }
@@ -173,8 +180,9 @@ pub fn reap(pid: libc::pid_t) {
         state.out.push_back((bytes, 0, Vec::new()));
     }
     // Sent now if the socket has room: this also runs after the runtime
-    // is gone (at exit), when the serving task cannot.
-    client.flush();
+    // is gone (at exit), when the serving task cannot. An error shows in
+    // the serving task.
+    let _ = client.flush();
     client.queued.notify_one();
 }
 
@@ -212,8 +220,10 @@ impl Client {
                         Ok(g) => g,
                         Err(e) => return e,
                     };
-                    if !self.flush() {
-                        guard.clear_ready();
+                    match self.flush() {
+                        Ok(true) => {}
+                        Ok(false) => guard.clear_ready(),
+                        Err(e) => return e,
                     }
                 }
                 _ = self.queued.notified() => {}
@@ -222,7 +232,7 @@ impl Client {
     }
 
     /// Sends what is queued, as far as the socket takes it; false if it is full.
-    fn flush(&self) -> bool {
+    fn flush(&self) -> io::Result<bool> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((bytes, sent, fds)) = state.out.front_mut() {
             let attached: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
@@ -236,12 +246,13 @@ impl Client {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // The spawner is gone: the reader hears of it.
-                Err(_) => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                // Gone, or a request that can never be sent: either way no
+                // program can be started or watched any more.
+                Err(e) => return Err(e),
             }
         }
-        true
+        Ok(true)
     }
 
     fn handle_replies(&self, inbox: &mut Vec<u8>) -> io::Result<()> {

@@ -249,6 +249,14 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         if plan.privileges.apply().is_err() {
             fail(plan);
         }
+        // A change of user or group clears the death signal: arm it again,
+        // and look again whether the spawner is still there.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            fail(plan);
+        }
+        if libc::getppid() != plan.parent {
+            libc::_exit(1);
+        }
         if let Some(dir) = &plan.cwd {
             if libc::chdir(dir.as_ptr()) != 0 {
                 fail(plan);

@@ -83,8 +83,8 @@ pub fn send_all(sock: RawFd, mut bytes: &[u8], mut fds: &[RawFd]) -> io::Result<
 
 /// Receives into `buf`; the fds that came with the bytes are appended to
 /// `fds` (close-on-exec). Returns the byte count, 0 at EOF. Fds the
-/// kernel had to drop (MSG_CTRUNC: no room in our fd table) show as a
-/// message announcing more fds than arrived.
+/// kernel had to drop (MSG_CTRUNC: no room in our fd table) are an error:
+/// the connection cannot tell which message they belonged to.
 pub fn recv(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut control = [0u64; 8];
@@ -110,6 +110,11 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) ->
                 }
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            // Some fds were dropped (no room in our fd table): the ones that
+            // follow would be taken by the wrong messages.
+            return Err(io::Error::other("file descriptors lost in transit (fd table full)"));
         }
         Ok(n as usize)
     }
