@@ -360,14 +360,19 @@ count_bytes(P, N) ->
 echo(Impl) ->
     N = 20000,
     P = open(Impl, {spawn_executable, "/bin/cat"}, [{packet, 4}, binary]),
+    Us = round_trips(P, N),
+    close(Impl, P),
+    Us.
+
+%% us per round trip of a 64-byte `{command, Msg}' to `P' and its
+%% `{P, {data, Msg}}' back, one at a time, after one to warm up.
+round_trips(P, N) ->
     Msg = binary:copy(<<"x">>, 64),
     P ! {self(), {command, Msg}},
     receive {P, {data, Msg}} -> ok end,
     T0 = erlang:monotonic_time(microsecond),
     [begin P ! {self(), {command, Msg}}, receive {P, {data, Msg}} -> ok end end || _ <- lists:seq(1, N)],
-    Us = (erlang:monotonic_time(microsecond) - T0) / N,
-    close(Impl, P),
-    Us.
+    (erlang:monotonic_time(microsecond) - T0) / N.
 
 %% Lines per second in {line, 80} mode.
 lines(Impl) ->
@@ -407,12 +412,7 @@ line_send(To, I, N) -> To ! {self(), {data, {eol, integer_to_binary(I)}}}, line_
 anchor_echo(Node) ->
     N = 20000,
     P = spawn(Node, ?MODULE, echo_server, []),
-    Msg = binary:copy(<<"x">>, 64),
-    P ! {self(), {command, Msg}},
-    receive {P, {data, Msg}} -> ok end,
-    T0 = erlang:monotonic_time(microsecond),
-    [begin P ! {self(), {command, Msg}}, receive {P, {data, Msg}} -> ok end end || _ <- lists:seq(1, N)],
-    Us = (erlang:monotonic_time(microsecond) - T0) / N,
+    Us = round_trips(P, N),
     P ! stop,
     Us.
 
