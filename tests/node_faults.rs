@@ -252,6 +252,3 @@ fn owners_that_die_while_their_port_opens_leave_no_program() {
     eprintln!("500 racing owners: last program gone {:?} after the opens", start.elapsed());
 }
 
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
-}

@@ -8,6 +8,7 @@ use crate::containment::Jail;
 use crate::spawner::{self, protocol::Command, ExitSlot};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,18 +181,18 @@ pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
     let mut given = Vec::with_capacity(4);
     let (mut stdin, mut stdout, mut stderr) = (None, None, None);
     if command.stdin {
-        let (r, w) = pipe_pair()?;
-        set_nonblocking(&w)?;
+        let (r, w) = spawner::exec::pipe_pair()?;
+        spawner::exec::set_nonblocking(w.as_raw_fd())?;
         stdin = Some(w);
         given.push(r);
     }
     if command.stdout {
-        let (r, w) = pipe_pair()?;
+        let (r, w) = spawner::exec::pipe_pair()?;
         stdout = Some(pipe::Receiver::from_owned_fd(r)?);
         given.push(w);
     }
     if command.stderr_pipe() {
-        let (r, w) = pipe_pair()?;
+        let (r, w) = spawner::exec::pipe_pair()?;
         stderr = Some(pipe::Receiver::from_owned_fd(r)?);
         given.push(w);
     }
@@ -234,23 +235,6 @@ impl Starting {
         let child = Child { pid, exit: started.exit, held, reaped: false };
         Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
     }
-}
-
-fn set_nonblocking(fd: &std::os::fd::OwnedFd) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fcntl on our own fd.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// A pipe as (read end, write end), both close-on-exec.
-fn pipe_pair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    spawner::exec::pipe_pair()
 }
 
 /// portnode's environment with the settings' changes (`None` unsets), and

@@ -100,7 +100,7 @@ pub fn attach() -> io::Result<()> {
     let Some((sock, pid)) = FORKED.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return Err(io::Error::other("portnode has no spawner (it is forked at the start of main)"));
     };
-    set_nonblocking(sock.as_raw_fd())?;
+    super::exec::set_nonblocking(sock.as_raw_fd())?;
     // SAFETY: the AsyncFd owns the socket from here on; nothing else closes or replaces it.
     let sock = unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)?;
     let client = Client { sock, pid, state: Mutex::new(State::default()), queued: Notify::new(), answered: Notify::new() };
@@ -307,15 +307,4 @@ fn kill_and_reap(pid: libc::pid_t) {
     // SAFETY: kill(2) on a program the spawner holds unreaped.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     reap(pid);
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on our own fd.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

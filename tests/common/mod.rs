@@ -327,6 +327,11 @@ pub fn wait_gone(what: &str, pid: u32, limit: Duration) -> Duration {
     start.elapsed()
 }
 
+/// The command name of OS process `pid` (empty if it is gone).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
 /// OS pids descended from `ancestor` (children, their children, ...):
 /// portnode's programs are children of its spawner, a child of portnode.
 pub fn descendants_of(ancestor: u32) -> Vec<u32> {
