@@ -58,10 +58,12 @@ wait_node(Deadline) ->
     end.
 
 %% @doc If `Node' is the portnode this bridge launched: the environment it
-%% started with (a map), the VM's `os:getenv()' at that moment, and how the
-%% two differ (the changes that make a program's environment the VM's). For
-%% any other node `undefined' (see `portnode:open_port/3').
--spec start_env(node()) -> {#{string() => string()}, [string()], [{string(), string()}]} | undefined.
+%% started with (a map), the VM's `os:getenv()' at that moment, how the
+%% two differ (the changes that make a program's environment the VM's),
+%% and the VM's OS pid (portnode reads the VM's working directory from
+%% `/proc/<pid>/cwd' when it starts a program). For any other node
+%% `undefined' (see `portnode:open_port/3').
+-spec start_env(node()) -> {#{string() => string()}, [string()], [{string(), string()}], pos_integer()} | undefined.
 start_env(Node) ->
     case persistent_term:get(?LAUNCHED_KEY, undefined) of
         {Node, Start} -> Start;
@@ -136,7 +138,7 @@ connect(undefined, State) ->
     Vars = [lists:splitwith(fun(C) -> C =/= $= end, KV) || KV <- Raw],
     Env = maps:from_list([{K, V} || {K, [$= | V]} <- Vars, not lists:member(K, Unset)]),
     Changes = [{K, V} || {K, [$= | V]} <- Vars, lists:member(K, Unset)],
-    persistent_term:put(?LAUNCHED_KEY, {Node, {Env, Raw, Changes}}),
+    persistent_term:put(?LAUNCHED_KEY, {Node, {Env, Raw, Changes, list_to_integer(os:getpid())}}),
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
                              {env, [{K, false} || K <- Unset]},

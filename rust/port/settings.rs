@@ -192,8 +192,9 @@ impl PortSpec {
     }
 
     /// What `portnode:open_port` sends about the caller's VM when portnode
-    /// is its own bridge-launched one: `[{cwd, Dir}, {env, Changes}]`, the
-    /// VM's working directory and how its environment differs from the one
+    /// is its own bridge-launched one: `[{cwd_of, VmOsPid}, {env, Changes}]`
+    /// (or `{cwd, Dir}`), the VM whose working directory the program starts
+    /// in, and how its environment differs from the one
     /// portnode started with. The changes go first, so the `env` setting
     /// still has the last word.
     pub fn apply_caller(&mut self, caller: &Term) -> Result<(), BadArg> {
@@ -201,6 +202,10 @@ impl PortSpec {
         for item in as_list(caller).ok_or_else(bad)? {
             match as_tuple(&item) {
                 Some([k, dir]) if as_atom(k) == Some("cwd") => self.caller_cwd = Some(string(dir).ok_or_else(bad)?),
+                Some([k, pid]) if as_atom(k) == Some("cwd_of") => {
+                    let pid = as_int(pid).filter(|&p| p > 0 && p <= i64::from(i32::MAX)).ok_or_else(bad)?;
+                    self.caller_cwd = Some(cwd_of(pid));
+                }
                 Some([k, env]) if as_atom(k) == Some("env") => {
                     let mut changes = env_list(env).map_err(|()| bad())?;
                     changes.append(&mut self.env);
@@ -210,6 +215,20 @@ impl PortSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// The working directory of process `pid` (the caller's VM, on this host),
+/// read as erts reads its own with getcwd(3) for each spawn. If it cannot
+/// be read (the VM is gone), the program gets a directory that does not
+/// exist, so it fails as a program in a deleted directory would.
+fn cwd_of(pid: i64) -> OsString {
+    match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(dir) => dir.into_os_string(),
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "cannot read the caller VM's working directory");
+            OsString::from(format!("/proc/{pid}/cwd"))
+        }
     }
 }
 
@@ -318,6 +337,17 @@ mod tests {
         let a_values: Vec<_> = spec.env.iter().filter(|(k, _)| k == "A").map(|(_, v)| v.clone()).collect();
         assert_eq!(a_values, vec![Some(OsString::from("vm")), Some(OsString::from("mine"))]);
         assert!(spec.apply_caller(&list(vec![tuple(vec![a("other"), a("x")])])).is_err());
+    }
+
+    #[test]
+    fn the_callers_directory_is_read_from_its_pid() {
+        let name = tuple(vec![a("spawn"), s("cat")]);
+        let mut spec = PortSpec::parse(&name, &list(vec![])).unwrap();
+        spec.apply_caller(&list(vec![tuple(vec![a("cwd_of"), int(i64::from(std::process::id()))])])).unwrap();
+        assert_eq!(spec.caller_cwd, Some(std::env::current_dir().unwrap().into_os_string()));
+        for bad in [int(0), int(-1), s("1")] {
+            assert!(spec.apply_caller(&list(vec![tuple(vec![a("cwd_of"), bad])])).is_err());
+        }
     }
 
     #[test]
