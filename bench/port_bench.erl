@@ -14,6 +14,7 @@
 -define(ECHO, "packet-4 echo round trip through cat (us, lower is better)").
 %% Rows printed right under the row they explain: the same messages over
 %% erl <-> erl distribution, measured in the same rounds (see anchor_lines/1, anchor_echo/1).
+-define(STREAM_CPU, "anchor: CPU per GB of that stream, every process of it, and the rate 2 cores would allow at that cost (ms per GB; GB/s)").
 -define(LINES_ANCHOR, "anchor: the same 2M line messages, erl -> erl distribution, one way (lines/s, higher is better)").
 -define(ECHO_ANCHOR, "anchor: erl <-> erl distribution round trip, same payload (us, lower is better)").
 -define(N_HELD, 5000).
@@ -29,7 +30,7 @@ main(Args) ->
     %% The held group goes first, on a fresh node: later cases leave freed
     %% memory behind that new programs would reuse.
     Groups = [{[?START, ?HELD, ?MEMORY], fun held/0},
-              {[?STREAM], fun() -> [stream_row(best3(fun stream/1, higher))] end},
+              {[?STREAM], fun stream_rows/0},
               {[?LINES], fun() -> with_peer(fun(Node) -> lines_rows(best3(fun lines/1, higher, fun() -> anchor_lines(Node) end)) end) end},
               {[?SPAWN], fun() -> [spawn_row(best3(fun spawn_to_exit/1, lower))] end},
               {[?ECHO], fun() -> with_peer(fun(Node) -> echo_rows(best3(fun echo/1, lower, fun() -> anchor_echo(Node) end)) end) end},
@@ -343,12 +344,71 @@ spawn_to_exit(Impl) ->
     (erlang:monotonic_time(microsecond) - T0) / N / 1000.
 
 %% GB/s reading 1 GiB of stream output.
+%% GB/s of 1 GiB from head -c, and the CPU each process of the stream used
+%% (ms per GB): the program (head, as its shell's `times' reports it; the
+%% port's own shell execs that shell, as erts's `spawn' does), the VM, and
+%% portnode.
 stream(Impl) ->
     Bytes = 1 bsl 30,
+    Times = filename:join(os:getenv("BENCH_TMP", "/tmp"), "stream_times"),
+    file:delete(Times),
+    Cpu0 = [{Who, cpu_ms(Pid)} || {Who, Pid} <- stream_processes(Impl)],
     T0 = erlang:monotonic_time(microsecond),
-    P = open(Impl, {spawn, "head -c " ++ integer_to_list(Bytes) ++ " /dev/zero"}, [binary, stream, exit_status]),
+    P = open(Impl, {spawn, "sh -c 'head -c " ++ integer_to_list(Bytes) ++ " /dev/zero; times >" ++ Times ++ "'"}, [binary, stream, exit_status]),
     Bytes = count_bytes(P, 0),
-    Bytes / (erlang:monotonic_time(microsecond) - T0) / 1000.
+    Rate = Bytes / (erlang:monotonic_time(microsecond) - T0) / 1000,
+    Gb = Bytes / 1.0e9,
+    Cpu = [{program, children_cpu_ms(Times) / Gb} | [{Who, (cpu_ms(Pid) - C0) / Gb} || {Who, Pid} <- stream_processes(Impl), {W0, C0} <- Cpu0, W0 =:= Who]],
+    {Rate, Cpu}.
+
+stream_processes(erlang) -> [{vm, list_to_integer(os:getpid())}];
+stream_processes(portnode) -> [{vm, list_to_integer(os:getpid())}, {portnode, portnode_os_pid()}].
+
+%% User and system CPU of process `Pid' so far (all its threads), in ms.
+cpu_ms(Pid) ->
+    {ok, Stat} = file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/stat"),
+    %% The fields after the command name (which is in parentheses).
+    [_, After] = string:split(Stat, ") ", trailing),
+    Fields = binary:split(After, <<" ">>, [global]),
+    %% utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    Ticks = binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)),
+    Ticks * 1000 / clock_ticks().
+
+clock_ticks() ->
+    case get(clock_ticks) of
+        undefined -> T = list_to_integer(string:trim(os:cmd("getconf CLK_TCK"))), put(clock_ticks, T), T;
+        T -> T
+    end.
+
+%% The children's user and system time from the shell's `times' (its second line).
+children_cpu_ms(File) ->
+    {ok, Text} = file:read_file(File),
+    [_, Children | _] = string:lexemes(Text, "\n"),
+    Num = fun(B) -> case string:to_float(B) of {F, _} when is_float(F) -> F; _ -> binary_to_integer(B) end end,
+    lists:sum([Num(M) * 60000 + Num(S) * 1000
+               || [M, S] <- [string:lexemes(T, "ms") || T <- string:lexemes(Children, " ")]]).
+
+%% The stream row, and under it where its CPU went, on each side.
+stream_rows() ->
+    Runs = [{stream(erlang), stream(portnode)} || _ <- lists:seq(1, 3)],
+    Best = fun(Rs) -> hd(lists:reverse(lists:keysort(1, Rs))) end,
+    {E, ECpu} = Best([R || {R, _} <- Runs]),
+    {P, PCpu} = Best([R || {_, R} <- Runs]),
+    Cores = erlang:system_info(logical_processors_available),
+    Total = fun(Cpu) -> lists:sum([C || {_, C} <- Cpu]) end,
+    Bound = fun(Cpu) -> Cores * 1000 / Total(Cpu) end,
+    Show = fun(Cpu) ->
+                   io_lib:format("~s = ~b (~b cores: ~.2f GB/s)",
+                                 [lists:join(" + ", [io_lib:format("~p ~b", [W, round(C)]) || {W, C} <- Cpu]), round(Total(Cpu)), Cores, Bound(Cpu)])
+           end,
+    [stream_row({E, P}),
+     {anchor, ?STREAM, ?STREAM_CPU, Show(ECpu), Show(PCpu),
+      "portnode / erts CPU: " ++ ratio(Total(PCpu), Total(ECpu)),
+      io_lib:format("erts's ~.2f GB/s needs <= ~b ms per GB on ~b cores", [E, round(Cores * 1000 / E), Cores]),
+      case Bound(PCpu) < E of
+          true -> "erts's rate is beyond these cores at portnode's CPU per GB in this run";
+          false -> "erts's rate is within these cores at portnode's CPU per GB in this run"
+      end}].
 
 count_bytes(P, N) ->
     receive
