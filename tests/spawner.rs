@@ -128,3 +128,43 @@ fn a_port_killed_while_its_program_starts_leaves_nothing() {
         eprintln!("{mode}: 300 handles killed while starting: nothing left after {:?}", start.elapsed());
     }
 }
+
+/// A program starts with every signal at its default and none blocked,
+/// whatever portnode and its spawner ignore or catch (SIGPIPE, SIGINT,
+/// SIGTERM, SIGHUP, SIGQUIT are ignored in the spawner, SIGSEGV caught) and
+/// whatever portnode itself inherited (here: SIGHUP and SIGUSR2 ignored).
+#[test]
+fn a_program_starts_with_default_signals_and_none_blocked() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start_with(&home, &[], |cmd| {
+        // SAFETY: in the child before exec: only signal(2), async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    assert_eq!(signal_ignored(pn.pid(), libc::SIGUSR2), true, "the test's own premise");
+    let mut erl = Erl::start(&home, &[]);
+    assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+    // cat reports its own state, and installs no handler (grep catches SIGSEGV).
+    for (i, (program, args)) in [("/bin/cat", r#"["/proc/self/status"]"#), ("/bin/sh", r#"["-c", "exec cat /proc/self/status"]"#)].into_iter().enumerate() {
+        let out = erl.eval(&format!(
+            "{{ok, H{i}, _}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn_executable, \"{program}\"}}, [{{args, {args}}}, {{line, 200}}, exit_status]}}), \
+             Collect{i} = fun C(Acc) -> receive {{H{i}, {{data, {{eol, L}}}}}} -> C([L | Acc]); {{H{i}, {{exit_status, S}}}} -> {{S, lists:reverse(Acc)}} after 10000 -> timeout end end, \
+             {{0, Lines{i}}} = Collect{i}([]), \
+             string:join([L || L <- Lines{i}, lists:member(lists:takewhile(fun(C) -> C =/= $: end, L), [\"SigBlk\", \"SigIgn\", \"SigCgt\"])], \" \")"
+        ));
+        assert_eq!(out, r#""SigBlk:\t0000000000000000 SigIgn:\t0000000000000000 SigCgt:\t0000000000000000""#, "{program}: its signal state");
+    }
+}
+
+/// Whether `signal` is ignored by process `pid` (its SigIgn mask).
+fn signal_ignored(pid: u32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).map(|m| u64::from_str_radix(m.trim(), 16).unwrap_or(0)).unwrap_or(0);
+    mask & (1 << (signal - 1)) != 0
+}

@@ -16,7 +16,43 @@ use crate::port::settings::Stderr;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+/// Signals whose disposition in this process is not the default, as
+/// [`note_signal_dispositions`] found them: the only ones a child resets
+/// before exec (exec resets caught signals itself, but not ignored ones).
+/// Until noted, a child resets every signal.
+static NOT_DEFAULT: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
+static NOTED: AtomicBool = AtomicBool::new(false);
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout): handler,
+/// flags, restorer, mask. All zero is SIG_DFL with nothing masked.
+type KernelSigaction = [u64; 4];
+
+/// The kernel's own `rt_sigaction`, not libc's: libc refuses the signals
+/// it keeps for itself (32 and 33 in glibc), and a program must not start
+/// with those ignored either.
+///
+/// # Safety
+/// `new` and `old` are null or point to a `KernelSigaction`.
+unsafe fn rt_sigaction(signal: libc::c_int, new: *const KernelSigaction, old: *mut KernelSigaction) -> libc::c_long {
+    unsafe { libc::syscall(libc::SYS_rt_sigaction, signal, new, old, 8usize) }
+}
+
+/// Notes which signals do not have their default disposition here. The
+/// spawner calls it once it has set its own, and changes none after: a
+/// child then makes a handful of `sigaction` calls, not one per signal
+/// (64 of its ~80 system calls before exec).
+pub fn note_signal_dispositions() {
+    for signal in 1..=64 {
+        let mut old: KernelSigaction = [0; 4];
+        // SAFETY: no new action: this only reads the current one.
+        let read = unsafe { rt_sigaction(signal, std::ptr::null(), &mut old) } == 0;
+        let default = read && old[0] == libc::SIG_DFL as u64;
+        NOT_DEFAULT[signal as usize].store(!default, Ordering::Relaxed);
+    }
+    NOTED.store(true, Ordering::Release);
+}
 
 /// The program's ends of its pipes, and its cgroup, as portnode sent them.
 #[derive(Default)]
@@ -216,11 +252,12 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
     unsafe {
         // portnode's signal handlers must not run here, and the program
         // starts with default dispositions and nothing blocked.
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        for signal in 1..=libc::SIGRTMAX() {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::sigaction(signal, &default, std::ptr::null_mut());
+        let default: KernelSigaction = [0; 4];
+        let every = !NOTED.load(Ordering::Acquire);
+        for signal in 1..=64 {
+            let changed = every || NOT_DEFAULT[signal as usize].load(Ordering::Relaxed);
+            if changed && signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                rt_sigaction(signal, &default, std::ptr::null_mut());
             }
         }
         let mut none: libc::sigset_t = std::mem::zeroed();

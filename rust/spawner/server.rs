@@ -94,6 +94,8 @@ fn prepare(sock: &OwnedFd, portnode: libc::pid_t) -> std::io::Result<OwnedFd> {
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             libc::signal(signal, libc::SIG_IGN);
         }
+        // Our dispositions are final: a program resets only those that differ.
+        exec::note_signal_dispositions();
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);

@@ -80,8 +80,20 @@ impl Portnode {
 
     /// As [`Portnode::start_named`], with extra environment variables.
     pub fn start_env(home: &Home, sname: &str, extra: &[&str], env: &[(&str, &str)]) -> Portnode {
+        Self::launch(home, sname, extra, env, |_| {})
+    }
+
+    /// As [`Portnode::start`], with `configure` applied to the command first
+    /// (a `pre_exec`, say).
+    pub fn start_with(home: &Home, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Portnode {
+        Self::launch(home, &unique("pn"), extra, &[], configure)
+    }
+
+    fn launch(home: &Home, sname: &str, extra: &[&str], env: &[(&str, &str)], configure: impl FnOnce(&mut Command)) -> Portnode {
         let log = home.path.join(format!("{sname}.{}.log", unique("")));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portnode"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portnode"));
+        configure(&mut command);
+        let mut child = command
             .envs(env.iter().copied())
             .args(["--sname", sname, "--exit-on-stdin-eof", "--cookie-file"])
             .arg(home.cookie_file())
