@@ -11,9 +11,9 @@ use tokio::net::unix::pipe;
 pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 /// The most read at once for a remote owner whose connection has the room,
-/// when the pipe holds more than [`READ_CHUNK`] (its default size, kept as
-/// erts keeps it; a program may enlarge its own end with `F_SETPIPE_SZ`):
-/// fewer, larger messages cost the owner's node less per byte.
+/// when the pipe holds more than [`READ_CHUNK`] (its default size, which a
+/// pipe keeps until its program fills it: see [`grow`]): fewer, larger
+/// messages cost the owner's node less per byte.
 pub(super) const MAX_READ: usize = 1024 * 1024;
 
 /// One of the program's output pipes, and what was read from it and not
@@ -88,7 +88,11 @@ fn poll_read_some(pipe: &mut pipe::Receiver, out: &mut Vec<u8>, cap: usize, cx: 
         if n < first {
             return Poll::Ready(Ok(n));
         }
-        let more = bytes_waiting(pipe).min(cap - n);
+        let waiting = bytes_waiting(pipe);
+        if n + waiting == READ_CHUNK && cap > READ_CHUNK {
+            grow(pipe);
+        }
+        let more = waiting.min(cap - n);
         if more == 0 {
             return Poll::Ready(Ok(n));
         }
@@ -99,6 +103,21 @@ fn poll_read_some(pipe: &mut pipe::Receiver, out: &mut Vec<u8>, cap: usize, cx: 
             Err(_) => Ok(n),
         });
     }
+}
+
+/// A pipe's capacity once its program has filled the default one while a
+/// remote owner has room for more: the pipe-max-size an unprivileged
+/// process may set by default.
+const BUSY_PIPE: libc::c_int = 1024 * 1024;
+
+/// Enlarges a pipe its program keeps full: one read then takes up to
+/// [`BUSY_PIPE`], and the program and portnode wake each other 16 times
+/// less often. Only such pipes grow (each counts against its user's pipe
+/// budget, `/proc/sys/fs/pipe-user-pages-soft`); if the kernel refuses,
+/// the pipe keeps its size.
+fn grow(pipe: &pipe::Receiver) {
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure changes nothing.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, BUSY_PIPE) };
 }
 
 /// Bytes waiting in `pipe` (`FIONREAD`); [`READ_CHUNK`] if it cannot say.
