@@ -57,6 +57,7 @@ impl Subtree {
             return Err(named("cannot write cgroup.procs of", io::Error::last_os_error()));
         }
         let path = dir.join(format!("portnode-{}", std::process::id()));
+        remove_abandoned(dir, &path);
         if path.exists() {
             // Left by an earlier portnode with this pid: clear it out.
             kill_and_remove(&path);
@@ -195,6 +196,28 @@ fn populated(events: &Path) -> bool {
         Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
         // Gone: nothing in it.
         Err(_) => false,
+    }
+}
+
+/// Removes the subtrees in `dir` of portnodes that are gone, when empty:
+/// left behind when portnode and its watchdog were SIGKILLed together (a
+/// kill of their whole group, the OOM killer). One that still holds
+/// processes is left alone, with a warning: its portnode may live in
+/// another pid namespace.
+fn remove_abandoned(dir: &Path, own: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("portnode-")).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let path = entry.path();
+        if path == own || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match fs::read_to_string(path.join("cgroup.events")) {
+            Ok(events) if events.lines().any(|l| l.trim() == "populated 0") => remove_tree(&path),
+            Ok(_) => warn!(cgroup = %path.display(), "the cgroup of a portnode that is gone still holds processes; left alone"),
+            Err(_) => {} // not a cgroup, or gone meanwhile
+        }
     }
 }
 
