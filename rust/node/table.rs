@@ -28,6 +28,8 @@ impl<T: Eq + Hash> Set<T> {
         match self {
             Set::Few(v) if v.contains(&value) => false,
             Set::Few(v) if v.len() < FEW => {
+                // One at a time: most hold one pid (40 bytes), not four.
+                v.reserve_exact(1);
                 v.push(value);
                 true
             }

@@ -31,6 +31,7 @@ use crate::backlog::Backlog;
 use crate::distribution::connection::{Outbox, Outgoing};
 use crate::node::process::{Call, Process};
 use eetf::{Pid, Term};
+use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitStatus;
@@ -68,8 +69,10 @@ struct Port {
     owner: Pid,
     /// What a message to the owner waits behind; refreshed when the owner changes.
     owner_backlog: Option<Arc<Backlog>>,
-    /// Output messages to the owner, encoded; rebuilt when the owner changes.
-    outbound: Outbound,
+    /// Output messages to a remote owner, encoded: made at the first
+    /// output (a held port that outputs nothing keeps none), again when
+    /// the owner changes.
+    outbound: OnceCell<Outbound>,
     settings: Settings,
     program: Running,
     os_pid: u32,
@@ -182,9 +185,8 @@ impl Port {
         let program = Running::new(child, jail, spec.kill_timeout);
         let owner_backlog = me.node().backlog_of(&owner);
         let stdin = Stdin::new(stdin);
-        let outbound = Outbound::new(me.pid(), &owner, spec.binary);
         let settings = Settings::of(spec);
-        let port = Box::new(Port { me, owner, owner_backlog, outbound, settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
+        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
         Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
 }
@@ -313,6 +315,10 @@ impl Port {
         self.me.send(&self.owner, tuple(vec![self.handle_pid(), msg]));
     }
 
+    fn outbound(&self) -> &Outbound {
+        self.outbound.get_or_init(|| Outbound::new(self.me.pid(), &self.owner, self.settings.binary))
+    }
+
     fn owner_has_room(&self) -> bool {
         self.owner_has_room_for(0)
     }
@@ -335,7 +341,7 @@ impl Port {
 
     fn set_owner(&mut self, new: Pid) {
         self.owner_backlog = self.me.node().backlog_of(&new);
-        self.outbound = Outbound::new(self.me.pid(), &new, self.settings.binary);
+        self.outbound = OnceCell::new();
         self.owner = new;
     }
 
@@ -401,7 +407,7 @@ impl Port {
             let data = &out.buf[pos..][cut.payload.clone()];
             match &outbox {
                 Some(outbox) => {
-                    self.outbound.push(cut.kind, data, &mut batch);
+                    self.outbound().push(cut.kind, data, &mut batch);
                     if batch.len() >= BATCH {
                         flush(outbox, &mut batch);
                     }
@@ -419,14 +425,14 @@ impl Port {
     /// Sends a frame that is a whole read; a binary goes as its own piece, never copied.
     fn send_whole(&self, outbox: Option<&Outbox>, kind: Kind, bytes: Vec<u8>) {
         match outbox {
-            Some(outbox) if self.outbound.binary() => {
+            Some(outbox) if self.outbound().binary() => {
                 let mut head = Vec::with_capacity(128);
-                self.outbound.push_head(kind, bytes.len(), &mut head);
+                self.outbound().push_head(kind, bytes.len(), &mut head);
                 outbox.send_outgoing(Outgoing::Split { head, payload: bytes });
             }
             Some(outbox) => {
-                let mut frame = Vec::with_capacity(self.outbound.frame_len(kind, bytes.len()));
-                self.outbound.push(kind, &bytes, &mut frame);
+                let mut frame = Vec::with_capacity(self.outbound().frame_len(kind, bytes.len()));
+                self.outbound().push(kind, &bytes, &mut frame);
                 flush(outbox, &mut frame);
             }
             None => self.deliver(frame_of(kind, bytes)),
