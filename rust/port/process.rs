@@ -82,7 +82,8 @@ struct Port {
     /// Output ended and was reported with `eof`: the port stays open for the owner to close.
     done: bool,
     /// An unterminated last line, held back: a port reports it after the exit status.
-    last_line: Option<Frame>,
+    /// Boxed: rare, and a frame is 32 bytes of every port.
+    last_line: Option<Box<Frame>>,
 }
 
 /// What the port keeps of its open settings once the program runs: the
@@ -369,7 +370,7 @@ impl Port {
             return Ok(());
         }
         if out.pipe.is_none() && !out.ended {
-            self.last_line = codec::decode_eof(self.settings.framing, &mut out.buf);
+            self.last_line = codec::decode_eof(self.settings.framing, &mut out.buf).map(Box::new);
             out.ended = true;
         }
         Ok(())
@@ -453,7 +454,7 @@ impl Port {
             self.to_owner(child::exit_report(status, self.settings.exit_signal));
         }
         if let Some(frame) = self.last_line.take() {
-            self.deliver(frame);
+            self.deliver(*frame);
         }
         if self.settings.eof {
             self.to_owner(a("eof"));
