@@ -3,7 +3,7 @@
 %% with line tables under heaptrack). Holds N cat programs open through
 %% `portnode:open_port', and prints portnode's memory before and while
 %% they are held (from /proc/PID/smaps_rollup and /proc/PID/status), per
-%% program; bench/memory then prints heaptrack's allocation sites.
+%% program, and its spawner's; bench/memory then prints heaptrack's allocation sites.
 -module(memory_bench).
 
 -export([main/1]).
@@ -22,17 +22,24 @@ main(Args) ->
     %% Warm up: the first program allocates what every later one reuses.
     [portnode:port_close(portnode:open_port({spawn_executable, "/bin/cat"}, [binary])) || _ <- lists:seq(1, 20)],
     timer:sleep(1000),
-    Before = snapshot(Pid),
+    [Spawner] = [C || C <- children(Pid), comm(C) =:= "portnode-spawn"],
+    Before = [snapshot(P) || P <- [Pid, Spawner]],
     Hs = [portnode:open_port({spawn_executable, "/bin/cat"}, [binary]) || _ <- lists:seq(1, N)],
+    %% As bench/run port memory does: each port answers one call.
+    _ = [portnode:os_pid(H) || H <- Hs],
     timer:sleep(1000),
-    Held = snapshot(Pid),
-    io:format("portnode os pid ~b, ~b cat programs held~n~n| field | before (KiB) | held (KiB) | per program (bytes) |~n|---|---|---|---|~n", [Pid, N]),
-    [io:format("| ~s | ~b | ~b | ~b |~n", [F, maps:get(F, Before), maps:get(F, Held), round((maps:get(F, Held) - maps:get(F, Before)) * 1024 / N)])
-     || F <- ?FIELDS ++ [<<"VmRSS">>, <<"RssAnon">>, <<"VmData">>, <<"VmPTE">>]],
+    Held = [snapshot(P) || P <- [Pid, Spawner]],
+    io:format("portnode os pid ~b, spawner ~b, ~b cat programs held~n", [Pid, Spawner, N]),
+    [table(What, B, H, N) || {What, B, H} <- lists:zip3(["portnode", "its spawner"], Before, Held)],
     io:format("~nfds: ~b held, ~b per program~n", [fds(Pid), fds(Pid) div max(1, N)]),
     [portnode:port_close(H) || H <- Hs],
     timer:sleep(2000),
     ok = application:stop(portnode).
+
+table(What, Before, Held, N) ->
+    io:format("~n~s:~n~n| field | before (KiB) | held (KiB) | per program (bytes) |~n|---|---|---|---|~n", [What]),
+    [io:format("| ~s | ~b | ~b | ~b |~n", [F, maps:get(F, Before), maps:get(F, Held), round((maps:get(F, Held) - maps:get(F, Before)) * 1024 / N)])
+     || F <- ?FIELDS ++ [<<"VmRSS">>, <<"RssAnon">>, <<"VmData">>, <<"VmPTE">>]].
 
 %% portnode itself, or under a wrapper (heaptrack runs it as its child).
 portnode_pid(OsPid) ->

@@ -29,7 +29,14 @@ pub struct Subtree {
 struct Shared {
     path: PathBuf,
     next: AtomicU64,
-    pool: Mutex<Vec<PathBuf>>,
+    /// Empty leaves, by number.
+    pool: Mutex<Vec<u64>>,
+}
+
+impl Shared {
+    fn leaf_dir(&self, number: u64) -> PathBuf {
+        self.path.join(format!("p{number}"))
+    }
 }
 
 impl Subtree {
@@ -79,18 +86,19 @@ impl Subtree {
     /// An empty leaf for one program.
     pub fn leaf(&self) -> io::Result<Leaf> {
         let reused = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let dir = match reused {
-            Some(dir) => dir,
+        let number = match reused {
+            Some(number) => number,
             None => {
-                let dir = self.shared.path.join(format!("p{}", self.shared.next.fetch_add(1, Ordering::Relaxed)));
-                fs::create_dir(&dir)?;
-                dir
+                let number = self.shared.next.fetch_add(1, Ordering::Relaxed);
+                fs::create_dir(self.shared.leaf_dir(number))?;
+                number
             }
         };
+        let dir = self.shared.leaf_dir(number);
         use std::os::unix::fs::OpenOptionsExt;
         let handle = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir);
         match handle {
-            Ok(f) => Ok(Leaf { dir, handle: Some(f.into()), killed: false.into(), shared: self.shared.clone() }),
+            Ok(f) => Ok(Leaf { number, handle: Some(f.into()), killed: false.into(), shared: self.shared.clone() }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
@@ -106,7 +114,9 @@ impl Subtree {
 
 /// One program's leaf cgroup.
 pub struct Leaf {
-    dir: PathBuf,
+    /// Its directory is `p<number>` in the subtree: a number, not a path,
+    /// is what every held program keeps.
+    number: u64,
     /// The leaf's directory, open until the child is in it (for
     /// `clone3(CLONE_INTO_CGROUP)`, or to open its `cgroup.procs`).
     handle: Option<OwnedFd>,
@@ -117,6 +127,10 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    fn dir(&self) -> PathBuf {
+        self.shared.leaf_dir(self.number)
+    }
+
     /// The leaf's directory, open, for the program to start in.
     pub fn take_dir(&mut self) -> Option<OwnedFd> {
         self.handle.take()
@@ -129,7 +143,7 @@ impl Leaf {
 
     /// Sends `signal` to every process in the leaf.
     pub fn signal_all(&self, signal: i32) {
-        for pid in members(&self.dir) {
+        for pid in members(&self.dir()) {
             // SAFETY: kill(2); a pid listed in our leaf is one of the program's processes.
             unsafe { libc::kill(pid, signal) };
         }
@@ -138,15 +152,15 @@ impl Leaf {
     /// SIGKILLs every process in the leaf at once.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
-        if let Err(e) = fs::write(self.dir.join("cgroup.kill"), "1") {
-            warn!(cgroup = %self.dir.display(), error = %e, "cgroup.kill failed; killing one by one");
+        if let Err(e) = fs::write(self.dir().join("cgroup.kill"), "1") {
+            warn!(cgroup = %self.dir().display(), error = %e, "cgroup.kill failed; killing one by one");
             self.signal_all(libc::SIGKILL);
         }
     }
 
     /// Returns once the leaf holds no process.
     pub async fn wait_empty(&self) {
-        let path = self.dir.join("cgroup.events");
+        let path = self.dir().join("cgroup.events");
         match Events::open(&path) {
             Ok(events) => {
                 while events.populated() {
@@ -165,23 +179,23 @@ impl Leaf {
     /// Returns the empty leaf to the pool, or removes it.
     pub fn release(self) {
         if self.killed.load(Ordering::Relaxed) {
-            if let Err(e) = fs::remove_dir(&self.dir) {
-                warn!(cgroup = %self.dir.display(), error = %e, "cannot remove a program's cgroup");
+            if let Err(e) = fs::remove_dir(&self.dir()) {
+                warn!(cgroup = %self.dir().display(), error = %e, "cannot remove a program's cgroup");
             }
             return;
         }
-        if populated(&self.dir.join("cgroup.events")) {
+        if populated(&self.dir().join("cgroup.events")) {
             // Never reuse a leaf that still holds a process; kill what is
             // in it, and leave the directory to the subtree's removal
             // (waiting here would hold up portnode's thread).
-            let _ = fs::write(self.dir.join("cgroup.kill"), "1");
+            let _ = fs::write(self.dir().join("cgroup.kill"), "1");
             return;
         }
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < POOL {
-            pool.push(self.dir.clone());
-        } else if let Err(e) = fs::remove_dir(&self.dir) {
-            warn!(cgroup = %self.dir.display(), error = %e, "cannot remove a program's cgroup");
+            pool.push(self.number);
+        } else if let Err(e) = fs::remove_dir(&self.dir()) {
+            warn!(cgroup = %self.dir().display(), error = %e, "cannot remove a program's cgroup");
         }
     }
 }

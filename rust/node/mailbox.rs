@@ -2,8 +2,8 @@
 //! can be while empty. tokio's unbounded channel allocates a block of 32
 //! slots (about 2 KiB) for every channel up front; a node with thousands of
 //! idle port processes pays that for each. This one is a `VecDeque` (no
-//! allocation until the first message, and its room given back once a
-//! burst has drained) and the reader's waker, behind a lock that is never
+//! allocation until the first message, and its room given back once it
+//! is empty again) and the reader's waker, behind a lock that is never
 //! contended (the node runs on one thread). Waiting is a poll function
 //! that leaves its waker here, not a `Notify` waiter node in the reader's
 //! future: every process's task holds that future while it waits.
@@ -12,9 +12,6 @@ use eetf::Term;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-
-/// Room kept after a burst has drained; more is given back.
-const KEEP: usize = 8;
 
 struct Inner {
     state: Mutex<State>,
@@ -77,12 +74,22 @@ impl Drop for Sender {
 impl Receiver {
     /// The next message; `None` once the node's end is gone and nothing is
     /// left. Cancel-safe: a message is taken only when it is returned.
+    #[cfg(test)]
     pub fn recv(&mut self) -> impl std::future::Future<Output = Option<Term>> + '_ {
-        std::future::poll_fn(move |cx| {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
+    }
+
+    /// [`Receiver::recv`] as a poll function.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Term>> {
+        {
             let mut state = self.0.lock();
             if let Some(msg) = state.queue.pop_front() {
-                if state.queue.is_empty() && state.queue.capacity() > KEEP {
-                    state.queue.shrink_to(KEEP);
+                // An idle process holds no room: most take one call now
+                // and then (thousands of held ports), and a few kept slots
+                // (a `Term` is 56 bytes) would cost each of them more than
+                // its mailbox's own state.
+                if state.queue.is_empty() {
+                    state.queue = VecDeque::new();
                 }
                 return Poll::Ready(Some(msg));
             }
@@ -95,7 +102,7 @@ impl Receiver {
                 slot => *slot = Some(cx.waker().clone()),
             }
             Poll::Pending
-        })
+        }
     }
 }
 
@@ -121,7 +128,7 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(rx.recv().await, Some(int(i)));
         }
-        assert!(rx.0.lock().queue.capacity() <= KEEP);
+        assert_eq!(rx.0.lock().queue.capacity(), 0);
     }
 
     #[tokio::test]

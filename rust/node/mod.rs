@@ -7,6 +7,7 @@
 mod mailbox;
 pub mod process;
 mod signals;
+mod table;
 
 use crate::distribution::accept::{Admission, Admit};
 use crate::distribution::connection::{ConnId, Event, Events, Outbox};
@@ -15,7 +16,7 @@ use crate::etf;
 use eetf::{Atom, Pid, Reference, Term};
 use futures::FutureExt;
 use process::Process;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use crate::backlog::Backlog;
@@ -37,13 +38,13 @@ struct Entry {
     abort: Option<AbortHandle>,
     name: Option<String>,
     trap_exit: bool,
-    links: HashSet<Pid>,
+    links: table::Set<Pid>,
     /// Monitors others hold on this process, by reference.
-    watched_by: HashMap<Reference, Watcher>,
+    watched_by: table::Map<Reference, Watcher>,
     /// Monitors this process holds on others, by reference.
-    watching: HashMap<Reference, Pid>,
-    /// A message to send after the exit signals.
-    last_words: Option<(Pid, Term)>,
+    watching: table::Map<Reference, Pid>,
+    /// A message to send after the exit signals (boxed: rarely set).
+    last_words: Option<Box<(Pid, Term)>>,
 }
 
 /// A local process's mailbox: unbounded as Erlang's, but counted, so that
@@ -157,20 +158,20 @@ impl Node {
             abort: None,
             name: None,
             trap_exit: false,
-            links: HashSet::new(),
-            watched_by: HashMap::new(),
-            watching: HashMap::new(),
+            links: Default::default(),
+            watched_by: Default::default(),
+            watching: Default::default(),
             last_words: None,
         }));
         let fut = body(Process::new(pid.clone(), self.clone(), rx, backlog));
         let node = self.clone();
-        let me = pid.clone();
         // A combinator, not an `async` block: a block would keep the
         // captured future and the one it awaits apart, twice the size of
         // every process task.
         let task = tokio::spawn(AssertUnwindSafe(fut).catch_unwind().map(move |outcome| {
             let reason = outcome.unwrap_or_else(|_| etf::a("panic"));
-            node.exited(&me, reason);
+            // The pid made again, not kept: a pid's node name is a heap string.
+            node.exited(&node.pid_of(id), reason);
         }));
         if let Some(entry) = self.lock().procs.get_mut(&id) {
             entry.abort = Some(task.abort_handle());

@@ -6,6 +6,7 @@ use super::Node;
 use crate::etf::{self, a, tuple};
 use eetf::{Pid, Reference, Term};
 use std::sync::Arc;
+use std::task::Poll;
 use super::mailbox;
 
 /// A local process: what its task owns.
@@ -46,16 +47,19 @@ impl Process {
         &self.node
     }
 
-    /// The next message. Never ends: a process is ended by the node, not by its mailbox.
-    pub async fn recv(&mut self) -> Term {
-        match self.mailbox.recv().await {
-            Some(msg) => {
+    /// The next message. Never ends: a process is ended by the node, not by
+    /// its mailbox. Cancel-safe. (A poll function, not an `async fn`: a
+    /// port's loop holds this future all along, and an `async fn` keeps
+    /// room in it for the message it matches.)
+    pub fn recv(&mut self) -> impl std::future::Future<Output = Term> + '_ {
+        std::future::poll_fn(move |cx| match self.mailbox.poll_recv(cx) {
+            Poll::Ready(Some(msg)) => {
                 self.backlog.take(1);
-                msg
+                Poll::Ready(msg)
             }
             // The node dropped the entry: this task is about to be aborted.
-            None => std::future::pending().await,
-        }
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        })
     }
 
     /// The next message, sorted into gen_server calls, casts and the rest.

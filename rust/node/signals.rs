@@ -100,7 +100,7 @@ impl Node {
     /// Sets the message local process `me` leaves behind when it exits.
     pub(crate) fn set_last_words(&self, me: &Pid, to: Pid, msg: Term) {
         if let Some(e) = self.lock().procs.get_mut(&me.id) {
-            e.last_words = Some((to, msg));
+            e.last_words = Some(Box::new((to, msg)));
         }
     }
 
@@ -145,7 +145,7 @@ impl Node {
                 self.to_peer(&w.watcher.node.name, control);
             }
         }
-        for other in &entry.links {
+        for other in entry.links.iter() {
             if self.is_this_node(other) {
                 if let Some(e) = self.lock().procs.get_mut(&other.id) {
                     e.links.remove(pid);
@@ -156,7 +156,8 @@ impl Node {
                 self.to_peer(&other.node.name, control);
             }
         }
-        if let Some((to, msg)) = entry.last_words {
+        if let Some(words) = entry.last_words {
+            let (to, msg) = *words;
             self.send(Some(pid), &to, msg);
         }
         for (reference, target) in entry.watching {

@@ -43,12 +43,17 @@ impl Running {
     /// Waits for the program's first process to exit (cancel-safe) and
     /// remembers its status. A status that cannot be had (an error from
     /// waitid) is logged and reported as 255, never as 0.
-    pub async fn wait(&mut self) -> ExitStatus {
+    /// (A poll function, not an `async fn`: the port loop holds this future all along.)
+    pub fn wait(&mut self) -> impl std::future::Future<Output = ExitStatus> + '_ {
+        std::future::poll_fn(move |cx| self.poll_wait(cx))
+    }
+
+    fn poll_wait(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<ExitStatus> {
         if let Some(status) = self.status {
-            return status;
+            return std::task::Poll::Ready(status);
         }
-        let Some((child, jail)) = self.program.as_mut() else { return std::future::pending().await };
-        let status = match child.exited().await {
+        let Some((child, jail)) = self.program.as_mut() else { return std::task::Poll::Pending };
+        let status = match std::task::ready!(child.poll_exited(cx)) {
             Ok(s) => s,
             Err(e) => {
                 warn!(os_pid = child.pid(), error = %e, "cannot learn how a program exited; reporting status 255");
@@ -59,7 +64,7 @@ impl Running {
             child.reap();
         }
         self.status = Some(status);
-        status
+        std::task::Poll::Ready(status)
     }
 
     /// Stops the program now and returns once all of it is gone: SIGTERM,

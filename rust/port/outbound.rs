@@ -15,8 +15,13 @@ use eetf::{Pid, Term};
 /// Encoded frames for one port and owner.
 pub(crate) struct Outbound {
     binary: bool,
-    /// Per [`Kind`]: a frame's bytes before its data, the length field zeroed.
-    heads: [Vec<u8>; 3],
+    /// The head of a `{data, Data}` frame (its bytes before the data, the
+    /// length field zeroed), then what a line's frame adds to it: the
+    /// `{eol, ` and `{noeol, ` before its data. One allocation, its exact
+    /// size: a held port keeps it all along.
+    bytes: Box<[u8]>,
+    /// Where the data head ends, and the `eol` piece.
+    ends: [u32; 2],
 }
 
 const BINARY_EXT: u8 = 109;
@@ -43,11 +48,29 @@ impl Outbound {
             frame[..4].fill(0);
             frame
         };
-        Outbound { binary, heads: [head(Kind::Data), head(Kind::Eol), head(Kind::Noeol)] }
+        let mut bytes = head(Kind::Data);
+        let data_end = bytes.len();
+        // The data is the message's last element: a line's head is the data
+        // head and the line's tuple up to its data.
+        let eol = head(Kind::Eol);
+        let noeol = head(Kind::Noeol);
+        debug_assert!(eol.starts_with(&bytes) && noeol.starts_with(&bytes));
+        bytes.extend_from_slice(&eol[data_end..]);
+        let eol_end = bytes.len();
+        bytes.extend_from_slice(&noeol[data_end..]);
+        Outbound { binary, bytes: bytes.into_boxed_slice(), ends: [data_end as u32, eol_end as u32] }
     }
 
-    fn head(&self, kind: Kind) -> &[u8] {
-        &self.heads[kind as usize]
+    /// A frame's head before its data: the data head, and what its kind adds.
+    fn head(&self, kind: Kind) -> (&[u8], &[u8]) {
+        let [data, eol] = self.ends.map(|e| e as usize);
+        let (common, lines) = self.bytes.split_at(data);
+        let piece = match kind {
+            Kind::Data => &[][..],
+            Kind::Eol => &lines[..eol - data],
+            Kind::Noeol => &lines[eol - data..],
+        };
+        (common, piece)
     }
 
     /// Bytes the data of `len` bytes takes encoded (its tag and length included).
@@ -78,10 +101,11 @@ impl Outbound {
     /// Appends a frame's bytes up to its data's bytes; with binaries, the
     /// data can then be written as a piece of its own.
     pub(crate) fn push_head(&self, kind: Kind, len: usize, out: &mut Vec<u8>) {
-        let head = self.head(kind);
+        let (common, piece) = self.head(kind);
         let frame = (self.frame_len(kind, len) - 4) as u32;
         out.extend_from_slice(&frame.to_be_bytes());
-        out.extend_from_slice(&head[4..]);
+        out.extend_from_slice(&common[4..]);
+        out.extend_from_slice(piece);
         match (self.binary, len) {
             (true, _) => {
                 out.push(BINARY_EXT);
@@ -100,7 +124,8 @@ impl Outbound {
 
     /// Bytes the whole frame of a message with `len` bytes of data takes.
     pub(crate) fn frame_len(&self, kind: Kind, len: usize) -> usize {
-        self.head(kind).len() + self.data_len(len)
+        let (common, piece) = self.head(kind);
+        common.len() + piece.len() + self.data_len(len)
     }
 
     /// True if data is a binary: a payload can go as a piece of its own.

@@ -31,10 +31,12 @@ use crate::backlog::Backlog;
 use crate::distribution::connection::{Outbox, Outgoing};
 use crate::node::process::{Call, Process};
 use eetf::{Pid, Term};
+use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -67,9 +69,11 @@ struct Port {
     owner: Pid,
     /// What a message to the owner waits behind; refreshed when the owner changes.
     owner_backlog: Option<Arc<Backlog>>,
-    /// Output messages to the owner, encoded; rebuilt when the owner changes.
-    outbound: Outbound,
-    spec: PortSpec,
+    /// Output messages to a remote owner, encoded: made at the first
+    /// output (a held port that outputs nothing keeps none), again when
+    /// the owner changes.
+    outbound: OnceCell<Outbound>,
+    settings: Settings,
     program: Running,
     os_pid: u32,
     stdin: Stdin,
@@ -78,7 +82,31 @@ struct Port {
     /// Output ended and was reported with `eof`: the port stays open for the owner to close.
     done: bool,
     /// An unterminated last line, held back: a port reports it after the exit status.
-    last_line: Option<Frame>,
+    /// Boxed: rare, and a frame is 32 bytes of every port.
+    last_line: Option<Box<Frame>>,
+}
+
+/// What the port keeps of its open settings once the program runs: the
+/// rest (program, arguments, environment, directory, privileges) is for
+/// starting it only, and would cost every held port its bytes.
+struct Settings {
+    /// The name `port_info(H, name)` reports.
+    name: Box<str>,
+    kill_timeout: Duration,
+    framing: Framing,
+    binary: bool,
+    exit_status: bool,
+    exit_signal: bool,
+    input: bool,
+    output: bool,
+    eof: bool,
+}
+
+impl Settings {
+    fn of(spec: PortSpec) -> Settings {
+        let PortSpec { name, kill_timeout, framing, binary, exit_status, exit_signal, input, output, eof, .. } = spec;
+        Settings { name: name.into_boxed_str(), kill_timeout, framing, binary, exit_status, exit_signal, input, output, eof }
+    }
 }
 
 /// What a port starts with, on the heap: the port's task holds a pointer
@@ -99,16 +127,21 @@ pub fn run(me: Process, owner: Pid, spec: PortSpec, starting: Starting, on_start
 
 async fn launched(launch: Box<Launch>, starting: Box<Starting>) -> Term {
     // Messages wait in the mailbox meanwhile (about as long as an exec takes).
-    let outcome = (*starting).started().await;
-    match Port::start(launch, outcome) {
-        Ok((port, outputs)) => serve(port, outputs).await,
+    // Boxed: the start is over in an exec's time; its state must not size
+    // the task that serves the port from then on.
+    let outcome = Box::pin((*starting).started()).await;
+    // Out of the match before `serve`: a scrutinee kept across its await
+    // would take room in every port's task.
+    let (port, outputs) = match Port::start(launch, outcome) {
+        Ok(started) => started,
         Err(Failed::InChild(launch, errno)) => {
             let Launch { me, owner, spec, .. } = *launch;
             // Boxed: this rare state must not size every port's task.
-            Box::pin(failed_start(me, owner, spec, errno)).await
+            return Box::pin(failed_start(me, owner, spec, errno)).await;
         }
-        Err(Failed::Reason(reason)) => reason,
-    }
+        Err(Failed::Reason(reason)) => return reason,
+    };
+    serve(port, outputs).await
 }
 
 /// A program that did not start.
@@ -153,8 +186,8 @@ impl Port {
         let program = Running::new(child, jail, spec.kill_timeout);
         let owner_backlog = me.node().backlog_of(&owner);
         let stdin = Stdin::new(stdin);
-        let outbound = Outbound::new(me.pid(), &owner, spec.binary);
-        let port = Box::new(Port { me, owner, owner_backlog, outbound, spec, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
+        let settings = Settings::of(spec);
+        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
         Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
 }
@@ -190,8 +223,8 @@ async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term 
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
-    let ends_with_output = port.spec.input;
-    let need_status = port.spec.exit_status;
+    let ends_with_output = port.settings.input;
+    let need_status = port.settings.exit_status;
     let mut status: Option<ExitStatus> = None;
     // Boxed, as everything the loop keeps: a port's task is its largest state.
     let mut stopping: Option<Box<(Stopping, Option<Call>)>> = None;
@@ -207,8 +240,10 @@ async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term 
         }
         let room = port.owner_has_room();
         let cap = port.read_cap();
-        let backlog = port.owner_backlog.clone();
         let output_waits = out.blocked || out.pipe.is_some() || err.pipe.is_some();
+        // Boxed, and made only while output waits for a busy owner: the
+        // loop holds this future all along.
+        let mut backlog_room = (!room && output_waits).then(|| port.owner_backlog.clone()).flatten().map(|b| Box::pin(async move { b.room().await }));
         tokio::select! {
             msg = port.me.recv() => match port.handle(Request::parse(msg)) {
                 Next::Continue => {}
@@ -235,24 +270,16 @@ async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term 
                     err.ended = true;
                 }
             },
-            _ = wait_for_room(backlog), if !room && output_waits => {}
+            _ = std::future::poll_fn(|cx| backlog_room.as_mut().map_or(Poll::Pending, |f| f.as_mut().poll(cx))), if !room && output_waits => {}
             written = port.stdin.write_some(), if port.stdin.has_work() => port.stdin.wrote(written, &port.me),
             s = port.program.wait(), if status.is_none() => status = Some(s),
-            _ = async { stopping.as_mut().map(|s| &mut s.0).expect("guarded").as_mut().await }, if stopping.is_some() => {
+            _ = std::future::poll_fn(|cx| stopping.as_mut().map_or(Poll::Pending, |s| s.0.as_mut().poll(cx))), if stopping.is_some() => {
                 if let Some(Some(call)) = stopping.take().map(|s| s.1) {
                     port.me.reply(&call, a("ok"));
                 }
                 return a("normal");
             }
         }
-    }
-}
-
-/// Returns once `backlog` is below its low-water mark.
-async fn wait_for_room(backlog: Option<Arc<Backlog>>) {
-    match backlog {
-        Some(b) => b.room().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -289,6 +316,10 @@ impl Port {
         self.me.send(&self.owner, tuple(vec![self.handle_pid(), msg]));
     }
 
+    fn outbound(&self) -> &Outbound {
+        self.outbound.get_or_init(|| Outbound::new(self.me.pid(), &self.owner, self.settings.binary))
+    }
+
     fn owner_has_room(&self) -> bool {
         self.owner_has_room_for(0)
     }
@@ -299,7 +330,7 @@ impl Port {
     /// (Binaries only: data as a list takes twice its bytes and more.)
     fn read_cap(&self) -> usize {
         match &self.owner_backlog {
-            Some(b) if self.spec.binary && self.owner.node != self.me.pid().node => b.headroom().clamp(READ_CHUNK, MAX_READ),
+            Some(b) if self.settings.binary && self.owner.node != self.me.pid().node => b.headroom().clamp(READ_CHUNK, MAX_READ),
             _ => READ_CHUNK,
         }
     }
@@ -311,13 +342,13 @@ impl Port {
 
     fn set_owner(&mut self, new: Pid) {
         self.owner_backlog = self.me.node().backlog_of(&new);
-        self.outbound = Outbound::new(self.me.pid(), &new, self.spec.binary);
+        self.outbound = OnceCell::new();
         self.owner = new;
     }
 
     /// Program output as the owner expects it: a binary, or a list of bytes.
     fn data(&self, bytes: Vec<u8>) -> Term {
-        if self.spec.binary {
+        if self.settings.binary {
             etf::binary(bytes)
         } else {
             etf::byte_list(bytes)
@@ -339,7 +370,7 @@ impl Port {
             return Ok(());
         }
         if out.pipe.is_none() && !out.ended {
-            self.last_line = codec::decode_eof(self.spec.framing, &mut out.buf);
+            self.last_line = codec::decode_eof(self.settings.framing, &mut out.buf).map(Box::new);
             out.ended = true;
         }
         Ok(())
@@ -358,11 +389,11 @@ impl Port {
                 out.blocked = true;
                 break Ok(pos);
             }
-            let cut = match codec::next(self.spec.framing, &out.buf[pos..]) {
+            let cut = match codec::next(self.settings.framing, &out.buf[pos..]) {
                 Ok(Some(cut)) => cut,
                 Ok(None) => break Ok(pos),
                 Err(e) => {
-                    warn!(port = %self.me.pid(), program = %self.spec.name, error = %e, "program broke its framing");
+                    warn!(port = %self.me.pid(), program = %self.settings.name, error = %e, "program broke its framing");
                     break Err(a("einval"));
                 }
             };
@@ -377,7 +408,7 @@ impl Port {
             let data = &out.buf[pos..][cut.payload.clone()];
             match &outbox {
                 Some(outbox) => {
-                    self.outbound.push(cut.kind, data, &mut batch);
+                    self.outbound().push(cut.kind, data, &mut batch);
                     if batch.len() >= BATCH {
                         flush(outbox, &mut batch);
                     }
@@ -395,14 +426,14 @@ impl Port {
     /// Sends a frame that is a whole read; a binary goes as its own piece, never copied.
     fn send_whole(&self, outbox: Option<&Outbox>, kind: Kind, bytes: Vec<u8>) {
         match outbox {
-            Some(outbox) if self.outbound.binary() => {
+            Some(outbox) if self.outbound().binary() => {
                 let mut head = Vec::with_capacity(128);
-                self.outbound.push_head(kind, bytes.len(), &mut head);
+                self.outbound().push_head(kind, bytes.len(), &mut head);
                 outbox.send_outgoing(Outgoing::Split { head, payload: bytes });
             }
             Some(outbox) => {
-                let mut frame = Vec::with_capacity(self.outbound.frame_len(kind, bytes.len()));
-                self.outbound.push(kind, &bytes, &mut frame);
+                let mut frame = Vec::with_capacity(self.outbound().frame_len(kind, bytes.len()));
+                self.outbound().push(kind, &bytes, &mut frame);
                 flush(outbox, &mut frame);
             }
             None => self.deliver(frame_of(kind, bytes)),
@@ -419,13 +450,13 @@ impl Port {
 
     /// The program's output has ended and (when asked for) its status is known.
     fn output_ended(&mut self, status: ExitStatus) -> Next {
-        if self.spec.exit_status {
-            self.to_owner(child::exit_report(status, self.spec.exit_signal));
+        if self.settings.exit_status {
+            self.to_owner(child::exit_report(status, self.settings.exit_signal));
         }
         if let Some(frame) = self.last_line.take() {
-            self.deliver(frame);
+            self.deliver(*frame);
         }
-        if self.spec.eof {
+        if self.settings.eof {
             self.to_owner(a("eof"));
             self.done = true;
             return Next::Continue;
@@ -436,11 +467,11 @@ impl Port {
     /// Frames `data` for the program and queues it.
     fn write(&mut self, data: &Term) -> Written {
         let mut bytes = Vec::new();
-        if etf::iodata(data, &mut bytes).is_none() || !self.spec.output {
+        if etf::iodata(data, &mut bytes).is_none() || !self.settings.output {
             return Written::Bad;
         }
-        let Ok(framed) = codec::encode(self.spec.framing, bytes) else { return Written::TooLarge };
-        self.bytes_out += framed.len() as u64 - header_len(self.spec.framing);
+        let Ok(framed) = codec::encode(self.settings.framing, bytes) else { return Written::TooLarge };
+        self.bytes_out += framed.len() as u64 - header_len(self.settings.framing);
         self.stdin.queue(framed);
         Written::Queued
     }
@@ -515,7 +546,7 @@ impl Port {
                 return Next::Exit(a("normal"));
             }
             CallRequest::OsPid => int(i64::from(self.os_pid)),
-            CallRequest::KillTimeout => int(self.spec.kill_timeout.as_millis() as i64),
+            CallRequest::KillTimeout => int(self.settings.kill_timeout.as_millis() as i64),
             CallRequest::CloseStdin => {
                 self.stdin.close();
                 a("ok")
@@ -577,7 +608,7 @@ impl Port {
 
     fn info(&self, item: &str) -> Term {
         match item {
-            "name" => etf::list(self.spec.name.chars().map(|c| int(i64::from(c as u32))).collect()),
+            "name" => etf::list(self.settings.name.chars().map(|c| int(i64::from(c as u32))).collect()),
             "links" => etf::list(self.me.node().links_of(self.me.pid()).into_iter().map(Term::from).collect()),
             "id" => int(i64::from(self.me.pid().id)),
             "connected" => Term::from(self.owner.clone()),

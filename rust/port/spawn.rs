@@ -46,6 +46,11 @@ impl Child {
         Ok(self.exit.wait().await)
     }
 
+    /// [`Child::exited`] as a poll function.
+    pub fn poll_exited(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<ExitStatus>> {
+        self.exit.poll_wait(cx).map(Ok)
+    }
+
     /// The exit status, if the program has exited (it stays unreaped).
     pub fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
         Ok(self.exit.get())

@@ -36,12 +36,20 @@ enum Way {
 
 pub struct Stdin {
     pipe: Option<Way>,
+    /// Close the pipe once the queue is written.
+    closing: bool,
+    /// What waits to be written, and who waits for the port not to be
+    /// busy: boxed, and only while there is any (most programs take what
+    /// they are sent at once, or are sent nothing).
+    pending: Option<Box<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
     queue: VecDeque<Vec<u8>>,
     /// Bytes of the front chunk already written.
     offset: usize,
     queued: usize,
-    /// Close the pipe once the queue is written.
-    closing: bool,
     /// Flow-controlled commands waiting for the port not to be busy.
     waiting: Vec<Call>,
 }
@@ -49,31 +57,36 @@ pub struct Stdin {
 impl Stdin {
     /// `pipe` must be non-blocking.
     pub fn new(pipe: Option<OwnedFd>) -> Stdin {
-        Stdin { pipe: pipe.map(Way::Direct), queue: VecDeque::new(), offset: 0, queued: 0, closing: false, waiting: Vec::new() }
+        Stdin { pipe: pipe.map(Way::Direct), closing: false, pending: None }
     }
 
     /// Queues bytes for the program; dropped if its stdin is closed.
     pub fn queue(&mut self, bytes: Vec<u8>) {
         if self.pipe.is_some() && !self.closing && !bytes.is_empty() {
-            self.queued += bytes.len();
-            self.queue.push_back(bytes);
+            let pending = self.pending.get_or_insert_with(Default::default);
+            pending.queued += bytes.len();
+            pending.queue.push_back(bytes);
         }
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        self.pending.as_ref().is_none_or(|p| p.queue.is_empty())
     }
 
     /// True from the high-water mark on.
     pub fn busy(&self) -> bool {
-        self.queued >= STDIN_BUSY
+        self.pending.as_ref().is_some_and(|p| p.queued >= STDIN_BUSY)
     }
 
     /// Something to write, or a close to carry out.
     pub fn has_work(&self) -> bool {
-        self.pipe.is_some() && (!self.queue.is_empty() || self.closing)
+        self.pipe.is_some() && (!self.queue_is_empty() || self.closing)
     }
 
     /// Closes stdin once what is queued has been written.
     pub fn close(&mut self) {
         self.closing = true;
-        if self.queue.is_empty() {
+        if self.queue_is_empty() {
             self.pipe = None;
         }
     }
@@ -81,11 +94,12 @@ impl Stdin {
     /// The call to answer now if the port is not busy; otherwise it waits
     /// and is answered by [`Stdin::wrote`] once the port drains.
     pub fn answer_when_not_busy(&mut self, call: Call) -> Option<Call> {
-        if self.busy() {
-            self.waiting.push(call);
-            None
-        } else {
-            Some(call)
+        match self.pending.as_mut() {
+            Some(pending) if pending.queued >= STDIN_BUSY => {
+                pending.waiting.push(call);
+                None
+            }
+            _ => Some(call),
         }
     }
 
@@ -98,16 +112,14 @@ impl Stdin {
     }
 
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.queue.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
+        let Some(pending) = self.pending.as_deref().filter(|p| !p.queue.is_empty()) else { return Poll::Ready(Ok(0)) };
         loop {
-            let slices: Vec<IoSlice<'_>> = self
+            let slices: Vec<IoSlice<'_>> = pending
                 .queue
                 .iter()
                 .take(IOV)
                 .enumerate()
-                .map(|(i, chunk)| IoSlice::new(if i == 0 { &chunk[self.offset..] } else { chunk }))
+                .map(|(i, chunk)| IoSlice::new(if i == 0 { &chunk[pending.offset..] } else { chunk }))
                 .collect();
             let written = match &self.pipe {
                 None => return Poll::Ready(Ok(0)),
@@ -141,18 +153,24 @@ impl Stdin {
     /// Takes the result of [`Stdin::write_some`] into account, and answers
     /// the waiting commands once the port is no longer busy.
     pub fn wrote(&mut self, written: io::Result<usize>, me: &Process) {
+        let Some(pending) = self.pending.as_mut() else {
+            if self.closing || written.is_err() {
+                self.pipe = None;
+            }
+            return;
+        };
         match written {
             Ok(mut n) => {
-                self.queued -= n.min(self.queued);
+                pending.queued -= n.min(pending.queued);
                 while n > 0 {
-                    let Some(front) = self.queue.front() else { break };
-                    let left = front.len() - self.offset;
+                    let Some(front) = pending.queue.front() else { break };
+                    let left = front.len() - pending.offset;
                     if n >= left {
                         n -= left;
-                        self.offset = 0;
-                        self.queue.pop_front();
+                        pending.offset = 0;
+                        pending.queue.pop_front();
                     } else {
-                        self.offset += n;
+                        pending.offset += n;
                         n = 0;
                     }
                 }
@@ -161,18 +179,21 @@ impl Stdin {
                 // The program closed its stdin (or exited): what is queued
                 // can never be taken.
                 self.pipe = None;
-                self.queue.clear();
-                self.offset = 0;
-                self.queued = 0;
+                pending.queue.clear();
+                pending.offset = 0;
+                pending.queued = 0;
             }
         }
-        if self.closing && self.queue.is_empty() {
+        if self.closing && pending.queue.is_empty() {
             self.pipe = None;
         }
-        if self.queued < STDIN_NOT_BUSY {
-            for call in self.waiting.drain(..) {
+        if pending.queued < STDIN_NOT_BUSY {
+            for call in pending.waiting.drain(..) {
                 me.reply(&call, credit_reply());
             }
+        }
+        if pending.queue.is_empty() && pending.waiting.is_empty() {
+            self.pending = None;
         }
     }
 }

@@ -44,16 +44,21 @@ impl ExitSlot {
 
     /// Waits until the program has exited. Cancel-safe; any number may wait.
     pub fn wait(&self) -> impl std::future::Future<Output = ExitStatus> + '_ {
-        std::future::poll_fn(move |cx| {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(status) = state.0 {
-                return Poll::Ready(status);
-            }
-            if !state.1.iter().any(|w| w.will_wake(cx.waker())) {
-                state.1.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
+        std::future::poll_fn(move |cx| self.poll_wait(cx))
+    }
+
+    /// [`ExitSlot::wait`] as a poll function.
+    pub fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> Poll<ExitStatus> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(status) = state.0 {
+            return Poll::Ready(status);
+        }
+        if !state.1.iter().any(|w| w.will_wake(cx.waker())) {
+            // Room for one more, not four: there is one waiter, the port.
+            state.1.reserve_exact(1);
+            state.1.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     fn set(&self, status: ExitStatus) {
