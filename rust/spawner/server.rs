@@ -4,9 +4,10 @@
 //!
 //! It holds no fd of any running program, only its socket to portnode and
 //! a signalfd for SIGCHLD. An exit is found without a pidfd and without
-//! looking at every program: the SIGCHLD's siginfo names one child, and
-//! `waitid(P_ALL, WNOWAIT)` names the others one by one (each reaped, or
-//! held, as soon as it is reported). Only a held zombie (process-group
+//! looking at every program: the SIGCHLD's siginfo names one child, which
+//! is reported at once, and at the next quiet moment (1 ms idle, 10 ms at
+//! most) `waitid(P_ALL, WNOWAIT)` names any others the signal hid, one by
+//! one (each reaped, or held, as soon as it is reported). Only a held zombie (process-group
 //! mode, a program whose port is still open after it exited) can hide the
 //! others from `P_ALL`; then every running program is checked by pid. A
 //! slow sweep is the last resort for anything missed.
@@ -19,6 +20,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// How often every running program is checked, in case an exit signal was lost.
 const SWEEP_MS: i32 = 10_000;
+
+/// How long the spawner idles after a SIGCHLD before it asks the kernel for
+/// the exits that signal may have hidden (SIGCHLDs that come while one is
+/// pending are one), and the longest it puts that off while busy.
+/// `waitid(P_ALL)` walks every child: 115 µs with 5,000 running, measured
+/// here, against 0.3 µs for the child the signal names. So the named child
+/// is reported at once, and the walk waits for a quiet moment: a burst of
+/// exits shares one walk, and a spawn never waits behind it.
+const HIDDEN_EXITS_IDLE_MS: i32 = 1;
+const HIDDEN_EXITS_LATEST: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What the spawner knows of one of its programs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,6 +48,8 @@ struct Server {
     inbox: Vec<u8>,
     fds: VecDeque<OwnedFd>,
     outbox: Vec<u8>,
+    /// Since when exits may be hidden behind a SIGCHLD (see [`HIDDEN_EXITS_IDLE_MS`]).
+    hidden_exits_since: Option<std::time::Instant>,
 }
 
 /// Runs the spawner until portnode goes (its end of the socket closes), then exits.
@@ -49,7 +62,7 @@ pub fn serve(sock: OwnedFd, portnode: libc::pid_t) -> ! {
             unsafe { libc::_exit(1) }
         }
     };
-    let mut server = Server { sock, kids: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new() };
+    let mut server = Server { sock, kids: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None };
     let code = match server.run(&signals) {
         Ok(()) => 0,
         Err(e) => {
@@ -116,8 +129,9 @@ impl Server {
                 libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
+            let timeout = if self.hidden_exits_since.is_some() { HIDDEN_EXITS_IDLE_MS } else { SWEEP_MS };
             // SAFETY: poll over our two fds.
-            let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, SWEEP_MS) };
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, timeout) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -125,11 +139,17 @@ impl Server {
                 }
                 return Err(e);
             }
-            if n == 0 {
-                self.sweep();
-            }
             if polls[1].revents != 0 {
                 self.read_signals(signals.as_raw_fd());
+            }
+            match self.hidden_exits_since {
+                Some(since) if n == 0 || since.elapsed() >= HIDDEN_EXITS_LATEST => {
+                    self.hidden_exits_since = None;
+                    self.find_hidden_exits();
+                }
+                Some(_) => {}
+                None if n == 0 => self.sweep(),
+                None => {}
             }
             if polls[0].revents != 0 {
                 let got = loop {
@@ -198,7 +218,8 @@ impl Server {
         Ok(())
     }
 
-    /// Reads the pending SIGCHLD, then reports every program that has exited.
+    /// Reads the pending SIGCHLD and reports the program it names; the
+    /// exits it may hide are looked for soon after.
     fn read_signals(&mut self, fd: RawFd) {
         loop {
             // SAFETY: a zeroed plain-data struct, filled by read(2).
@@ -210,8 +231,13 @@ impl Server {
                 break;
             }
             self.check(info.ssi_pid as libc::pid_t);
+            self.hidden_exits_since.get_or_insert_with(std::time::Instant::now);
         }
-        // SIGCHLDs that came together are one: ask the kernel for the rest.
+    }
+
+    /// Reports every program that has exited and was not reported:
+    /// SIGCHLDs that came together are one, so the kernel is asked.
+    fn find_hidden_exits(&mut self) {
         while let Some(pid) = exec::first_exited() {
             match self.kids.get(&pid).copied() {
                 Some(Kid::Running { .. }) => {
