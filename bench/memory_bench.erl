@@ -22,7 +22,7 @@ main(Args) ->
     %% Warm up: the first program allocates what every later one reuses.
     [portnode:port_close(portnode:open_port({spawn_executable, "/bin/cat"}, [binary])) || _ <- lists:seq(1, 20)],
     timer:sleep(1000),
-    [Spawner] = [C || C <- children(Pid), comm(C) =:= "portnode-spawn"],
+    [Spawner] = [C || C <- os_proc:children(Pid), os_proc:comm(C) =:= "portnode-spawn"],
     Before = [snapshot(P) || P <- [Pid, Spawner]],
     Hs = [portnode:open_port({spawn_executable, "/bin/cat"}, [binary]) || _ <- lists:seq(1, N)],
     %% As bench/run port memory does: each port answers one call.
@@ -43,9 +43,9 @@ table(What, Before, Held, N) ->
 
 %% portnode itself, or under a wrapper (heaptrack runs it as its child).
 portnode_pid(OsPid) ->
-    case comm(OsPid) of
+    case os_proc:comm(OsPid) of
         "portnode" -> OsPid;
-        _ -> hd([C || C <- children(OsPid), comm(C) =:= "portnode"] ++ [OsPid])
+        _ -> hd([C || C <- os_proc:children(OsPid), os_proc:comm(C) =:= "portnode"] ++ [OsPid])
     end.
 
 snapshot(Pid) ->
@@ -61,15 +61,3 @@ fds(Pid) ->
     {ok, Fds} = file:list_dir("/proc/" ++ integer_to_list(Pid) ++ "/fd"),
     length(Fds).
 
-children(Pid) ->
-    P = integer_to_list(Pid),
-    case file:read_file("/proc/" ++ P ++ "/task/" ++ P ++ "/children") of
-        {ok, B} -> [binary_to_integer(C) || C <- string:lexemes(B, " \n")];
-        {error, _} -> []
-    end.
-
-comm(Pid) ->
-    case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/comm") of
-        {ok, C} -> string:trim(binary_to_list(C));
-        {error, _} -> ""
-    end.

@@ -143,19 +143,10 @@ memory(erlang, _) ->
     erlang:memory(total) / 1024;
 memory(portnode, Programs) ->
     PnPid = portnode_os_pid(),
-    Helpers = [C || C <- children(PnPid), not lists:member(C, Programs)],
+    Helpers = [C || C <- os_proc:children(PnPid), not lists:member(C, Programs)],
     lists:sum([rss_kib(P) || P <- [PnPid | Helpers]]).
 
 portnode_os_pid() -> gen_server:call(portnode_bridge, os_pid).
-
-%% The children of every thread of `Pid'.
-children(Pid) ->
-    Dir = "/proc/" ++ integer_to_list(Pid) ++ "/task",
-    {ok, Tasks} = file:list_dir(Dir),
-    lists:append([case file:read_file(filename:join([Dir, T, "children"])) of
-                      {ok, B} -> [binary_to_integer(C) || C <- string:lexemes(B, " \n")];
-                      {error, _} -> []
-                  end || T <- Tasks]).
 
 os_pid(erlang, P) -> {os_pid, O} = erlang:port_info(P, os_pid), O;
 os_pid(portnode, H) -> portnode:os_pid(H).
@@ -193,7 +184,7 @@ nofile() ->
     {E, EWhy} = hold_max(erlang),
     {P, PWhy} = hold_max(portnode),
     VmPid = list_to_integer(os:getpid()),
-    Setup = [C || C <- children(VmPid), comm(C) =:= "erl_child_setup"],
+    Setup = [C || C <- os_proc:children(VmPid), os_proc:comm(C) =:= "erl_child_setup"],
     Limits = io_lib:format("nofile: VM ~s, erl_child_setup ~s, portnode ~s",
                            [nofile_limit(VmPid), string:join([nofile_limit(S) || S <- Setup], ","), nofile_limit(portnode_os_pid())]),
     [{?NOFILE, io_lib:format("~b (~s)", [E, EWhy]), io_lib:format("~b (~s)", [P, PWhy]), ratio(P, E),
@@ -216,12 +207,6 @@ open_until(Impl, Left, Ps) ->
         P -> open_until(Impl, Left - 1, [P | Ps])
     catch
         error:Why -> {Ps, io_lib:format("then open failed: ~0p", [Why])}
-    end.
-
-comm(Pid) ->
-    case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/comm") of
-        {ok, C} -> string:trim(binary_to_list(C));
-        {error, _} -> ""
     end.
 
 nofile_limit(Pid) ->

@@ -108,7 +108,7 @@ sample(Pid) ->
                     list_to_integer(V)
             end,
     Kids = children(Pid),
-    [Spawner] = [K || {K, _} <- Kids, comm(K) =:= "portnode-spawn"],
+    [Spawner] = [K || {K, _} <- Kids, os_proc:comm(K) =:= "portnode-spawn"],
     #{spawner_fds := SpFds, rss_kb := SpRss} = proc_sample(Spawner),
     #{fds => length(Fds), rss_kb => Field("VmRSS"), threads => Field("Threads"),
       zombies => length([K || {K, "Z"} <- Kids]), children => length([K || {K, S} <- Kids, S =/= "Z"]),
@@ -122,11 +122,6 @@ proc_sample(Pid) ->
     {match, [V]} = re:run(Status, "\\nVmRSS:\\s+(\\d+)", [{capture, all_but_first, list}]),
     #{spawner_fds => length(Fds), rss_kb => list_to_integer(V)}.
 
-comm(Pid) ->
-    case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/comm") of
-        {ok, C} -> string:trim(binary_to_list(C));
-        _ -> ""
-    end.
 
 %% {OsPid, State} of every descendant of `Pid' (its watchdog and spawner,
 %% and the spawner's children, the programs).
