@@ -168,3 +168,25 @@ fn signal_ignored(pid: u32, signal: i32) -> bool {
     let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).map(|m| u64::from_str_radix(m.trim(), 16).unwrap_or(0)).unwrap_or(0);
     mask & (1 << (signal - 1)) != 0
 }
+
+/// Every handle gets its own program when opens come in a burst: 300
+/// programs opened without waiting, each exiting at once with its own
+/// status (some before their start is even reported), each status to its
+/// own handle.
+#[test]
+fn programs_opened_in_a_burst_each_reach_their_own_handle() {
+    for mode in ["auto", "off"] {
+        let (_home, pn, mut erl) = connected(&["--cgroup", mode]);
+        let out = erl.eval_within(
+            "Hs = [begin {ok, H} = gen_server:call({portnode, N}, {open_port_nowait, self(), {spawn_executable, \"/bin/sh\"}, [exit_status, {args, [\"-c\", \"exit \" ++ integer_to_list(I rem 250)]}]}), {H, I rem 250} end || I <- lists:seq(1, 300)], \
+             length([ok || {H, S} <- Hs, receive {H, {exit_status, S}} -> true after 20000 -> false end])",
+            Duration::from_secs(60),
+        );
+        assert_eq!(out, "300", "{mode}: every status to its own handle");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while descendants_of(pn.pid()).iter().any(|p| comm(*p) == "sh") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(descendants_of(pn.pid()).iter().all(|p| comm(*p) != "sh"), "{mode}: every program reaped");
+    }
+}
