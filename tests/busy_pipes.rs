@@ -27,8 +27,7 @@ fn stdout_pipe_size(portnode: u32, program: u32) -> Option<i32> {
 fn a_pipe_grows_only_when_its_program_keeps_it_full() {
     let home = Home::new(COOKIE);
     let pn = Portnode::start(&home, &[]);
-    let mut erl = Erl::start(&home, &[]);
-    assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+    let mut erl = Erl::connected_to(&home, &pn);
     // A fast writer, read by a shell that drops what it gets; a silent one.
     let out = erl.eval(
         "{ok, Busy, BusyPid} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"cat /dev/zero\"}, [binary, stream]}), \

@@ -22,8 +22,7 @@ fn spawner_of(pn: &Portnode) -> u32 {
 fn connected(extra: &[&str]) -> (Home, Portnode, Erl) {
     let home = Home::new(COOKIE);
     let pn = Portnode::start(&home, extra);
-    let mut erl = Erl::start(&home, &[]);
-    assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+    let erl = Erl::connected_to(&home, &pn);
     (home, pn, erl)
 }
 
@@ -148,8 +147,7 @@ fn a_program_starts_with_default_signals_and_none_blocked() {
         }
     });
     assert_eq!(signal_ignored(pn.pid(), libc::SIGUSR2), true, "the test's own premise");
-    let mut erl = Erl::start(&home, &[]);
-    assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+    let mut erl = Erl::connected_to(&home, &pn);
     // cat reports its own state, and installs no handler (grep catches SIGSEGV).
     for (i, (program, args)) in [("/bin/cat", r#"["/proc/self/status"]"#), ("/bin/sh", r#"["-c", "exec cat /proc/self/status"]"#)].into_iter().enumerate() {
         let out = erl.eval(&format!(

@@ -197,6 +197,13 @@ Loop(erl_eval:new_bindings())."#;
 
 impl Erl {
     /// Starts `erl -sname NAME` with `home` as $HOME (and so its cookie).
+    /// An `erl` of `home` connected to `pn`, with `N` bound to its node name.
+    pub fn connected_to(home: &Home, pn: &Portnode) -> Erl {
+        let mut erl = Erl::start(home, &[]);
+        assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+        erl
+    }
+
     pub fn start(home: &Home, extra: &[&str]) -> Erl {
         Self::start_env(home, &unique("erl"), extra, &[])
     }
