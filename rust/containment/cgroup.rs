@@ -98,7 +98,7 @@ impl Subtree {
         use std::os::unix::fs::OpenOptionsExt;
         let handle = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir);
         match handle {
-            Ok(f) => Ok(Leaf { number, handle: Some(f.into()), killed: false.into(), shared: self.shared.clone() }),
+            Ok(f) => Ok(Leaf { number, handle: Some(f.into()), killed: false.into(), emptied: false.into(), shared: self.shared.clone() }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
@@ -123,6 +123,9 @@ pub struct Leaf {
     /// `cgroup.kill` was written: the leaf is not reused (a program cloned
     /// into it soon after can be killed too: measured here with clone3).
     killed: std::sync::atomic::AtomicBool,
+    /// It was seen empty (`populated 0`) after the program started: nothing
+    /// can enter it again, so `release` need not look a second time.
+    emptied: std::sync::atomic::AtomicBool,
     shared: Arc<Shared>,
 }
 
@@ -158,6 +161,16 @@ impl Leaf {
         }
     }
 
+    /// True if the leaf holds no process now, as one read of
+    /// `cgroup.events` says (false if it cannot be read: out of fds, say).
+    pub fn is_empty(&self) -> bool {
+        let empty = read_events(&self.dir().join("cgroup.events")).is_some_and(|t| t.lines().any(|l| l.trim() == "populated 0"));
+        if empty {
+            self.emptied.store(true, Ordering::Relaxed);
+        }
+        empty
+    }
+
     /// Returns once the leaf holds no process.
     pub async fn wait_empty(&self) {
         let path = self.dir().join("cgroup.events");
@@ -174,6 +187,7 @@ impl Leaf {
                 }
             }
         }
+        self.emptied.store(true, Ordering::Relaxed);
     }
 
     /// Returns the empty leaf to the pool, or removes it.
@@ -184,7 +198,7 @@ impl Leaf {
             }
             return;
         }
-        if populated(&self.dir().join("cgroup.events")) {
+        if !self.emptied.load(Ordering::Relaxed) && populated(&self.dir().join("cgroup.events")) {
             // Never reuse a leaf that still holds a process; kill what is
             // in it, and leave the directory to the subtree's removal
             // (waiting here would hold up portnode's thread).
@@ -203,6 +217,14 @@ impl Leaf {
 /// The pids in cgroup `dir`.
 fn members(dir: &Path) -> Vec<libc::pid_t> {
     fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// A `cgroup.events` file's text (a few dozen bytes), read with one `read`.
+fn read_events(events: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 128];
+    let n = fs::File::open(events).and_then(|mut f| f.read(&mut buf)).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 fn populated(events: &Path) -> bool {

@@ -179,6 +179,16 @@ impl Jail {
         }
     }
 
+    /// True if no process of the program is left, as one look tells: in
+    /// cgroup mode (`populated 0`); never in process-group mode, where
+    /// telling takes a scan of every process (see [`Jail::wait_empty`]).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Jail::Cgroup(leaf) => leaf.is_empty(),
+            Jail::Group { .. } => false,
+        }
+    }
+
     /// Waits until no process of the program is left but its (unreaped)
     /// leader; false if `limit` passed first.
     pub async fn wait_empty(&self, limit: Option<Duration>) -> bool {

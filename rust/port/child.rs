@@ -127,6 +127,13 @@ fn release(jail: Jail) {
 /// after `grace` (never if it is `None`); returns once no process of it is
 /// left and its first process is reaped.
 async fn stop(child: &mut Child, jail: &mut Jail, grace: Option<Duration>) {
+    // The usual end: the program has exited and left nothing behind. One
+    // look tells, and there is nothing to signal or wait for.
+    if matches!(child.try_exited(), Ok(Some(_))) && jail.is_empty() {
+        jail.kill_group();
+        child.reap();
+        return;
+    }
     if grace == Some(Duration::ZERO) {
         jail.kill_all();
         child.signal(libc::SIGKILL);

@@ -97,6 +97,14 @@ fn bytes(s: &OsStr) -> io::Result<Vec<u8>> {
     Ok(b.to_vec())
 }
 
+/// Our end of a program's output pipe, just made, for the runtime: set
+/// non-blocking with one `fcntl`, without tokio's checks of what it is
+/// (an `fstat` and an `F_GETFL`, for an fd we know).
+fn reader(r: std::os::fd::OwnedFd) -> io::Result<pipe::Receiver> {
+    spawner::exec::set_new_pipe_nonblocking(r.as_raw_fd())?;
+    pipe::Receiver::from_owned_fd_unchecked(r)
+}
+
 /// A program asked of the spawner, not started yet: its pipes (our ends)
 /// are made, and the answer is to come ([`Starting::started`]).
 pub struct Starting {
@@ -187,18 +195,18 @@ pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
     let (mut stdin, mut stdout, mut stderr) = (None, None, None);
     if command.stdin {
         let (r, w) = spawner::exec::pipe_pair()?;
-        spawner::exec::set_nonblocking(w.as_raw_fd())?;
+        spawner::exec::set_new_pipe_nonblocking(w.as_raw_fd())?;
         stdin = Some(w);
         given.push(r);
     }
     if command.stdout {
         let (r, w) = spawner::exec::pipe_pair()?;
-        stdout = Some(pipe::Receiver::from_owned_fd(r)?);
+        stdout = Some(reader(r)?);
         given.push(w);
     }
     if command.stderr_pipe() {
         let (r, w) = spawner::exec::pipe_pair()?;
-        stderr = Some(pipe::Receiver::from_owned_fd(r)?);
+        stderr = Some(reader(r)?);
         given.push(w);
     }
     let cgroup = jail.take_cgroup_dir();
