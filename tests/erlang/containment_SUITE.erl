@@ -18,8 +18,8 @@ all() ->
 %% holding a case per program shape.
 groups() ->
     Ways = [{group, Way} || Way <- ways()],
-    [{cgroup, [], Ways ++ [cgroup_is_removed_when_portnode_is_killed]},
-     {process_group, [], Ways}]
+    [{cgroup, [], Ways ++ [daemon_of_a_program_that_exits, cgroup_is_removed_when_portnode_is_killed]},
+     {process_group, [], Ways ++ [daemon_of_a_program_that_exits]}]
         ++ [{Way, [], [Shape || {Shape, _} <- shapes()]} || Way <- ways()].
 
 ways() -> [close, owner_exit, owner_vm_killed, portnode_killed].
@@ -133,6 +133,31 @@ end_owner(portnode_killed, {local, _Owner}, _H, Pn) ->
     os:cmd("kill -9 " ++ integer_to_list(PnPid)),
     ?assertEqual([], os_process:wait_gone([PnPid], 5000)),
     own_portnode:stop(Pn).
+
+%% @doc A program that daemonizes and exits on its own (fork, setsid,
+%% fork, the daemon's stdio on /dev/null, so the port's output ends): the
+%% owner hears exit_status 0, the port ends with its output, and the daemon
+%% goes with it, though the owner is still there.
+daemon_of_a_program_that_exits(Config) ->
+    Node = own_portnode:node(?config(portnode, Config)),
+    Code = "import os, time\n"
+           "if os.fork() == 0:\n"
+           "    os.setsid()\n"
+           "    if os.fork() == 0:\n"
+           "        print(os.getpid(), flush=True)\n"
+           "        fd = os.open('/dev/null', os.O_RDWR)\n"
+           "        for i in (0, 1, 2): os.dup2(fd, i)\n"
+           "        time.sleep(1000)\n"
+           "    os._exit(0)\n"
+           "os.wait()\n",
+    {H, _Leader} = portnode:open(Node, {spawn_executable, os:find_executable("python3")},
+                                [{args, ["-c", Code]}, {line, 64}, exit_status]),
+    Ref = erlang:monitor(process, H),
+    Daemon = receive {H, {data, {eol, Line}}} -> list_to_integer(Line) after 10000 -> ct:fail(no_pid_line) end,
+    receive {H, {exit_status, 0}} -> ok after 10000 -> ct:fail(no_exit_status) end,
+    receive {'DOWN', Ref, process, H, normal} -> ok after 10000 -> ct:fail(port_did_not_end) end,
+    ?assertEqual([], os_process:wait_gone([Daemon], ?GONE_WITHIN)),
+    ?assertEqual([], wait_no_zombies(own_portnode:os_pid(?config(portnode, Config)), 2000)).
 
 %% @doc After portnode is killed, its watchdog removes its cgroup subtree.
 cgroup_is_removed_when_portnode_is_killed(Config) ->
