@@ -72,47 +72,37 @@ pub(super) fn read_some<'a>(mut pipe: Option<&'a mut pipe::Receiver>, out: &'a m
 
 fn poll_read_some(pipe: &mut pipe::Receiver, out: &mut Vec<u8>, cap: usize, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
     use bytes::BufMut;
-    use tokio::io::{AsyncRead, ReadBuf};
     let first = FIRST_READ.min(cap);
-    // No buffer is held while the pipe is idle.
-    ready!(pipe.poll_read_ready(cx))?;
-    // Read through the pipe's `AsyncRead`: a short read clears its
-    // readiness, so the next wait is `epoll`'s, not a `read` that finds
-    // nothing (one system call less for each output a program makes).
-    let had = out.len();
-    out.reserve(first);
-    let mut buf = ReadBuf::uninit(&mut out.spare_capacity_mut()[..first]);
-    match std::pin::Pin::new(&mut *pipe).poll_read(cx, &mut buf) {
-        Poll::Pending => {
-            // Not readable after all (its readiness is cleared): hold no buffer while waiting.
-            if had == 0 {
-                *out = Vec::new();
-            }
-            return Poll::Pending;
+    loop {
+        // No buffer is held while the pipe is idle.
+        ready!(pipe.poll_read_ready(cx))?;
+        // One more than is read, so that a read that takes all of it still
+        // counts as short, and a short read clears the pipe's readiness
+        // without a second `read` that would find nothing.
+        out.reserve(first + 1);
+        let n = match pipe.try_read_buf(&mut (&mut *out).limit(first)) {
+            // Not readable after all: its readiness is cleared; wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => other?,
+        };
+        if n < first {
+            return Poll::Ready(Ok(n));
         }
-        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-        Poll::Ready(Ok(())) => {}
+        let waiting = bytes_waiting(pipe);
+        if n + waiting == READ_CHUNK && cap > READ_CHUNK {
+            grow(pipe);
+        }
+        let more = waiting.min(cap - n);
+        if more == 0 {
+            return Poll::Ready(Ok(n));
+        }
+        out.reserve(more);
+        return Poll::Ready(match pipe.try_read_buf(&mut (&mut *out).limit(more)) {
+            Ok(m) => Ok(n + m),
+            // What was read first is kept; the error (or EOF) shows on the next read.
+            Err(_) => Ok(n),
+        });
     }
-    let n = buf.filled().len();
-    // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
-    unsafe { out.set_len(had + n) };
-    if n < first {
-        return Poll::Ready(Ok(n));
-    }
-    let waiting = bytes_waiting(pipe);
-    if n + waiting == READ_CHUNK && cap > READ_CHUNK {
-        grow(pipe);
-    }
-    let more = waiting.min(cap - n);
-    if more == 0 {
-        return Poll::Ready(Ok(n));
-    }
-    out.reserve(more);
-    Poll::Ready(match pipe.try_read_buf(&mut (&mut *out).limit(more)) {
-        Ok(m) => Ok(n + m),
-        // What was read first is kept; the error (or EOF) shows on the next read.
-        Err(_) => Ok(n),
-    })
 }
 
 /// A pipe's capacity once its program has filled the default one while a
