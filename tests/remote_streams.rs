@@ -50,8 +50,8 @@ fn ports_closed_mid_stream_leave_no_pipe_and_the_connection_in_step() {
     let mut erl = Erl::connected_to(&home, &pn);
     assert_eq!(erl.eval("gen_server:call({portnode, N}, ping)"), "pong");
     let before = fds(pn.pid());
-    // Each port closes while its program keeps the pipe full, so most
-    // closes find its pipe lent to the connection, mid-splice.
+    // Each port closes while its program keeps the pipe full: mid-stream,
+    // with output read and not yet written out.
     let out = erl.eval_within(
         "Run = fun() -> {ok, H, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"cat /dev/zero\"}, [binary, stream]}), \
                 receive {H, {data, _}} -> ok end, true = gen_server:call(H, close), H end, \
@@ -64,4 +64,26 @@ fn ports_closed_mid_stream_leave_no_pipe_and_the_connection_in_step() {
     );
     assert_eq!(out, "{100,<<\"after\\n\">>,pong}");
     wait_for("portnode to hold only the descriptors it held before", Duration::from_secs(5), || fds(pn.pid()) <= before);
+}
+
+/// A program may put its end of the pipe in packet mode (`O_DIRECT`, set
+/// with `fcntl` at any time): each write is then a packet, and a read
+/// returns one, short of what was asked. A short read must not be taken
+/// for a drained pipe: the second packet comes at once, not when the
+/// program next writes or exits.
+#[test]
+fn packets_of_a_pipe_in_packet_mode_arrive_at_once() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &[]);
+    let mut erl = Erl::connected_to(&home, &pn);
+    let out = erl.eval_within(
+        "Code = \"import fcntl, os, time\\n\
+                 fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_DIRECT)\\n\
+                 os.write(1, b'a\\\\n')\\nos.write(1, b'b\\\\n')\\ntime.sleep(60)\\n\", \
+         {ok, H, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn_executable, os:find_executable(\"python3\")}, [{args, [\"-c\", Code]}, binary, {line, 64}]}), \
+         Line = fun() -> receive {H, {data, {eol, L}}} -> L after 2000 -> timeout end end, \
+         Got = [Line(), Line()], {Got, gen_server:call(H, close)}",
+        Duration::from_secs(30),
+    );
+    assert_eq!(out, "{[<<\"a\">>,<<\"b\">>],true}");
 }

@@ -227,11 +227,15 @@ fn read_events(events: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// True if `cgroup.events` says `populated 1`, or cannot be read for any
+/// reason but the cgroup's being gone (out of fds, say): what cannot be
+/// seen is not taken for empty.
 fn populated(events: &Path) -> bool {
     match fs::read_to_string(events) {
         Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
         // Gone: nothing in it.
-        Err(_) => false,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => false,
+        Err(_) => true,
     }
 }
 
@@ -325,7 +329,11 @@ impl Events {
         let mut buf = [0u8; 256];
         // SAFETY: pread into a buffer of the given size, on our own fd.
         let n = unsafe { libc::pread(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        n > 0 && String::from_utf8_lossy(&buf[..n as usize]).lines().any(|l| l.trim() == "populated 1")
+        if n < 0 {
+            // Removed (ENODEV): nothing in it. Any other error is not taken for empty.
+            return std::io::Error::last_os_error().raw_os_error() != Some(libc::ENODEV);
+        }
+        String::from_utf8_lossy(&buf[..n as usize]).lines().any(|l| l.trim() == "populated 1")
     }
 
     /// Waits for the next change (at once if one is pending).
