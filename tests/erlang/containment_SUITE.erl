@@ -34,17 +34,21 @@ shapes() ->
                                  "p = subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
                                  "print(p.pid, flush=True)\n"
                                  "time.sleep(2000)\n")},
-     {classic_daemon, python("import os, sys, time\n"
-                             "if os.fork() == 0:\n"
-                             "    os.setsid()\n"
-                             "    if os.fork() == 0:\n"
-                             "        print(os.getpid(), flush=True)\n"
-                             "        fd = os.open('/dev/null', os.O_RDWR)\n"
-                             "        for i in (0, 1, 2): os.dup2(fd, i)\n"
-                             "        os.chdir('/')\n"
-                             "        time.sleep(1000)\n"
-                             "    os._exit(0)\n"
-                             "time.sleep(2000)\n")}].
+     {classic_daemon, python(daemon_script("time.sleep(2000)\n"))}].
+
+%% A classic daemon (fork, setsid, fork, stdio on /dev/null, chdir /) that
+%% prints its pid first; its starter then runs `Then'.
+daemon_script(Then) ->
+    "import os, sys, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        print(os.getpid(), flush=True)\n"
+    "        fd = os.open('/dev/null', os.O_RDWR)\n"
+    "        for i in (0, 1, 2): os.dup2(fd, i)\n"
+    "        os.chdir('/')\n"
+    "        time.sleep(1000)\n"
+    "    os._exit(0)\n" ++ Then.
 
 sh(Script) -> {{spawn_executable, "/bin/sh"}, [{args, ["-c", Script]}]}.
 python(Code) -> {{spawn_executable, os:find_executable("python3")}, [{args, ["-c", Code]}]}.
@@ -140,16 +144,8 @@ end_owner(portnode_killed, {local, _Owner}, _H, Pn) ->
 %% goes with it, though the owner is still there.
 daemon_of_a_program_that_exits(Config) ->
     Node = own_portnode:node(?config(portnode, Config)),
-    Code = "import os, time\n"
-           "if os.fork() == 0:\n"
-           "    os.setsid()\n"
-           "    if os.fork() == 0:\n"
-           "        print(os.getpid(), flush=True)\n"
-           "        fd = os.open('/dev/null', os.O_RDWR)\n"
-           "        for i in (0, 1, 2): os.dup2(fd, i)\n"
-           "        time.sleep(1000)\n"
-           "    os._exit(0)\n"
-           "os.wait()\n",
+    %% The starter waits for its first child, then exits 0.
+    Code = daemon_script("os.wait()\n"),
     {H, _Leader} = portnode:open(Node, {spawn_executable, os:find_executable("python3")},
                                 [{args, ["-c", Code]}, {line, 64}, exit_status]),
     Ref = erlang:monitor(process, H),
