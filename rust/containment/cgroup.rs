@@ -164,7 +164,7 @@ impl Leaf {
     /// True if the leaf holds no process now, as one read of
     /// `cgroup.events` says (false if it cannot be read: out of fds, say).
     pub fn is_empty(&self) -> bool {
-        let empty = read_events(&self.dir().join("cgroup.events")).is_some_and(|t| t.lines().any(|l| l.trim() == "populated 0"));
+        let empty = read_events(&self.dir().join("cgroup.events")).is_ok_and(|t| t.lines().any(|l| l.trim() == "populated 0"));
         if empty {
             self.emptied.store(true, Ordering::Relaxed);
         }
@@ -220,18 +220,18 @@ fn members(dir: &Path) -> Vec<libc::pid_t> {
 }
 
 /// A `cgroup.events` file's text (a few dozen bytes), read with one `read`.
-fn read_events(events: &Path) -> Option<String> {
+fn read_events(events: &Path) -> io::Result<String> {
     use std::io::Read;
     let mut buf = [0u8; 128];
-    let n = fs::File::open(events).and_then(|mut f| f.read(&mut buf)).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    let n = fs::File::open(events).and_then(|mut f| f.read(&mut buf))?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// True if `cgroup.events` says `populated 1`, or cannot be read for any
 /// reason but the cgroup's being gone (out of fds, say): what cannot be
 /// seen is not taken for empty.
 fn populated(events: &Path) -> bool {
-    match fs::read_to_string(events) {
+    match read_events(events) {
         Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
         // Gone: nothing in it.
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => false,
