@@ -181,8 +181,43 @@ impl Walker<'_> {
                 self.atom()?;
                 self.term(d) // arity as small integer
             }
-            // Funs, compressed terms, atom cache refs and the distribution
-            // header are never needed by this node: reject them.
+            112 => {
+                // NEW_FUN_EXT: a fun in a message, kept as an opaque term
+                // (eetf's InternalFun) that can be sent on unchanged. Its
+                // size must cover exactly what follows it.
+                let start = self.pos - 1;
+                let size = self.u32()?;
+                self.take(1 + 16 + 4)?; // arity, uniq, index
+                let free = self.u32()?;
+                let free = self.count(free)?;
+                self.atom()?; // module
+                self.integer()?; // old index
+                self.integer()?; // old uniq
+                self.pid()?;
+                self.elements(free, d)?;
+                if self.pos - start != size + 1 {
+                    return Err(TermError::Malformed("fun size"));
+                }
+                Ok(())
+            }
+            // The old FUN_EXT (before OTP 23), compressed terms, atom cache
+            // refs and the distribution header are never sent to this node
+            // (it offers no flag that allows them): reject them.
+            tag => Err(TermError::Tag(tag)),
+        }
+    }
+    /// A small integer or integer, as eetf takes a fun's old index and uniq.
+    fn integer(&mut self) -> Result<(), TermError> {
+        match self.u8()? as u8 {
+            97 => self.take(1).map(|_| ()),
+            98 => self.take(4).map(|_| ()),
+            tag => Err(TermError::Tag(tag)),
+        }
+    }
+    fn pid(&mut self) -> Result<(), TermError> {
+        match self.u8()? as u8 {
+            103 => self.atom().and_then(|_| self.take(9).map(|_| ())),
+            88 => self.atom().and_then(|_| self.take(12).map(|_| ())),
             tag => Err(TermError::Tag(tag)),
         }
     }
@@ -267,6 +302,14 @@ pub fn byte_list(bytes: Vec<u8>) -> Term {
 
 /// An integer term (small or big, whichever fits).
 pub fn int(n: i64) -> Term {
+    match i32::try_from(n) {
+        Ok(v) => Term::from(FixInteger::from(v)),
+        Err(_) => Term::from(eetf::BigInteger::from(n)),
+    }
+}
+
+/// An unsigned integer term (a bignum past i32, as erts makes it).
+pub fn uint(n: u64) -> Term {
     match i32::try_from(n) {
         Ok(v) => Term::from(FixInteger::from(v)),
         Err(_) => Term::from(eetf::BigInteger::from(n)),
@@ -402,6 +445,25 @@ mod tests {
         assert_eq!(decode(&[131, 82, 0]).unwrap_err(), TermError::Tag(82));
         assert_eq!(decode(&[131, 68, 0]).unwrap_err(), TermError::Tag(68));
         assert_eq!(decode(&[131, 77, 0, 0, 0, 1, 9, 0]).unwrap_err(), TermError::Malformed("bit binary tail"));
+    }
+
+    #[test]
+    fn a_fun_decodes_as_an_opaque_term_and_encodes_back_unchanged() {
+        // term_to_binary(fun() -> {X, ok} end) in an erl shell (OTP 25): a
+        // NEW_FUN_EXT whose environment holds a pid and the shell's bindings.
+        let bytes: Vec<u8> = vec![131,112,0,0,0,215,0,6,83,97,170,70,21,144,209,189,241,235,98,209,166,235,8,0,0,0,43,0,0,0,1,100,0,8,101,114,108,95,101,118,97,108,97,43,98,0,50,155,13,88,100,0,13,110,111,110,111,100,101,64,110,111,104,111,115,116,0,0,0,9,0,0,0,0,0,0,0,0,104,6,97,1,108,0,0,0,1,104,2,100,0,1,88,88,100,0,13,110,111,110,111,100,101,64,110,111,104,111,115,116,0,0,0,9,0,0,0,0,0,0,0,0,106,100,0,4,110,111,110,101,100,0,4,110,111,110,101,116,0,0,0,0,108,0,0,0,1,104,5,100,0,6,99,108,97,117,115,101,97,1,106,106,108,0,0,0,1,104,3,100,0,5,116,117,112,108,101,97,1,108,0,0,0,2,104,3,100,0,3,118,97,114,97,1,100,0,1,88,104,3,100,0,4,97,116,111,109,97,1,100,0,2,111,107,106,106,106];
+        let (fun, used) = decode(&bytes).expect("a fun decodes");
+        assert_eq!(used, bytes.len());
+        assert!(matches!(fun, Term::InternalFun(_)));
+        let back = enc(&fun);
+        assert_eq!(decode(&back).expect("and decodes again").0, fun);
+        // Its size field must match what follows; every cut is an error, never a panic.
+        let mut lying = bytes.clone();
+        lying[4] = 214;
+        assert_eq!(decode(&lying).unwrap_err(), TermError::Malformed("fun size"));
+        for cut in 1..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "a fun cut at {cut} decoded");
+        }
     }
 
     #[test]

@@ -116,7 +116,7 @@ terminate(_Reason, #state{node = Node, port = Port, os_pid = OsPid}) ->
         _ ->
             %% Closing stdin makes portnode shut down: it stops its programs and
             %% leaves the cluster. Wait for that, bounded, then make sure.
-            Port =/= undefined andalso (catch erlang:port_close(Port)),
+            close_port(Port),
             wait_gone(Node, OsPid, 5000)
     end.
 
@@ -223,6 +223,12 @@ deadline(Ms) ->
 
 wait_pong(Node, Deadline) ->
     poll(fun() -> net_adm:ping(Node) =:= pong end, 50, Deadline).
+
+%% The port is closed already when portnode exited first.
+close_port(undefined) -> ok;
+close_port(Port) ->
+    try erlang:port_close(Port) catch error:badarg -> true end,
+    ok.
 
 wait_gone(Node, OsPid, Ms) ->
     Deadline = deadline(Ms),

@@ -172,7 +172,8 @@ handle_info(_Msg, State) ->
 terminate(_Reason, #state{handle = undefined}) ->
     ok;
 terminate(_Reason, #state{handle = H, grace = Grace}) ->
-    _ = (catch portnode:stop(H, Grace)),
+    %% Best effort: the handle may be gone with portnode, or its node down.
+    try portnode:stop(H, Grace) catch _:_ -> ok end,
     ok.
 
 %% Crash reports show the service, its program and OS pid.

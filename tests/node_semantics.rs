@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A portnode and an erl node connected to it, with `N` bound to the portnode's name.
 fn pair() -> (Home, Portnode, Erl) {
@@ -142,6 +142,29 @@ fn rpc_call_gets_a_clean_answer_and_the_connection_stays() {
     assert_eq!(erl.eval("rpc:call(N, erlang, node, [])"), "{badrpc,notsup}");
     // Small integers in the argument list travel as a byte string (STRING_EXT).
     assert_eq!(erl.eval("rpc:call(N, lists, seq, [1, 3])"), "{badrpc,notsup}");
+    assert_eq!(erl.eval("gen_server:call({portnode, N}, ping)"), "pong");
+    assert_eq!(pn.log().matches("node connected").count(), 1, "connection was not dropped");
+}
+
+#[test]
+fn erpc_with_a_fun_is_refused_at_once_and_the_connection_stays() {
+    let (_home, pn, mut erl) = pair();
+    // erpc:call(N, Fun) is a SPAWN_REQUEST whose argument list holds the fun.
+    // Before, portnode dropped the frame it could not decode, and the caller
+    // waited forever (erpc's default timeout is infinity).
+    let t0 = Instant::now();
+    assert_eq!(
+        erl.eval("try erpc:call(N, fun() -> ok end) catch C:R -> {C, R} end"),
+        "{error,{erpc,notsup}}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1), "erpc took {:?}", t0.elapsed());
+    assert_eq!(erl.eval("try erpc:call(N, fun() -> ok end, 5000) catch C2:R2 -> {C2, R2} end"), "{error,{erpc,notsup}}");
+    // A fun in an ordinary message is kept as an opaque term: the control
+    // server's unknown_call answer carries it back, equal to what was sent.
+    assert_eq!(
+        erl.eval("F = fun(X) -> {X, self()} end, {error, {unknown_call, {echo, F2}}} = gen_server:call({portnode, N}, {echo, F}), F2 =:= F"),
+        "true"
+    );
     assert_eq!(erl.eval("gen_server:call({portnode, N}, ping)"), "pong");
     assert_eq!(pn.log().matches("node connected").count(), 1, "connection was not dropped");
 }

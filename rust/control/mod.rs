@@ -3,7 +3,8 @@
 //!
 //! Calls the control server answers: `ping` -> `pong`; `info` -> a map
 //! (version, node, connected_nodes, process_count, uptime_ms, containment:
-//! `cgroup` or `process_group`);
+//! `cgroup` or `process_group`, dist_flags: the distribution flags it offers,
+//! peer_dist_flags: those each connected node offered);
 //! `{spawn_probe, ReportTo}` -> the pid of a new [`probe`] process;
 //! `cast_count` -> how many casts it has received (for benchmarks);
 //! `{open_port, Owner, PortName, Settings}` (or with a fifth element, the
@@ -93,6 +94,7 @@ async fn control(mut me: Process) -> Term {
 
 fn info(node: &Node) -> Term {
     let connected: Vec<Term> = node.connected_nodes().iter().map(|n| a(n)).collect();
+    let peers: HashMap<Term, Term> = node.peer_flags().into_iter().map(|(n, f)| (a(&n), crate::etf::uint(f))).collect();
     let entries: HashMap<Term, Term> = [
         (a("version"), Term::from(eetf::Binary::from(env!("CARGO_PKG_VERSION").as_bytes().to_vec()))),
         (a("node"), Term::from(node.name().clone())),
@@ -100,8 +102,11 @@ fn info(node: &Node) -> Term {
         (a("process_count"), int(node.process_count() as i64)),
         (a("uptime_ms"), int(node.uptime().as_millis() as i64)),
         (a("containment"), a(crate::containment::get().name())),
+        (a("dist_flags"), crate::etf::uint(crate::distribution::flags::OFFERED)),
+        (a("peer_dist_flags"), Term::from(Map::from(peers))),
     ]
     .into_iter()
     .collect();
     Term::from(Map::from(entries))
 }
+

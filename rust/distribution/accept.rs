@@ -201,12 +201,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let name = parse_name(&recv(s).await?)?;
-    let flags = DistributionFlags::from_bits_truncate(name.flags);
-    if flags.contains(DistributionFlags::NAME_ME) {
+    if name.flags & super::flags::NAME_ME != 0 {
         status(s, "not_allowed").await?;
         return Err(HandshakeFailure::DynamicName);
     }
-    if !flags.contains(DistributionFlags::HANDSHAKE_23) {
+    if name.flags & super::flags::HANDSHAKE_23 == 0 {
         status(s, "not_allowed").await?;
         return Err(malformed("peer predates OTP 23 (no HANDSHAKE_23)"));
     }
@@ -246,7 +245,7 @@ where
     let mut ack = vec![b'a'];
     ack.extend_from_slice(&digest(me.cookie, peer_challenge));
     send(s, &ack).await?;
-    Ok(PeerInfo { name: name.name, creation })
+    Ok(PeerInfo { name: name.name, creation, flags: name.flags })
 }
 
 #[cfg(test)]
@@ -255,7 +254,7 @@ mod tests {
 
     fn v6_name(name: &str) -> Vec<u8> {
         let mut m = vec![b'N'];
-        m.extend_from_slice(&(DistributionFlags::HANDSHAKE_23.bits()).to_be_bytes());
+        m.extend_from_slice(&super::super::flags::HANDSHAKE_23.to_be_bytes());
         m.extend_from_slice(&7u32.to_be_bytes());
         m.extend_from_slice(&(name.len() as u16).to_be_bytes());
         m.extend_from_slice(name.as_bytes());

@@ -20,6 +20,8 @@ const DEADLINE: Duration = Duration::from_secs(7);
 pub struct PeerInfo {
     pub name: String,
     pub creation: u32,
+    /// The distribution flags the peer offered.
+    pub flags: u64,
 }
 
 /// Why a handshake failed. Never carries the cookie.
@@ -93,7 +95,11 @@ pub async fn dial(addr: (String, u16), name: &NodeName, creation: u32, cookie: &
             return Err(HandshakeFailure::AlreadyConnected(addr.0));
         }
         let (stream, peer) = hs.execute_rest(true).await?;
-        let info = PeerInfo { name: peer.name.to_string(), creation: peer.creation.map(|c| c.get()).unwrap_or(0) };
+        let info = PeerInfo {
+            name: peer.name.to_string(),
+            creation: peer.creation.map(|c| c.get()).unwrap_or(0),
+            flags: peer.flags.bits(),
+        };
         Ok((stream.into_inner(), info))
     })
     .await

@@ -84,6 +84,15 @@ impl Control {
             Some(&b) => return Err(MessageError::NotPassThrough(b)),
         }
         let (ctrl, used) = etf::decode(&frame[1..])?;
+        let f = as_tuple(&ctrl).ok_or(MessageError::NotControl)?;
+        let op = f.first().and_then(as_int).ok_or(MessageError::NotControl)?;
+        // A spawn request is answered whatever its payload (the argument
+        // list) holds: portnode spawns nothing by request, and a caller
+        // whose request got no spawn_reply would wait forever (erpc's
+        // default timeout is infinity). So its payload is not decoded.
+        if matches!(op, 29 | 30) {
+            return Ok(Control::SpawnRequest { req_id: as_ref_at(f, 1)?, from: f.get(2).and_then(as_pid).cloned().ok_or(MessageError::Field("from"))? });
+        }
         let rest = &frame[1 + used..];
         let (payload, rest) = if rest.is_empty() {
             (None, rest)
@@ -94,10 +103,8 @@ impl Control {
         if !rest.is_empty() {
             return Err(MessageError::Trailing(rest.len()));
         }
-        let f = as_tuple(&ctrl).ok_or(MessageError::NotControl)?;
-        let op = f.first().and_then(as_int).ok_or(MessageError::NotControl)?;
         let pid = |i: usize, name| f.get(i).and_then(as_pid).cloned().ok_or(MessageError::Field(name));
-        let reference = |i: usize| f.get(i).and_then(as_ref).cloned().ok_or(MessageError::Field("ref"));
+        let reference = |i: usize| as_ref_at(f, i);
         let field = |i: usize, name| f.get(i).cloned().ok_or(MessageError::Field(name));
         let payload = || payload.clone().ok_or(MessageError::MissingPayload(op));
         let arity = |n: usize| if f.len() == n { Ok(()) } else { Err(MessageError::Field("arity")) };
@@ -134,7 +141,6 @@ impl Control {
                 let (from, to) = (pid(2, "from")?, pid(3, "to")?);
                 if op == 35 { Control::UnlinkId { id, from, to } } else { Control::UnlinkIdAck { id, from, to } }
             }
-            29 | 30 => Control::SpawnRequest { req_id: reference(1)?, from: pid(2, "from")? },
             31 | 32 => Control::SpawnReply { req_id: reference(1)?, to: pid(2, "to")?, result: field(4, "result")? },
             7 => Control::GroupLeader,
             other => return Err(MessageError::UnknownOp(other)),
@@ -184,9 +190,9 @@ impl Control {
                 tuple(vec![int(28), from.to_term(), pid(to), Term::from(reference.clone())]),
                 Some(reason),
             ),
-            Control::UnlinkId { id, from, to } => (tuple(vec![int(35), u64_term(*id), pid(from), pid(to)]), None),
+            Control::UnlinkId { id, from, to } => (tuple(vec![int(35), etf::uint(*id), pid(from), pid(to)]), None),
             Control::UnlinkIdAck { id, from, to } => {
-                (tuple(vec![int(36), u64_term(*id), pid(from), pid(to)]), None)
+                (tuple(vec![int(36), etf::uint(*id), pid(from), pid(to)]), None)
             }
             Control::SpawnReply { req_id, to, result } => (
                 tuple(vec![int(31), Term::from(req_id.clone()), pid(to), int(0), result.clone()]),
@@ -204,16 +210,14 @@ impl Control {
     }
 }
 
+fn as_ref_at(f: &[Term], i: usize) -> Result<Reference, MessageError> {
+    f.get(i).and_then(as_ref).cloned().ok_or(MessageError::Field("ref"))
+}
+
 fn pid(p: &Pid) -> Term {
     Term::from(p.clone())
 }
 
-fn u64_term(n: u64) -> Term {
-    match i32::try_from(n) {
-        Ok(v) => int(i64::from(v)),
-        Err(_) => Term::from(eetf::BigInteger::from(n)),
-    }
-}
 
 fn as_u64(term: &Term) -> Option<u64> {
     match term {
@@ -260,6 +264,18 @@ mod tests {
         etf::encode_into(&tuple(vec![int(12), etf::a(""), pid(&p(2)), etf::a("token")]), &mut frame);
         etf::encode_into(&etf::a("msg"), &mut frame);
         assert_eq!(Control::decode(&frame).unwrap(), Control::Send { to: p(2), msg: etf::a("msg") });
+    }
+
+    #[test]
+    fn a_spawn_request_decodes_whatever_its_payload_holds() {
+        let r = Reference { node: etf::atom("a@h"), id: vec![1, 2, 3], creation: 7 };
+        let mfa = tuple(vec![etf::a("erpc"), etf::a("execute_call"), int(4)]);
+        let ctrl = tuple(vec![int(29), Term::from(r.clone()), pid(&p(1)), pid(&p(1)), mfa, Term::from(eetf::List::nil())]);
+        // An argument list this node cannot decode (an atom cache reference).
+        let mut frame = vec![112];
+        etf::encode_into(&ctrl, &mut frame);
+        frame.extend_from_slice(&[131, 82, 0]);
+        assert_eq!(Control::decode(&frame).unwrap(), Control::SpawnRequest { req_id: r, from: p(1) });
     }
 
     #[test]

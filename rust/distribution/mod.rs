@@ -8,19 +8,13 @@
 pub mod accept;
 pub mod connection;
 pub mod epmd;
+pub mod flags;
 pub mod handshake;
 pub mod message;
 
 use erl_dist::DistributionFlags;
 
-/// The flags portnode offers a peer. Hidden (no PUBLISHED); no atom cache and
-/// no fragments, which it does not implement; monitors by pid and by name,
-/// so that OTP does not quietly keep monitors local.
+/// The flags portnode offers a peer ([`flags::OFFERED`]), as erl_dist's type.
 pub fn flags() -> DistributionFlags {
-    DistributionFlags::mandatory()
-        | DistributionFlags::DIST_MONITOR
-        | DistributionFlags::DIST_MONITOR_NAME
-        | DistributionFlags::EXIT_PAYLOAD
-        | DistributionFlags::SEND_SENDER
-        | DistributionFlags::SPAWN
+    DistributionFlags::from_bits_truncate(flags::OFFERED)
 }

@@ -72,6 +72,8 @@ const BUSY_MAILBOX: usize = 128;
 struct Peer {
     conn: ConnId,
     creation: u32,
+    /// The distribution flags the peer offered in the handshake.
+    flags: u64,
     outbox: Outbox,
 }
 
@@ -210,6 +212,13 @@ impl Node {
         self.lock().procs.len()
     }
 
+    /// The distribution flags each connected node offered in its handshake.
+    pub fn peer_flags(&self) -> Vec<(String, u64)> {
+        let mut peers: Vec<(String, u64)> = self.lock().peers.iter().map(|(n, p)| (n.clone(), p.flags)).collect();
+        peers.sort();
+        peers
+    }
+
     /// Names of the connected nodes.
     pub fn connected_nodes(&self) -> Vec<String> {
         let mut nodes: Vec<String> = self.lock().peers.keys().cloned().collect();
@@ -346,7 +355,7 @@ impl Events for Node {
     fn event(&self, event: Event<'_>) {
         match event {
             Event::Up { conn, peer, outbox } => {
-                self.peer_up(&peer.name, Peer { conn, creation: peer.creation, outbox })
+                self.peer_up(&peer.name, Peer { conn, creation: peer.creation, flags: peer.flags, outbox })
             }
             Event::Message { conn, peer, control } => {
                 // A replaced connection may still have a frame in hand: drop it.

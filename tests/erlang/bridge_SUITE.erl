@@ -75,7 +75,7 @@ portnode_death_restarts_the_bridge(_Config) ->
     os:cmd("kill -9 " ++ integer_to_list(OsPid)),
     receive {'DOWN', Ref, process, Bridge, _} -> ok after 5000 -> ct:fail(bridge_did_not_exit) end,
     ok = wait_until(fun() -> is_pid(whereis(portnode_bridge)) andalso whereis(portnode_bridge) =/= Bridge end),
-    ok = wait_until(fun() -> catch portnode:ping() =:= pong end),
+    ok = wait_until(fun() -> try portnode:ping() =:= pong catch _:_ -> false end end),
     ?assertNotEqual(OsPid, gen_server:call(portnode_bridge, os_pid)).
 
 %% @doc With {node, Node} the bridge attaches to a portnode it did not launch.

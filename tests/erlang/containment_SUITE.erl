@@ -131,7 +131,7 @@ end_owner(owner_exit, {local, Owner}, _H, _Pn) ->
     exit(Owner, kill);
 end_owner(owner_vm_killed, {Peer, PeerNode, _}, _H, _Pn) ->
     os:cmd("kill -9 " ++ integer_to_list(os_process:os_pid_of_node(PeerNode))),
-    catch peer:stop(Peer);
+    try peer:stop(Peer) catch _:_ -> ok end;
 end_owner(portnode_killed, {local, _Owner}, _H, Pn) ->
     PnPid = own_portnode:os_pid(Pn),
     os:cmd("kill -9 " ++ integer_to_list(PnPid)),

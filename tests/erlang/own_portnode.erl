@@ -25,7 +25,7 @@ start(Name, Cgroup, Extra) ->
                        true = port_command(Port, [atom_to_list(erlang:get_cookie()), $\n]),
                        {os_pid, OsPid} = erlang:port_info(Port, os_pid),
                        Self ! {self(), os_pid, OsPid},
-                       receive stop -> catch port_close(Port) end
+                       receive stop -> try port_close(Port) catch error:badarg -> true end end
                    end),
     OsPid = receive {Holder, os_pid, P} -> P after 5000 -> erlang:error(portnode_did_not_start) end,
     ok = wait_pong(Node, 100),

@@ -174,8 +174,8 @@ port_connect(_) ->
               P ! {New, {command, <<"via new owner">>}},
               R = receive {new_owner_got, {P, Data}} -> Data after 3000 -> timeout end,
               %% The new owner has exited (normally), which closes the port.
-              Closed = (catch Impl:port_close(P)),
-              {R, element(1, element(2, Closed))}
+              Closed = try Impl:port_close(P) of T -> {returned, T} catch error:E -> E end,
+              {R, Closed}
           end,
     ?assertEqual(Run(erlang), Run(portnode)).
 
@@ -308,7 +308,7 @@ unsupported_options(_) ->
              {{fd, 0, 1}, [], {fd, 0, 1}},
              {{spawn_driver, "tcp_inet"}, [], {spawn_driver, "tcp_inet"}}],
     [begin
-         {'EXIT', {badarg, Stack}} = (catch portnode:open_port(N, S)),
+         Stack = try portnode:open_port(N, S) of P -> ct:fail({opened, P}) catch error:badarg:St -> St end,
          ?assertMatch(#{cause := {bad_argument, Bad}}, error_info_of(Stack)),
          Text = unicode:characters_to_list(erl_error:format_exception(error, badarg, Stack)),
          ct:log("~s", [Text]),
@@ -326,7 +326,7 @@ error_info(_) ->
                {{spawn_executable, "/bin/cat"}, [{env, [{"A", 1}]}]},
                {{spawn_executable, "/bin/cat"}, [{args, "notalist"}]},
                {{spawn_executable, "/bin/cat"}, [{cd, 42}]},
-               {{spawn_executable, "/bin/cat"}, [{parallelism, maybe}]},
+               {{spawn_executable, "/bin/cat"}, [{parallelism, 'maybe'}]},
                {{spawn_executable, "/bin/cat"}, [stderr_to_stdout, nouse_stdio]},
                {{spawn_executable, 42}, []},
                {{spawn, [1, 2 | x]}, []},
@@ -336,7 +336,7 @@ error_info(_) ->
          G = port_scenario:open_error(portnode, N, S),
          ?assertEqual({{N, S}, E}, {{N, S}, G}),
          ?assertNotEqual(no_error, E),
-         {'EXIT', {_, Stack}} = (catch portnode:open_port(N, S)),
+         Stack = try portnode:open_port(N, S) of P -> ct:fail({opened, P}) catch error:_:St -> St end,
          {error, Reason} = E,
          case Reason of
              badarg ->
@@ -348,7 +348,8 @@ error_info(_) ->
          end
      end || {N, S} <- Raising],
     %% Not plain data: portnode cannot send a fun or a pid to the program's node.
-    {'EXIT', {badarg, Stack}} = (catch portnode:open_port({spawn, "cat"}, [{env, [{"A", self()}]}])),
+    Stack = try portnode:open_port({spawn, "cat"}, [{env, [{"A", self()}]}]) of P -> ct:fail({opened, P})
+            catch error:badarg:St -> St end,
     ?assertMatch(#{cause := {not_plain_data, _}}, error_info_of(Stack)).
 
 %% The error_info of the frame that raised.

@@ -108,7 +108,7 @@ send_and_compare(Config, PortName, Settings, MiB) ->
     ?assertEqual(Expected, Got),
     ?assert(Peak < 64 * 1024),
     %% The reader has exited (its port closed) or is about to.
-    _ = (catch portnode:port_close(H)),
+    try portnode:port_close(H) catch error:badarg -> true end,
     ok.
 
 %% @doc A program that never reads: the sender waits once the port is busy,

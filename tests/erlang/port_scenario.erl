@@ -82,7 +82,7 @@ merge_stream([]) -> [].
 -spec open_error(impl(), term(), term()) -> term().
 open_error(Impl, PortName, Settings) ->
     try Impl:open_port(PortName, Settings) of
-        P -> catch Impl:port_close(P), no_error
+        P -> try Impl:port_close(P) catch error:badarg -> true end, no_error
     catch
         Class:Reason -> {Class, Reason}
     end.

@@ -59,7 +59,7 @@ stop_sup(Sup, OsPids) ->
 wait_change(Fun, Old) -> wait_change(Fun, Old, 100).
 wait_change(_Fun, Old, 0) -> ct:fail({no_change_from, Old});
 wait_change(Fun, Old, N) ->
-    case catch Fun() of
+    case try Fun() catch _:_ -> none end of
         New when is_integer(New), New =/= Old -> New;
         _ -> timer:sleep(20), wait_change(Fun, Old, N - 1)
     end.
@@ -98,7 +98,7 @@ intensity_exceeded_leaves_nothing(_) ->
 kill_until_exit(Sup, Seen) ->
     receive {'EXIT', Sup, shutdown} -> Seen
     after 0 ->
-        case catch {portnode_service:os_pid(svc_x), portnode_service:os_pid(svc_y)} of
+        case try {portnode_service:os_pid(svc_x), portnode_service:os_pid(svc_y)} catch _:_ -> none end of
             {A, B} when is_integer(A), is_integer(B) ->
                 os:cmd("kill -9 " ++ integer_to_list(A)),
                 timer:sleep(100),
