@@ -57,6 +57,7 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
     info!(why, "shutting down");
     acceptor.abort();
     dialers.iter().for_each(|d| d.abort());
+    port::child::end_graces();
     node.terminate_all(etf::a("shutdown"));
     // Let the aborted port processes drop, which starts their programs' reapers.
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -21,6 +21,22 @@ use tracing::{debug, warn};
 /// portnode says so in its log (it keeps waiting).
 const KILLED_WARNING: Duration = Duration::from_secs(5);
 
+/// Ends every closed port's grace (see `close_grace`): at shutdown, what
+/// is left of the programs is stopped now.
+pub fn end_graces() {
+    graces().cancel();
+}
+
+/// Resolves once [`end_graces`] has been called.
+pub async fn graces_ended() {
+    graces().cancelled().await;
+}
+
+fn graces() -> &'static tokio_util::sync::CancellationToken {
+    static GRACES: OnceLock<tokio_util::sync::CancellationToken> = OnceLock::new();
+    GRACES.get_or_init(tokio_util::sync::CancellationToken::new)
+}
+
 /// Every reaper that is still at work.
 pub fn reapers() -> &'static TaskTracker {
     static REAPERS: OnceLock<TaskTracker> = OnceLock::new();
@@ -77,6 +93,19 @@ impl Running {
                 release(jail);
             }
         }
+    }
+
+    /// Stops the program (SIGTERM, SIGKILL after its kill timeout) and
+    /// returns once all of it is gone; at once if it has exited and left
+    /// nothing behind.
+    pub async fn stop(&mut self) {
+        let timeout = self.kill_timeout;
+        self.terminate(Some(timeout)).await;
+    }
+
+    /// This guard still holds a program (it was not moved out or stopped).
+    pub fn is_held(&self) -> bool {
+        self.program.is_some()
     }
 
     /// Moves the program into a new guard, leaving this one empty (its

@@ -93,6 +93,7 @@ struct Settings {
     /// The name `port_info(H, name)` reports.
     name: Box<str>,
     kill_timeout: Duration,
+    close_grace: Duration,
     framing: Framing,
     binary: bool,
     exit_status: bool,
@@ -104,8 +105,8 @@ struct Settings {
 
 impl Settings {
     fn of(spec: PortSpec) -> Settings {
-        let PortSpec { name, kill_timeout, framing, binary, exit_status, exit_signal, input, output, eof, .. } = spec;
-        Settings { name: name.into_boxed_str(), kill_timeout, framing, binary, exit_status, exit_signal, input, output, eof }
+        let PortSpec { name, kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof, .. } = spec;
+        Settings { name: name.into_boxed_str(), kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof }
     }
 }
 
@@ -217,9 +218,16 @@ fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) 
     }
 }
 
-/// Serves the port until it closes; returns its exit reason.
+/// Serves the port until it closes; returns its exit reason. The program
+/// then gets what it was sent, and time to finish (see [`Port::closed`]).
 async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
-    let (out, err) = &mut *outputs;
+    let reason = relay(&mut port, &mut outputs).await;
+    port.closed();
+    reason
+}
+
+async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
+    let (out, err) = outputs;
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
@@ -308,6 +316,35 @@ async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, errno: i32) -
 }
 
 impl Port {
+    /// The port has closed: its owner closed it or exited, its output
+    /// ended, or it was stopped. As erts flushes a closing port's queue and
+    /// closes the program's stdin, a program that was sent input gets all
+    /// of it, then EOF, and has `close_grace` to exit on its own (a filter
+    /// that writes its result at EOF: `gzip -c > f`); only then is what is
+    /// left of it stopped (SIGTERM, SIGKILL after `kill_timeout`). A
+    /// program that was sent nothing (a server, a daemon: it would not
+    /// finish on EOF) is stopped at once, as is one stopped by
+    /// `portnode:stop`. Nothing of it outlives the handle by more than
+    /// `close_grace` + `kill_timeout`.
+    fn closed(self: Box<Self>) {
+        let Port { mut program, stdin, settings, bytes_out, .. } = *self;
+        let grace = settings.close_grace;
+        if grace.is_zero() || !program.is_held() || (bytes_out == 0 && !stdin.has_queued()) {
+            return; // `program` drops: it is stopped in the background now.
+        }
+        child::reapers().spawn(async move {
+            let finished = async {
+                stdin.drain().await;
+                program.wait().await;
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(grace, finished) => {}
+                _ = child::graces_ended() => {}
+            }
+            program.stop().await;
+        });
+    }
+
     fn handle_pid(&self) -> Term {
         Term::from(self.me.pid().clone())
     }

@@ -61,6 +61,9 @@ pub struct PortSpec {
     pub output: bool,
     pub eof: bool,
     pub kill_timeout: Duration,
+    /// After a close, how long a program that was sent input may take to
+    /// read it and exit on its own before it is stopped.
+    pub close_grace: Duration,
     /// The name `port_info(H, name)` reports.
     pub name: String,
     /// `{user, _}`, `{group, _}`, `{nice, _}`, `{rlimit, _}`, `{umask, _}`.
@@ -78,6 +81,10 @@ pub struct BadArg(pub Term);
 
 /// Default grace period between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Default time a closed port's program (one that was sent input) has to
+/// take the rest of its input and exit on its own, before SIGTERM.
+pub const DEFAULT_CLOSE_GRACE: Duration = Duration::from_millis(5000);
 
 /// The line length of a bare `line` setting (erts's default line buffer).
 pub const DEFAULT_LINE: usize = 512;
@@ -118,6 +125,7 @@ impl PortSpec {
             output: true,
             eof: false,
             kill_timeout: DEFAULT_KILL_TIMEOUT,
+            close_grace: DEFAULT_CLOSE_GRACE,
             name,
             privileges: Privileges::default(),
             caller_cwd: None,
@@ -184,6 +192,10 @@ impl PortSpec {
             }
             "kill_timeout" => match as_int(value) {
                 Some(ms) if ms >= 0 => self.kill_timeout = Duration::from_millis(ms as u64),
+                _ => return Err(()),
+            },
+            "close_grace" => match as_int(value) {
+                Some(ms) if ms >= 0 => self.close_grace = Duration::from_millis(ms as u64),
                 _ => return Err(()),
             },
             _ => return Err(()),

@@ -153,11 +153,41 @@ impl Stdin {
     /// Takes the result of [`Stdin::write_some`] into account, and answers
     /// the waiting commands once the port is no longer busy.
     pub fn wrote(&mut self, written: io::Result<usize>, me: &Process) {
+        for call in self.account(written) {
+            me.reply(&call, credit_reply());
+        }
+    }
+
+    /// For a port that has closed: writes what is queued, as the pipe takes
+    /// it, then closes the pipe, so that the program reads all it was sent
+    /// and then EOF (as erts flushes a closing port's queue). Returns early
+    /// if the program closes its stdin or exits. No one waits for credit
+    /// any more: the callers that did have had the handle's exit.
+    pub async fn drain(mut self) {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.waiting.clear();
+        }
+        self.closing = true;
+        while self.pipe.is_some() && !self.queue_is_empty() {
+            let written = self.write_some().await;
+            let _ = self.account(written);
+        }
+        self.pipe = None;
+    }
+
+    /// Input waits to be written.
+    pub fn has_queued(&self) -> bool {
+        !self.queue_is_empty()
+    }
+
+    /// Takes a write's result into account; returns the waiting commands
+    /// to answer now that the port is no longer busy.
+    fn account(&mut self, written: io::Result<usize>) -> Vec<Call> {
         let Some(pending) = self.pending.as_mut() else {
             if self.closing || written.is_err() {
                 self.pipe = None;
             }
-            return;
+            return Vec::new();
         };
         match written {
             Ok(mut n) => {
@@ -187,14 +217,11 @@ impl Stdin {
         if self.closing && pending.queue.is_empty() {
             self.pipe = None;
         }
-        if pending.queued < STDIN_NOT_BUSY {
-            for call in pending.waiting.drain(..) {
-                me.reply(&call, credit_reply());
-            }
-        }
+        let answer = if pending.queued < STDIN_NOT_BUSY { std::mem::take(&mut pending.waiting) } else { Vec::new() };
         if pending.queue.is_empty() && pending.waiting.is_empty() {
             self.pending = None;
         }
+        answer
     }
 }
 

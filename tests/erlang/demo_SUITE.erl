@@ -14,10 +14,17 @@ all() ->
 suite() ->
     [{timetrap, {minutes, 5}}].
 
+%% The checkout: the nearest directory above the app's build (which is
+%% _build/default/lib/portnode, or under another REBAR_BASE_DIR) with ./run.
 root() ->
-    Root = filename:absname(filename:join(code:lib_dir(portnode), "../../../..")),
-    true = filelib:is_regular(filename:join(Root, "run")),
-    Root.
+    root(filename:dirname(filename:absname(code:lib_dir(portnode)))).
+
+root("/") -> ct:fail(no_checkout_above_the_build);
+root(Dir) ->
+    case filelib:is_regular(filename:join(Dir, "run")) andalso filelib:is_dir(filename:join(Dir, "rust")) of
+        true -> Dir;
+        false -> root(filename:dirname(Dir))
+    end.
 
 %% Starts ./run on ports A and A+1; returns once ./client answers.
 start_demo(Case, PortA) ->
