@@ -15,7 +15,9 @@ all() ->
      owner_dies, large_stream, command_from_iolist,
      oversized_packets, malformed_messages, bare_line, env_too_large, every_option,
      unsupported_options, error_info, vm_environment, vm_cwd, relative_executable,
-     other_portnode_keeps_its_own, closed_handle_port_command, register_name].
+     other_portnode_keeps_its_own, closed_handle_port_command, register_name,
+     close_writes_what_it_accepted, owner_exit_writes_what_it_accepted,
+     output_only_port_writes_a_file].
 
 init_per_suite(Config) ->
     %% In portnode's start environment, to be changed and unset by the VM later.
@@ -520,3 +522,64 @@ in_process(F) ->
         {'DOWN', Ref, process, Pid, Reason} -> {crashed, Reason}
     after 20000 -> exit(Pid, kill), timeout
     end.
+
+%% @doc The commonest port pattern: feed a filter, close, read the file.
+%% 4 MB to `gzip -c > F' by message, then a close at once (all of it still
+%% queued): F holds all 4 MB, as with erts, which writes what a closing
+%% port was sent and closes the program's stdin.
+close_writes_what_it_accepted(Config) ->
+    filter_gets_all(Config, fun(P, Data) ->
+                                P ! {self(), {command, Data}},
+                                P ! {self(), close}
+                            end).
+
+%% @doc The same when the port closes because its owner exits.
+owner_exit_writes_what_it_accepted(Config) ->
+    filter_gets_all(Config, fun(P, Data) ->
+                                Self = self(),
+                                Owner = spawn(fun() ->
+                                                  receive go -> ok end,
+                                                  %% connect does not link (erts).
+                                                  link(P),
+                                                  P ! {self(), {command, Data}},
+                                                  Self ! sent
+                                              end),
+                                P ! {self(), {connect, Owner}},
+                                receive {P, connected} -> ok end,
+                                Owner ! go,
+                                receive sent -> ok end
+                            end).
+
+filter_gets_all(Config, SendAndClose) ->
+    Data = binary:copy(crypto:strong_rand_bytes(4096), 1024),
+    [begin
+         F = filename:join(?config(priv_dir, Config), atom_to_list(Impl) ++ "_" ++ integer_to_list(erlang:unique_integer([positive])) ++ ".gz"),
+         %% exit_status: without it (and without `out'), erts 25 itself
+         %% writes only the first 64 KB of a closing port's queue.
+         P = Impl:open_port({spawn, "gzip -c > " ++ F ++ "; true"}, [binary, exit_status]),
+         OsPid = os_pid_of(Impl, P),
+         SendAndClose(P, Data),
+         ?assertEqual([], os_process:wait_gone([OsPid], 10000), {Impl, still_running}),
+         {ok, Gz} = file:read_file(F),
+         Got = try zlib:gunzip(Gz) catch error:E -> {E, byte_size(Gz)} end,
+         ct:log("~p: ~p bytes of gzip, ~p bytes in it", [Impl, byte_size(Gz), case Got of B when is_binary(B) -> byte_size(B); _ -> Got end]),
+         ?assert(Got =:= Data, Impl)
+     end || Impl <- [erlang, portnode]].
+
+%% @doc OTP's port_SUITE:output_only, with sh for its port_test program: an
+%% `out' port's program writes what it reads to a file; port_command, then
+%% port_close: the file holds all of it (600 KB, past what a pipe holds).
+output_only_port_writes_a_file(Config) ->
+    Data = [integer_to_list(N) ++ "\n" || N <- lists:seq(1, 100000)],
+    [begin
+         F = filename:join(?config(priv_dir, Config), atom_to_list(Impl) ++ "_out.txt"),
+         P = Impl:open_port({spawn, "cat > " ++ F}, [out]),
+         OsPid = os_pid_of(Impl, P),
+         true = Impl:port_command(P, Data),
+         true = Impl:port_close(P),
+         ?assertEqual([], os_process:wait_gone([OsPid], 10000), {Impl, still_running}),
+         ?assertEqual({ok, iolist_to_binary(Data)}, file:read_file(F), Impl)
+     end || Impl <- [erlang, portnode]].
+
+os_pid_of(erlang, P) -> {os_pid, OsPid} = erlang:port_info(P, os_pid), OsPid;
+os_pid_of(portnode, P) -> {os_pid, OsPid} = portnode:port_info(P, os_pid), OsPid.
