@@ -62,6 +62,16 @@ impl Privileges {
         Ok(())
     }
 
+    /// Once every setting is parsed: a uid with no passwd entry has no
+    /// primary group, and must be given one with `{group, _}` (else the
+    /// program would keep portnode's group, root's 0 as a rule).
+    pub fn check(&self) -> Result<(), ()> {
+        match (self.uid, self.gid) {
+            (Some((_, None)), None) => Err(()),
+            _ => Ok(()),
+        }
+    }
+
     fn rlimits(&mut self, value: &Term) -> Result<(), ()> {
         for item in as_list(value).ok_or(())? {
             let Some([resource, limit]) = as_tuple(&item) else { return Err(()) };

@@ -160,6 +160,11 @@ impl PortSpec {
         if spec.stderr != Stderr::Inherit && !spec.use_stdio {
             return Err(bad(settings));
         }
+        if spec.privileges.check().is_err() {
+            // A uid with no passwd entry and no `{group, _}`: name the user setting.
+            let user = as_list(settings).into_iter().flatten().filter(|s| as_tuple(s).is_some_and(|t| t.len() == 2 && as_atom(&t[0]) == Some("user"))).last();
+            return Err(bad(&user.unwrap_or_else(|| settings.clone())));
+        }
         Ok(spec)
     }
 

@@ -305,6 +305,14 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
                 fail(plan);
             }
         }
+        // The directory first, while the child still has portnode's
+        // privileges (as sudo does): a user's program may start in a
+        // directory that user could not enter (a root-owned 0700 checkout).
+        if let Some(dir) = &plan.cwd {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                fail(plan);
+            }
+        }
         if plan.privileges.apply().is_err() {
             fail(plan);
         }
@@ -315,11 +323,6 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         }
         if libc::getppid() != plan.parent {
             libc::_exit(1);
-        }
-        if let Some(dir) = &plan.cwd {
-            if libc::chdir(dir.as_ptr()) != 0 {
-                fail(plan);
-            }
         }
         libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
         fail(plan)

@@ -11,7 +11,7 @@
 all() ->
     [runs_as_nobody_without_supplementary_groups, group_by_name_and_id, service_runs_as_nobody,
      nice_shows_in_proc_stat, limits_show_in_proc_limits, umask_is_set, bad_settings_are_named,
-     cannot_change_user_is_eperm].
+     cannot_change_user_is_eperm, private_cwd_as_another_user, numeric_uid_needs_a_group].
 
 suite() ->
     [{timetrap, {minutes, 2}}].
@@ -144,3 +144,24 @@ wait_pong(Node, N) ->
         pong -> ok;
         pang -> timer:sleep(100), wait_pong(Node, N - 1)
     end.
+
+%% @doc As sudo: the program's directory is entered before privileges are
+%% dropped, so a program run as nobody starts in a private (0700,
+%% root-owned) directory, such as the VM's cwd in a root-owned checkout.
+private_cwd_as_another_user(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "private"),
+    ok = file:make_dir(Dir),
+    ok = file:change_mode(Dir, 8#700),
+    ?assertEqual([Dir, "65534", {exit_status, 0}],
+                 lines(sh(), [{args, ["-c", "pwd; id -u"]}, {cd, Dir}, {user, "nobody"}])).
+
+%% @doc A uid with no passwd entry has no primary group: without
+%% `{group, _}' it is a badarg naming the user setting (it would keep group
+%% 0); with one, it runs with that group and no supplementary group.
+numeric_uid_needs_a_group(_) ->
+    Uid = 54321,
+    "" = os:cmd("getent passwd " ++ integer_to_list(Uid)),
+    ?assertError(badarg, portnode:open_port({spawn, "id"}, [{user, Uid}])),
+    ?assertEqual({error, {bad_setting, {user, Uid}}}, portnode_service:start_link(b, {spawn, "true"}, [{user, Uid}])),
+    ?assertEqual(["54321 4242 4242", {exit_status, 0}],
+                 lines(sh(), [{args, ["-c", "echo $(id -u) $(id -g) $(id -G)"]}, {user, Uid}, {group, 4242}])).
