@@ -3,6 +3,15 @@ use portnode::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // The cookie will be in this process's memory: no core dump of it, and
+    // no process of the same user reading it through /proc/<pid>/mem or
+    // ptrace. The watchdog and the spawner, forked from it, inherit this;
+    // the programs, exec'd, do not.
+    // SAFETY: prctl with plain integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        eprintln!("portnode: cannot make itself non-dumpable: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     // SAFETY: no other thread exists yet. The programs portnode starts
     // inherit its environment, and the cookie must not reach them.

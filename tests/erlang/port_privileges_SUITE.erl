@@ -131,7 +131,18 @@ cannot_change_user_is_eperm(Config) ->
         ?assertError(eperm, portnode:open_port(Node, {spawn, "true"}, [{user, "root"}])),
         %% the same portnode still runs programs as itself
         H = portnode:open_port(Node, {spawn, "id -u"}, [{line, 80}, exit_status]),
-        ?assertEqual(["65534", {exit_status, 0}], collect(H))
+        ?assertEqual(["65534", {exit_status, 0}], collect(H)),
+        %% portnode, its spawner and its watchdog hold the cookie: they are
+        %% not dumpable, so a program of the same user cannot read their
+        %% environment or memory (ptrace access; the test reads environ, which
+        %% was readable before).
+        {os_pid, PnPid} = erlang:port_info(Port, os_pid),
+        PnPids = [PnPid | os_process:children_of(PnPid)],
+        ?assert(length(PnPids) >= 3, PnPids),
+        Script = lists:flatten([io_lib:format("cat /proc/~b/environ >/dev/null 2>&1 && echo readable ~b; ", [P, P])
+                                || P <- PnPids]) ++ "echo done",
+        H2 = portnode:open_port(Node, sh(), [{args, ["-c", Script]}, {line, 200}, exit_status, stderr_to_stdout]),
+        ?assertEqual(["done", {exit_status, 0}], collect(H2))
     after
         {os_pid, OsPid} = erlang:port_info(Port, os_pid),
         port_close(Port),
