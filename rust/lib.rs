@@ -34,9 +34,9 @@ use tracing::{info, warn};
 
 /// Runs a node until it is told to stop. `env_cookie` is what
 /// [`cookie::take_from_env`] took.
-pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()> {
+pub async fn run(mut cli: cli::Cli, env_cookie: Option<cookie::Secret>) -> anyhow::Result<()> {
     let name = names::node_name(cli.sname.as_deref(), cli.name.as_deref())?;
-    let cookie = cookie::load(cli.cookie.as_deref(), cli.cookie_file.as_deref(), env_cookie.as_deref())?;
+    let cookie = Arc::new(cookie::load(cli.cookie.take(), cli.cookie_file.as_deref(), env_cookie)?);
     let listener = TcpListener::bind((cli.listen, cli.port)).await?;
     let port = listener.local_addr()?.port();
     let registration = epmd::register(name.name(), port).await?;
@@ -49,7 +49,7 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
 
     let settings = Settings { net_ticktime: Duration::from_secs(cli.net_ticktime), max_frame: cli.max_frame };
     let tracker = TaskTracker::new();
-    let link = Link { node: node.clone(), name: name.clone(), cookie: Arc::from(cookie.as_str()), settings, tracker: tracker.clone(), pending: Pending::default() };
+    let link = Link { node: node.clone(), name: name.clone(), cookie, settings, tracker: tracker.clone(), pending: Pending::default() };
     let acceptor = tokio::spawn(accept_loop(listener, link.clone()));
     let dialers: Vec<_> = cli.connect.iter().map(|peer| tokio::spawn(dial_loop(peer.clone(), link.clone()))).collect();
 
@@ -79,7 +79,7 @@ pub async fn run(cli: cli::Cli, env_cookie: Option<String>) -> anyhow::Result<()
 struct Link {
     node: Arc<Node>,
     name: NodeName,
-    cookie: Arc<str>,
+    cookie: Arc<cookie::Secret>,
     settings: Settings,
     tracker: TaskTracker,
     /// Names with an accepting handshake under way.
@@ -100,7 +100,7 @@ async fn accept_loop(listener: TcpListener, link: Link) {
         link.tracker.clone().spawn(async move {
             let _ = stream.set_nodelay(true);
             let node = &*link.node;
-            match handshake::accept(stream, &link.name, node.creation(), &link.cookie, node, &link.pending).await {
+            match handshake::accept(stream, &link.name, node.creation(), link.cookie.as_str(), node, &link.pending).await {
                 Ok((stream, peer)) => connection::serve(stream, peer, link.node.clone(), link.settings).await,
                 Err(e) => warn!(peer = %addr, reason = %e, "rejected a connection"),
             }
@@ -126,7 +126,7 @@ async fn dial_loop(peer: String, link: Link) {
 async fn dial_once(peer: &str, link: &Link) -> anyhow::Result<()> {
     let (alive, host) = peer.split_once('@').ok_or_else(|| anyhow::anyhow!("node name {peer:?} has no @HOST"))?;
     let port = epmd::lookup(alive, host).await?.ok_or_else(|| anyhow::anyhow!("{peer} is not registered with epmd on {host}"))?;
-    let (stream, info) = handshake::dial((host.to_owned(), port), &link.name, link.node.creation(), &link.cookie).await?;
+    let (stream, info) = handshake::dial((host.to_owned(), port), &link.name, link.node.creation(), link.cookie.as_str()).await?;
     if info.name != peer {
         anyhow::bail!("dialed {peer} but the node answering is {}", info.name);
     }

@@ -26,6 +26,10 @@ fn main() {
         }
     }
     raise_fd_limit();
+    // The watchdog and the spawner, forked next, wipe their copy of it.
+    if let Some(cookie) = &env_cookie {
+        cookie.note_for_forks();
+    }
     // Before any thread exists: the watchdog is forked from this process.
     if let Err(e) = portnode::port::watchdog::start() {
         eprintln!("portnode: cannot start the watchdog: {e}");

@@ -41,7 +41,11 @@ fn a_frozen_owner_loses_its_programs_within_the_tick_time() {
     erl.signal(libc::SIGSTOP);
     let took = wait_gone("the frozen owner's program to stop", program, Duration::from_secs(10));
     eprintln!("frozen owner (ticktime 3 s): program stopped after {took:?}");
-    assert!(took >= Duration::from_secs(1), "stopped before any tick timeout: {took:?}");
+    // Dropped after 3 s of silence from the peer's last tick, which came at
+    // most a quarter tick time (0.75 s) before the freeze: 2.25 to 3 s after
+    // it, and then the program is stopped (SIGTERM; sleep ends at once).
+    assert!(took >= Duration::from_millis(2000), "stopped before the tick timeout: {took:?}");
+    assert!(took <= Duration::from_millis(4500), "stopped well after the tick timeout: {took:?}");
     assert!(pn.log().contains("tick timeout"), "no tick timeout logged");
 }
 
@@ -146,9 +150,11 @@ fn an_erl_owner_frozen_while_sending_a_large_message_is_dropped() {
     erl.signal(libc::SIGSTOP);
     let took = wait_gone("the program of the owner frozen while sending", program, Duration::from_secs(10));
     eprintln!("erl frozen while sending 64 MB messages (ticktime 2 s): program stopped after {took:?}");
+    // Frozen in the middle of a 64 MB frame (the sender never pauses
+    // between frames): the stall is caught mid-frame, by the per-read
+    // deadline, not as silence between frames.
     let log = pn.log();
-    assert!(log.contains("stalled") || log.contains("tick timeout"), "no tick timeout logged: {log}");
-    eprintln!("mid-frame: {}", log.contains("stalled"));
+    assert!(log.contains("stalled"), "not caught mid-frame: {log}");
 }
 
 #[test]

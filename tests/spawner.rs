@@ -111,14 +111,17 @@ fn a_port_killed_while_its_program_starts_leaves_nothing() {
         let (_home, pn, mut erl) = connected(&["--cgroup", mode]);
         // Handles killed (untrappable) 0-2 ms after the open returned, while
         // the spawner may still be starting their programs, each of which
-        // forks a child before it execs.
+        // forks a child before it execs. The child's argument is this
+        // run's own, so that it is found wherever it ends up: an orphan
+        // reparented out of portnode's tree counts too.
+        let (child, leader) = (format!("777.{}", pn.pid()), format!("778.{}", pn.pid()));
         let out = erl.eval_within(
-            "Hs = [begin {ok, H} = gen_server:call({portnode, N}, {open_port_nowait, self(), {spawn, \"sleep 777 & exec sleep 778\"}, []}), \
-                   receive after rand:uniform(3) - 1 -> ok end, exit(H, kill), H end || _ <- lists:seq(1, 300)], length(Hs)",
+            &format!("Hs = [begin {{ok, H}} = gen_server:call({{portnode, N}}, {{open_port_nowait, self(), {{spawn, \"sleep {child} & exec sleep {leader}\"}}, []}}), \
+                   receive after rand:uniform(3) - 1 -> ok end, exit(H, kill), H end || _ <- lists:seq(1, 300)], length(Hs)"),
             Duration::from_secs(120),
         );
         assert_eq!(out, "300");
-        let sleepers = || descendants_of(pn.pid()).into_iter().filter(|p| comm(*p) == "sleep").count();
+        let sleepers = || processes_running(&["sleep", &child]).len() + processes_running(&["sleep", &leader]).len();
         let start = Instant::now();
         while sleepers() > 0 {
             assert!(start.elapsed() < Duration::from_secs(10), "{mode}: {} programs outlived their killed handles", sleepers());

@@ -161,8 +161,13 @@ pub fn parse_challenge_reply(msg: &[u8]) -> Result<(u32, [u8; 16]), HandshakeFai
 }
 
 /// The digest of `challenge` under `cookie`, as the protocol defines it.
+/// Fed to MD5 piecewise: no string holding the cookie is made (and left in
+/// freed memory).
 pub fn digest(cookie: &str, challenge: u32) -> [u8; 16] {
-    md5::compute(format!("{cookie}{challenge}")).0
+    let mut md5 = md5::Context::new();
+    md5.consume(cookie.as_bytes());
+    md5.consume(challenge.to_string().as_bytes());
+    md5.finalize().0
 }
 
 /// This node, as the accepting side presents itself.

@@ -38,6 +38,8 @@ pub fn start() -> io::Result<i32> {
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
+            // SAFETY: a fresh child, which never uses the cookie.
+            unsafe { crate::cookie::wipe_inherited() };
             // SAFETY: the child owns its copy of both fds.
             unsafe { libc::close(fds[1]) };
             let read = unsafe { std::fs::File::from(OwnedFd::from_raw_fd(fds[0])) };

@@ -37,6 +37,8 @@ pub fn start() -> io::Result<libc::pid_t> {
         -1 => Err(io::Error::last_os_error()),
         0 => {
             drop(ours);
+            // SAFETY: a fresh child, which never uses the cookie.
+            unsafe { crate::cookie::wipe_inherited() };
             server::serve(theirs, portnode)
         }
         pid => {

@@ -78,7 +78,9 @@ impl Portnode {
         Self::start_env(home, sname, extra, &[])
     }
 
-    /// As [`Portnode::start_named`], with extra environment variables.
+    /// As [`Portnode::start_named`], with extra environment variables. With
+    /// `PORTNODE_COOKIE` among them, the cookie comes from it (as the
+    /// bridge hands it over), not from the home's cookie file.
     pub fn start_env(home: &Home, sname: &str, extra: &[&str], env: &[(&str, &str)]) -> Portnode {
         Self::launch(home, sname, extra, env, |_| {})
     }
@@ -93,10 +95,11 @@ impl Portnode {
         let log = home.path.join(format!("{sname}.{}.log", unique("")));
         let mut command = Command::new(env!("CARGO_BIN_EXE_portnode"));
         configure(&mut command);
+        command.envs(env.iter().copied()).args(["--sname", sname, "--exit-on-stdin-eof"]);
+        if !env.iter().any(|(k, _)| *k == "PORTNODE_COOKIE") {
+            command.arg("--cookie-file").arg(home.cookie_file());
+        }
         let mut child = command
-            .envs(env.iter().copied())
-            .args(["--sname", sname, "--exit-on-stdin-eof", "--cookie-file"])
-            .arg(home.cookie_file())
             .args(extra)
             .env("HOME", &home.path)
             .env_remove("RUST_LOG")
@@ -362,6 +365,20 @@ pub fn descendants_of(ancestor: u32) -> Vec<u32> {
         found.extend(kids);
     }
     found
+}
+
+/// OS pids, anywhere on the machine, whose command line is exactly `argv`:
+/// finds a program's orphans wherever they were reparented (init, a
+/// subreaper), which a walk of portnode's descendants would miss.
+pub fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain(std::iter::once(0))).collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
 }
 
 /// OS pids whose parent is `parent`.
