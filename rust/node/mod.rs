@@ -242,6 +242,13 @@ impl Node {
         self.to_peer(&to.node.name, control);
     }
 
+    /// Sends `msg` from local process `from` to the process registered as
+    /// `name` on `node` (another node; dropped if it is not connected).
+    pub fn send_to_name_on(&self, from: &Pid, node: &str, name: &str, msg: Term) {
+        let control = Control::RegSend { from: from.clone(), to: crate::etf::atom(name), msg };
+        self.to_peer(node, control);
+    }
+
     /// Sends `msg` to the process registered as `name` on this node.
     pub fn send_named(&self, name: &str, msg: Term) {
         let st = self.lock();

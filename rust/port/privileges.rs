@@ -3,6 +3,7 @@
 //! ids) in portnode, applied in the child between clone and exec.
 
 use crate::etf::{as_atom, as_int, as_list, as_tuple};
+use crate::spawner::step::Step;
 use eetf::Term;
 use std::ffi::{CString, OsString};
 
@@ -98,22 +99,23 @@ impl Privileges {
     /// In the child, between clone and exec: system calls only, no
     /// allocation. Limits, nice and umask first, while the child may still
     /// be root (a negative nice or a higher hard limit needs it), then
-    /// supplementary groups dropped, the group, the user. `Err` with errno set.
+    /// supplementary groups dropped, the group, the user. `Err` names the
+    /// step that failed, with errno set.
     ///
     /// # Safety
     /// Only in the child `spawn` clones.
-    pub unsafe fn apply(&self) -> Result<(), ()> {
+    pub unsafe fn apply(&self) -> Result<(), Step> {
         // SAFETY: plain system calls on values prepared by the parent.
         unsafe {
             for &(resource, soft, hard) in &self.rlimits {
                 let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
                 if libc::setrlimit(resource as _, &limit) != 0 {
-                    return Err(());
+                    return Err(Step::Rlimit);
                 }
             }
             if let Some(nice) = self.nice {
                 if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                    return Err(());
+                    return Err(Step::Nice);
                 }
             }
             if let Some(mask) = self.umask {
@@ -122,17 +124,17 @@ impl Privileges {
             let gid = self.gid.or(self.uid.and_then(|(_, primary)| primary));
             if self.uid.is_some() || gid.is_some() {
                 if libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err(());
+                    return Err(Step::Setgroups);
                 }
             }
             if let Some(gid) = gid {
                 if libc::setgid(gid) != 0 {
-                    return Err(());
+                    return Err(Step::Setgid);
                 }
             }
             if let Some((uid, _)) = self.uid {
                 if libc::setuid(uid) != 0 {
-                    return Err(());
+                    return Err(Step::Setuid);
                 }
             }
         }

@@ -161,6 +161,7 @@ impl Port {
         let spawned = match outcome {
             Ok(spawned) => spawned,
             Err(e) => {
+                report_child_failure(&me, &owner, &spec.name, &e);
                 return Err(match spawn::failed_in_child(&e) {
                     Some(errno) => {
                         started(&me, on_start, Ok(None));
@@ -191,6 +192,29 @@ impl Port {
         let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
         Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
+}
+
+/// A program whose child failed before exec (chdir, setgid, setuid,
+/// setrlimit, execve): the owner's node logs it, naming the program, the
+/// step and the errno (through its `logger_proxy`, as OTP forwards log
+/// events between nodes), and so does portnode. What the owner sees of it
+/// otherwise (an exit status, or an error from the open) is as erts gives it.
+fn report_child_failure(me: &Process, owner: &Pid, program: &str, e: &std::io::Error) {
+    let Some(step) = crate::spawner::step::step_of(e) else { return };
+    let errno = spawn::errno_name(e);
+    warn!(port = %me.pid(), program, step = step.name(), errno, "program failed before exec");
+    if owner.node == me.pid().node {
+        return;
+    }
+    let meta = eetf::Map::from([(a("domain"), etf::list(vec![a("portnode")])), (a("portnode_port"), Term::from(me.pid().clone()))]);
+    let event = tuple(vec![
+        a("log"),
+        a("warning"),
+        etf::byte_list(b"portnode: program ~ts failed before exec: ~s: ~s (~ts)".to_vec()),
+        etf::list(vec![etf::binary(program.as_bytes().to_vec()), a(step.name()), a(errno), etf::binary(e.to_string().into_bytes())]),
+        Term::from(meta),
+    ]);
+    me.node().send_to_name_on(me.pid(), &owner.node.name, "logger_proxy", event);
 }
 
 /// Tells whoever waits that the program runs (its OS pid), failed to start

@@ -306,7 +306,7 @@ pub fn precheck(spec: &PortSpec) -> io::Result<()> {
 /// reports as the exit status rather than from open_port (E2BIG too: an
 /// environment or arguments too large open the port, which exits with 7).
 pub fn failed_in_child(e: &io::Error) -> Option<i32> {
-    match e.raw_os_error() {
+    match crate::spawner::step::errno_of(e) {
         Some(n @ (libc::EACCES | libc::ENOEXEC | libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EISDIR | libc::E2BIG)) => Some(n),
         _ => None,
     }
@@ -314,7 +314,7 @@ pub fn failed_in_child(e: &io::Error) -> Option<i32> {
 
 /// The POSIX name of an errno, as Erlang reports it (`enoent`, `eacces`, ...).
 pub fn errno_name(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
+    match crate::spawner::step::errno_of(e) {
         Some(libc::ENOENT) => "enoent",
         Some(libc::EACCES) => "eacces",
         Some(libc::ENOTDIR) => "enotdir",

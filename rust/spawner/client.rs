@@ -284,11 +284,15 @@ impl Client {
                         kill_and_reap(pid);
                     }
                 }
-                Reply::Failed { errno } => {
+                Reply::Failed { errno, step } => {
                     let waiter = state.waiting.pop_front();
                     drop(state);
                     if let Some((w, _)) = waiter {
-                        let _ = w.send(Err(io::Error::from_raw_os_error(errno)));
+                        let error = match super::step::Step::from_u8(step) {
+                            Some(step) => super::step::ChildFailed { step, errno }.into_io(),
+                            None => io::Error::from_raw_os_error(errno),
+                        };
+                        let _ = w.send(Err(error));
                     }
                 }
                 Reply::Exited { pid, status } => {

@@ -16,7 +16,8 @@ use crate::port::settings::Stderr;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
+use super::step::Step;
 
 /// Signals whose disposition in this process is not the default, as
 /// [`note_signal_dispositions`] found them: the only ones a child resets
@@ -71,10 +72,24 @@ fn errno(e: io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EINVAL)
 }
 
+/// Why a program did not start: the errno, and the step of the child that
+/// failed (`None`: the spawner failed, before or at the clone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub errno: i32,
+    pub step: Option<Step>,
+}
+
+impl From<i32> for Failure {
+    fn from(errno: i32) -> Failure {
+        Failure { errno, step: None }
+    }
+}
+
 /// Starts `command` with the fds portnode gave, in its cgroup if given.
-/// Returns its pid, or the errno: from the spawner (clone), or from the
+/// Returns its pid, or why not: from the spawner (clone), or from the
 /// child before exec (it is reaped here).
-pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, i32> {
+pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Failure> {
     let path = c_string(&command.path)?;
     let argv: Vec<CString> = command.argv.iter().map(|a| c_string(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = command.envp.iter().map(|e| c_string(e)).collect::<Result<_, _>>()?;
@@ -117,6 +132,7 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, i32
         parent: unsafe { libc::getpid() },
         privileges: command.privileges.clone(),
         errno: AtomicI32::new(0),
+        step: AtomicU8::new(0),
     };
     let mut procs = None; // cgroup.procs, when the child must join by writing to it
     let pid = match &cgroup {
@@ -140,7 +156,7 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, i32
         e => {
             // The child has exited (it failed before exec): reap it.
             reap(pid);
-            Err(e)
+            Err(Failure { errno: e, step: Step::from_u8(plan.step.load(Ordering::Relaxed)) })
         }
     }
 }
@@ -241,8 +257,9 @@ struct Plan {
     parent: libc::pid_t,
     /// User, group, nice, limits, umask: applied just before exec.
     privileges: Privileges,
-    /// Set by the child when it fails before exec.
+    /// Set by the child when it fails before exec, with the step that failed.
     errno: AtomicI32,
+    step: AtomicU8,
 }
 
 /// The child, between clone and exec. It shares portnode's memory and its
@@ -253,7 +270,8 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
     // child has exec'd or exited (CLONE_VFORK suspends it until then).
     let plan = unsafe { &*(plan as *const Plan) };
     /// Tells the parent why, and ends the child without running anything of portnode's.
-    fn fail(plan: &Plan) -> ! {
+    fn fail(plan: &Plan, step: Step) -> ! {
+        plan.step.store(step as u8, Ordering::Relaxed);
         plan.errno.store(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL), Ordering::Relaxed);
         // SAFETY: _exit only ends this child.
         unsafe { libc::_exit(127) }
@@ -275,19 +293,19 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
 
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-            fail(plan);
+            fail(plan, Step::Setup);
         }
         // portnode may have died before the death signal was armed.
         if libc::getppid() != plan.parent {
             libc::_exit(1);
         }
         if libc::setpgid(0, 0) != 0 {
-            fail(plan);
+            fail(plan, Step::Setup);
         }
         // Into the program's cgroup before anything of the program runs:
         // whatever it starts later (setsid, double forks) starts inside.
         if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
-            fail(plan);
+            fail(plan, Step::Setup);
         }
         // Move every source above the targets first, so that none is
         // clobbered, then put each in place (dup2 clears close-on-exec).
@@ -296,13 +314,13 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
             if fd >= 0 {
                 high[target] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
                 if high[target] < 0 {
-                    fail(plan);
+                    fail(plan, Step::Setup);
                 }
             }
         }
         for (target, &fd) in high.iter().enumerate() {
             if fd >= 0 && libc::dup2(fd, target as RawFd) < 0 {
-                fail(plan);
+                fail(plan, Step::Setup);
             }
         }
         // The directory first, while the child still has portnode's
@@ -310,22 +328,22 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         // directory that user could not enter (a root-owned 0700 checkout).
         if let Some(dir) = &plan.cwd {
             if libc::chdir(dir.as_ptr()) != 0 {
-                fail(plan);
+                fail(plan, Step::Chdir);
             }
         }
-        if plan.privileges.apply().is_err() {
-            fail(plan);
+        if let Err(step) = plan.privileges.apply() {
+            fail(plan, step);
         }
         // A change of user or group clears the death signal: arm it again,
         // and look again whether the spawner is still there.
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-            fail(plan);
+            fail(plan, Step::Setup);
         }
         if libc::getppid() != plan.parent {
             libc::_exit(1);
         }
         libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        fail(plan)
+        fail(plan, Step::Exec)
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod exec;
+pub mod step;
 pub mod protocol;
 pub mod socket;
 mod server;

@@ -62,7 +62,8 @@ pub enum Reply {
     Started { pid: i32 },
     /// The program could not start: the errno (from the spawner, or from
     /// the child before exec).
-    Failed { errno: i32 },
+    /// `step`: the child's step that failed ([`super::step::Step`]), 0 for none.
+    Failed { errno: i32, step: u8 },
     /// A program has exited; `status` as waitpid gives it. A held program
     /// is not reaped yet; any other already is.
     Exited { pid: i32, status: i32 },
@@ -175,9 +176,10 @@ impl Reply {
                 w.u8(STARTED);
                 w.u32(pid as u32);
             }
-            Reply::Failed { errno } => {
+            Reply::Failed { errno, step } => {
                 w.u8(FAILED);
                 w.u32(errno as u32);
+                w.u8(step);
             }
             Reply::Exited { pid, status } => {
                 w.u8(EXITED);
@@ -191,7 +193,7 @@ impl Reply {
         let mut r = Reader(body);
         let reply = match r.u8()? {
             STARTED => Reply::Started { pid: r.u32()? as i32 },
-            FAILED => Reply::Failed { errno: r.u32()? as i32 },
+            FAILED => Reply::Failed { errno: r.u32()? as i32, step: r.u8()? },
             EXITED => Reply::Exited { pid: r.u32()? as i32, status: r.u32()? as i32 },
             _ => return Err(bad("reply tag")),
         };
@@ -380,7 +382,7 @@ mod tests {
 
     #[test]
     fn replies_survive_the_round_trip() {
-        for reply in [Reply::Started { pid: 12 }, Reply::Failed { errno: libc::ENOENT }, Reply::Exited { pid: 9, status: 0x8b }] {
+        for reply in [Reply::Started { pid: 12 }, Reply::Failed { errno: libc::ENOENT, step: 8 }, Reply::Exited { pid: 9, status: 0x8b }] {
             let mut buf = Vec::new();
             reply.encode(&mut buf);
             assert_eq!(Reply::decode(one(&buf)).expect("decodes"), reply);

@@ -188,14 +188,14 @@ impl Server {
                         && (given.cgroup.is_some() || !command.in_cgroup);
                     let reply = if !complete {
                         // Fds that did not arrive (our fd table was full).
-                        Reply::Failed { errno: libc::EMFILE }
+                        Reply::Failed { errno: libc::EMFILE, step: 0 }
                     } else {
                         match exec::start_command(&command, given) {
                             Ok(pid) => {
                                 self.kids.insert(pid, Kid::Running { hold: command.hold, reap: false });
                                 Reply::Started { pid }
                             }
-                            Err(errno) => Reply::Failed { errno },
+                            Err(exec::Failure { errno, step }) => Reply::Failed { errno, step: step.map_or(0, |s| s as u8) },
                         }
                     };
                     reply.encode(&mut self.outbox);

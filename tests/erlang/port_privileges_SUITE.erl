@@ -11,7 +11,8 @@
 all() ->
     [runs_as_nobody_without_supplementary_groups, group_by_name_and_id, service_runs_as_nobody,
      nice_shows_in_proc_stat, limits_show_in_proc_limits, umask_is_set, bad_settings_are_named,
-     cannot_change_user_is_eperm, private_cwd_as_another_user, numeric_uid_needs_a_group].
+     cannot_change_user_is_eperm, private_cwd_as_another_user, numeric_uid_needs_a_group,
+     failure_before_exec_is_logged_on_the_owners_node].
 
 suite() ->
     [{timetrap, {minutes, 2}}].
@@ -176,3 +177,36 @@ numeric_uid_needs_a_group(_) ->
     ?assertEqual({error, {bad_setting, {user, Uid}}}, portnode_service:start_link(b, {spawn, "true"}, [{user, Uid}])),
     ?assertEqual(["54321 4242 4242", {exit_status, 0}],
                  lines(sh(), [{args, ["-c", "echo $(id -u) $(id -g) $(id -G)"]}, {user, Uid}, {group, 4242}])).
+
+%% @doc A program's child that fails before exec (here execve: its script
+%% names an interpreter that does not exist) is logged on the owner's node,
+%% naming the program, the step and the errno; the owner still gets the
+%% exit status erts gives.
+failure_before_exec_is_logged_on_the_owners_node(Config) ->
+    Script = filename:join(?config(priv_dir, Config), "no_interpreter"),
+    ok = file:write_file(Script, <<"#!/no/such/interpreter\n">>),
+    ok = file:change_mode(Script, 8#755),
+    ok = logger:add_handler(capture, log_capture, #{config => #{pid => self()}}),
+    try
+        Erts = open_port({spawn_executable, Script}, [exit_status]),
+        Expected = receive {Erts, {exit_status, S}} -> S after 5000 -> timeout end,
+        H = portnode:open_port({spawn_executable, Script}, [exit_status]),
+        ?assertEqual(Expected, receive {H, {exit_status, S2}} -> S2 after 5000 -> timeout end),
+        Text = receive_log("failed before exec", 5000),
+        ct:log("~ts", [Text]),
+        [?assertNotEqual(nomatch, string:find(Text, Part), Part) || Part <- [Script, "execve", "enoent"]]
+    after
+        logger:remove_handler(capture)
+    end.
+
+receive_log(Needle, Ms) ->
+    receive
+        {log, #{msg := {Format, Args}}} when is_list(Format) ->
+            Text = lists:flatten(io_lib:format(Format, Args)),
+            case string:find(Text, Needle) of
+                nomatch -> receive_log(Needle, Ms);
+                _ -> Text
+            end;
+        {log, _} -> receive_log(Needle, Ms)
+    after Ms -> ct:fail({no_log, Needle})
+    end.
