@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Runs a node until it is told to stop. `env_cookie` is what
 /// [`cookie::take_from_env`] took.
@@ -86,7 +86,48 @@ struct Link {
     pending: Pending,
 }
 
+/// Handshakes under way at once, at most. Each holds a socket for up to the
+/// handshake's deadline (7 s): a flood of connections that never speak
+/// (half-open, or a port scanner) must not take the descriptors the
+/// programs need, nor the memory. Past it, the oldest handshake under way
+/// is dropped for the new one: a real peer completes its handshake in
+/// milliseconds, so it is the flood's connections that go.
+const MAX_HANDSHAKES: usize = 128;
+
+/// The handshakes under way, oldest first, each with what cancels it.
+#[derive(Default)]
+struct Handshakes {
+    next: u64,
+    under_way: std::collections::VecDeque<(u64, tokio_util::sync::CancellationToken)>,
+}
+
+impl Handshakes {
+    /// Registers a new handshake; returns its id, its token, and whether an
+    /// older one was dropped to make room.
+    fn start(&mut self) -> (u64, tokio_util::sync::CancellationToken, bool) {
+        let evicted = self.under_way.len() >= MAX_HANDSHAKES;
+        if evicted {
+            if let Some((_, oldest)) = self.under_way.pop_front() {
+                oldest.cancel();
+            }
+        }
+        self.next += 1;
+        let token = tokio_util::sync::CancellationToken::new();
+        self.under_way.push_back((self.next, token.clone()));
+        (self.next, token, evicted)
+    }
+
+    fn finish(&mut self, id: u64) {
+        if let Some(i) = self.under_way.iter().position(|(h, _)| *h == id) {
+            self.under_way.remove(i);
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, link: Link) {
+    let handshakes = Arc::new(std::sync::Mutex::new(Handshakes::default()));
+    let mut dropped_since_warning = 0u64;
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -96,13 +137,34 @@ async fn accept_loop(listener: TcpListener, link: Link) {
                 continue;
             }
         };
+        let (id, cancel, evicted) = handshakes.lock().unwrap_or_else(|e| e.into_inner()).start();
+        if evicted {
+            dropped_since_warning += 1;
+            // One warning a second at most, however many are dropped.
+            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                warn!(peer = %addr, dropped = dropped_since_warning, limit = MAX_HANDSHAKES, "too many handshakes under way: dropping the oldest");
+                dropped_since_warning = 0;
+                last_warning = Some(tokio::time::Instant::now());
+            }
+        }
         let link = link.clone();
+        let handshakes = handshakes.clone();
         link.tracker.clone().spawn(async move {
             let _ = stream.set_nodelay(true);
-            let node = &*link.node;
-            match handshake::accept(stream, &link.name, node.creation(), link.cookie.as_str(), node, &link.pending).await {
-                Ok((stream, peer)) => connection::serve(stream, peer, link.node.clone(), link.settings).await,
-                Err(e) => warn!(peer = %addr, reason = %e, "rejected a connection"),
+            let handshake = {
+                let node = &*link.node;
+                let accepting = handshake::accept(stream, &link.name, node.creation(), link.cookie.as_str(), node, &link.pending);
+                let done = tokio::select! {
+                    done = accepting => Some(done),
+                    _ = cancel.cancelled() => None,
+                };
+                handshakes.lock().unwrap_or_else(|e| e.into_inner()).finish(id);
+                done
+            };
+            match handshake {
+                None => debug!(peer = %addr, "handshake dropped for a newer connection"),
+                Some(Ok((stream, peer))) => connection::serve(stream, peer, link.node.clone(), link.settings).await,
+                Some(Err(e)) => warn!(peer = %addr, reason = %e, "rejected a connection"),
             }
         });
     }

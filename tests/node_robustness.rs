@@ -148,3 +148,42 @@ async fn epmd_port(pn: &Portnode) -> u16 {
     let alive = pn.node.split('@').next().unwrap();
     portnode::distribution::epmd::lookup(alive, "127.0.0.1").await.unwrap().expect("registered")
 }
+
+/// Descriptors `pid` holds (a gone process is a failure, not zero).
+fn fds(pid: u32) -> usize {
+    match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(d) => d.count(),
+        Err(e) => panic!("cannot count the descriptors of {pid}: {e}"),
+    }
+}
+
+/// 2,000 connections that never speak (half-open, a scanner): at most
+/// 128 handshakes wait at once (a new one drops the oldest), so portnode's
+/// descriptors stay bounded, and meanwhile a real peer connects, and a
+/// program runs.
+#[test]
+fn a_flood_of_silent_connections_leaves_room_for_real_peers_and_programs() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &[]);
+    let before = fds(pn.pid());
+    let alive = pn.node.split('@').next().expect("alive part").to_owned();
+    let rt = runtime();
+    let port = rt.block_on(portnode::distribution::epmd::lookup(&alive, "127.0.0.1")).expect("epmd").expect("registered");
+    let silent: Vec<std::net::TcpStream> =
+        (0..2000).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(silent.len() > 1500, "only {} connections made", silent.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let during = fds(pn.pid());
+    eprintln!("portnode's descriptors: {before} before, {during} during a flood of {} silent connections", silent.len());
+    assert!(during <= before + 128 + 16, "{during} descriptors during the flood (from {before})");
+    let mut erl = Erl::start(&home, &[]);
+    let out = erl.eval_within(
+        &format!("N = '{}', pong = net_adm:ping(N), {{ok, H, _}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn, \"echo up\"}}, [exit_status]}}), \
+                  receive {{H, {{data, D}}}} -> D after 5000 -> timeout end", pn.node),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out, "\"up\\n\"");
+    assert!(pn.log().contains("too many handshakes"), "the drops were not logged");
+    drop(silent);
+    wait_for("the silent connections' descriptors to go", Duration::from_secs(10), || fds(pn.pid()) <= before + 8);
+}

@@ -169,6 +169,35 @@ fn erpc_with_a_fun_is_refused_at_once_and_the_connection_stays() {
     assert_eq!(pn.log().matches("node connected").count(), 1, "connection was not dropped");
 }
 
+/// A hangup (or SIGTERM, SIGQUIT) to portnode's whole process group, as a
+/// terminal that closes sends it: portnode shuts down cleanly (its programs
+/// stopped, status 0), and its spawner and watchdog, which are in that
+/// group, live until then and go with it.
+#[test]
+fn a_signal_to_portnodes_whole_group_is_a_clean_shutdown() {
+    for signal in [libc::SIGHUP, libc::SIGTERM, libc::SIGQUIT] {
+        let home = Home::new(COOKIE);
+        let mut pn = Portnode::start_with(&home, &[], |cmd| {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        });
+        let mut erl = Erl::start(&home, &[]);
+        assert_eq!(erl.eval(&format!("N = '{}', net_adm:ping(N)", pn.node)), "pong");
+        let out = erl.eval("{ok, H, P} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"sleep 300\"}, []}), monitor_node(N, true), P");
+        let program: u32 = out.parse().expect("os pid");
+        let forked = children_of(pn.pid());
+        assert_eq!(forked.len(), 2, "the spawner and the watchdog");
+        // SAFETY: kill(2) of the group our own child leads.
+        unsafe { libc::kill(-(pn.pid() as i32), signal) };
+        assert_eq!(pn.wait_exit(), Some(0), "signal {signal}: not a clean exit");
+        assert!(pn.log().contains("shutting down"), "signal {signal}: no shutdown logged");
+        assert_eq!(erl.eval("receive {nodedown, N} -> nodedown after 5000 -> timeout end"), "nodedown");
+        for pid in forked.into_iter().chain([program]) {
+            wait_gone("portnode's forks and its program", pid, Duration::from_secs(5));
+        }
+    }
+}
+
 #[test]
 fn sigterm_unregisters_and_peers_see_nodedown() {
     let (_home, mut pn, mut erl) = pair();

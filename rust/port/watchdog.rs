@@ -108,8 +108,13 @@ fn watch(mut read: std::fs::File) -> ! {
             }
         }
         libc::prctl(libc::PR_SET_NAME, c"portnode-wd".as_ptr() as libc::c_ulong, 0, 0, 0);
-        // Do not die with the terminal's ^C before portnode has cleaned up.
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        // Do not die with a signal to portnode's whole group (the
+        // terminal's ^C or hangup, a `kill -TERM -PGID`) before portnode
+        // has cleaned up: the watchdog ends when portnode does (its pipe
+        // closes), after its last sweep.
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
     }
     let mut groups = HashSet::new();
     let (mut subtree, mut marker) = (None, None);
