@@ -187,3 +187,64 @@ fn a_flood_of_silent_connections_leaves_room_for_real_peers_and_programs() {
     drop(silent);
     wait_for("the silent connections' descriptors to go", Duration::from_secs(10), || fds(pn.pid()) <= before + 8);
 }
+
+/// A user lookup that takes 3 s (a slow LDAP or sssd, simulated by an
+/// LD_PRELOAD'ed getpwnam_r/getpwnam) does not stall the node: with a 2 s
+/// tick time the connection stays, a running port and the control server
+/// answer within 0.5 s all along, and the open completes once the lookup
+/// does, its program running as that user.
+#[test]
+fn a_slow_user_lookup_stalls_nothing_but_its_open() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return eprintln!("skipped: running a program as nobody needs root");
+    }
+    let home = Home::new(COOKIE);
+    let source = home.path.join("slow_lookup.c");
+    let library = home.path.join("slow_lookup.so");
+    std::fs::write(
+        &source,
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pwd.h>
+#include <string.h>
+#include <unistd.h>
+static void slow(const char *name) { if (name && strcmp(name, "nobody") == 0) sleep(3); }
+int getpwnam_r(const char *name, struct passwd *pwd, char *buf, size_t len, struct passwd **result) {
+    int (*real)(const char *, struct passwd *, char *, size_t, struct passwd **) = dlsym(RTLD_NEXT, "getpwnam_r");
+    slow(name);
+    return real(name, pwd, buf, len, result);
+}
+struct passwd *getpwnam(const char *name) {
+    struct passwd *(*real)(const char *) = dlsym(RTLD_NEXT, "getpwnam");
+    slow(name);
+    return real(name);
+}
+"#,
+    )
+    .expect("write the preload's source");
+    let built = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&library).arg(&source).arg("-ldl").status().expect("cc");
+    assert!(built.success(), "cannot build the preload");
+    let preload = library.to_string_lossy().into_owned();
+    let pn = Portnode::start_env(&home, &unique("pn"), &["--net-ticktime", "2"], &[("LD_PRELOAD", &preload)]);
+    let mut erl = Erl::start(&home, &["-kernel", "net_ticktime", "2"]);
+    let out = erl.eval_within(
+        &format!(
+            "N = '{}', pong = net_adm:ping(N), monitor_node(N, true), \
+             {{ok, H1, _}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn, \"sleep 300\"}}, []}}), \
+             Self = self(), \
+             spawn(fun() -> T0 = erlang:monotonic_time(millisecond), \
+                            R = gen_server:call({{portnode, N}}, {{open_port, Self, {{spawn, \"id -u\"}}, [{{user, \"nobody\"}}, {{line, 80}}, exit_status]}}, 20000), \
+                            Self ! {{opened, R, erlang:monotonic_time(millisecond) - T0}} end), \
+             Probe = fun() -> T = erlang:monotonic_time(millisecond), _ = gen_server:call(H1, os_pid, 5000), pong = gen_server:call({{portnode, N}}, ping, 5000), erlang:monotonic_time(millisecond) - T end, \
+             Slowest = lists:max([begin timer:sleep(100), Probe() end || _ <- lists:seq(1, 30)]), \
+             {{opened, {{ok, H2, _}}, Took}} = receive {{opened, _, _}} = O -> O after 10000 -> timeout end, \
+             Lines = receive {{H2, {{data, {{eol, L}}}}}} -> L after 5000 -> timeout end, \
+             Down = receive {{nodedown, N}} -> nodedown after 0 -> up end, \
+             {{Slowest < 500, Took >= 2900, Lines, Down}}",
+            pn.node
+        ),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out, "{true,true,\"65534\",up}");
+}

@@ -70,20 +70,32 @@ async fn control(mut me: Process) -> Term {
             CallRequest::CastCount => int(casts),
             CallRequest::SpawnProbe { report_to } => Term::from(me.node().spawn(move |p| probe::run(p, report_to))),
             CallRequest::OpenPort { owner, name, settings, caller, wait } => {
+                let settings_ref = settings.clone();
                 // The handle answers (at once, or once its program runs):
                 // the next open need not wait for this one's exec.
                 let on_start = if wait { OnStart::Reply(call) } else { OnStart::ReplyHandle(call) };
                 crate::spawner::client::room().await;
-                match crate::port::open(me.node(), &owner, &name, &settings, caller.as_ref(), on_start) {
-                    Ok(_) => {}
-                    Err((reason, OnStart::Reply(call) | OnStart::ReplyHandle(call))) => me.reply(&call, error(reason)),
-                    Err(_) => {}
+                let (node, me_pid) = (me.node().clone(), me.pid().clone());
+                let open = move |lookups| {
+                    let opened = crate::port::lookups::with(lookups, || crate::port::open(&node, &owner, &name, &settings, caller.as_ref(), on_start));
+                    if let Err((reason, OnStart::Reply(call) | OnStart::ReplyHandle(call))) = opened {
+                        node.send(Some(&me_pid), &call.from, tuple(vec![call.tag.clone(), error(reason)]));
+                    }
+                };
+                if crate::port::lookups::needed(&settings_ref) {
+                    // A user or group to look up (maybe slowly, from a
+                    // directory): the next call need not wait for it.
+                    let lookups = crate::port::lookups::prepare(&settings_ref);
+                    tokio::spawn(async move { open(lookups.await) });
+                } else {
+                    open(Default::default());
                 }
                 continue;
             }
             CallRequest::StartSupervisor { parent, flags, children } => {
                 // The supervisor answers the call itself, once its children run.
-                crate::supervisor::start(&me.node().clone(), &me, call, &parent, &flags, &children);
+                let lookups = crate::port::lookups::prepare_children(&children).await;
+                crate::port::lookups::with(lookups, || crate::supervisor::start(&me.node().clone(), &me, call, &parent, &flags, &children));
                 continue;
             }
             CallRequest::Unknown(request) => error(tuple(vec![a("unknown_call"), request])),

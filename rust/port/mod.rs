@@ -9,6 +9,7 @@
 
 pub mod child;
 pub mod codec;
+pub mod lookups;
 pub mod privileges;
 pub mod request;
 pub mod settings;

@@ -5,7 +5,6 @@
 use crate::etf::{as_atom, as_int, as_list, as_tuple};
 use crate::spawner::step::Step;
 use eetf::Term;
-use std::ffi::{CString, OsString};
 
 /// What the child changes about itself before exec. Plain data: the child
 /// only reads it.
@@ -28,7 +27,7 @@ impl Privileges {
     pub fn parse(&mut self, key: &str, value: &Term) -> Option<Result<(), ()>> {
         let done = match key {
             "user" => self.user(value),
-            "group" => group(value).map(|g| self.gid = Some(g)),
+            "group" => super::lookups::group(value).map(|g| self.gid = Some(g)),
             "nice" => match as_int(value) {
                 Some(n @ -20..=19) => Ok(self.nice = Some(n as libc::c_int)),
                 _ => Err(()),
@@ -44,22 +43,7 @@ impl Privileges {
     }
 
     fn user(&mut self, value: &Term) -> Result<(), ()> {
-        // SAFETY: getpwnam/getpwuid return a pointer to static storage or
-        // null; it is read at once, on portnode's one spawning thread.
-        let entry = unsafe {
-            match as_int(value) {
-                Some(uid) if uid >= 0 => libc::getpwuid(uid as libc::uid_t),
-                Some(_) => return Err(()),
-                None => libc::getpwnam(name(value)?.as_ptr()),
-            }
-        };
-        self.uid = match (entry.is_null(), as_int(value)) {
-            // SAFETY: a non-null entry from getpw*.
-            (false, _) => unsafe { Some(((*entry).pw_uid, Some((*entry).pw_gid))) },
-            // A numeric uid need not be in the passwd file.
-            (true, Some(uid)) => Some((uid as libc::uid_t, None)),
-            (true, None) => return Err(()),
-        };
+        self.uid = Some(super::lookups::user(value)?);
         Ok(())
     }
 
@@ -140,28 +124,6 @@ impl Privileges {
         }
         Ok(())
     }
-}
-
-fn group(value: &Term) -> Result<libc::gid_t, ()> {
-    if let Some(gid) = as_int(value) {
-        return if gid >= 0 { Ok(gid as libc::gid_t) } else { Err(()) };
-    }
-    // SAFETY: as for getpwnam above.
-    let entry = unsafe { libc::getgrnam(name(value)?.as_ptr()) };
-    if entry.is_null() {
-        return Err(());
-    }
-    // SAFETY: a non-null entry from getgrnam.
-    Ok(unsafe { (*entry).gr_gid })
-}
-
-/// A user or group name: a string, a binary or an atom.
-fn name(value: &Term) -> Result<CString, ()> {
-    let text = match as_atom(value) {
-        Some(atom) => OsString::from(atom),
-        None => super::settings::string(value).ok_or(())?,
-    };
-    CString::new(text.into_encoded_bytes()).map_err(|_| ())
 }
 
 fn rlim(term: &Term) -> Result<libc::rlim_t, ()> {

@@ -121,14 +121,18 @@ impl Supervisor {
         let child = &mut self.children[i];
         let mut settings = etf::as_list(&child.spec.settings).unwrap_or_default();
         settings.extend([a("exit_status"), a("exit_signal")]);
-        let parsed = PortSpec::parse(&child.spec.port_name, &child.spec.settings).map_err(|bad| tuple(vec![a("badarg"), bad.0]))?;
-        if parsed.use_stdio && parsed.stderr == Stderr::Inherit {
-            settings.push(tuple(vec![a("stderr"), a("message")]));
-        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let on_start = crate::port::OnStart::Tell(tx);
         crate::spawner::client::room().await;
-        let handle = crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)?;
+        // Users and groups are looked up off the runtime thread, once for both parses.
+        let lookups = crate::port::lookups::prepare(&child.spec.settings).await;
+        let handle = crate::port::lookups::with(lookups, || {
+            let parsed = PortSpec::parse(&child.spec.port_name, &child.spec.settings).map_err(|bad| tuple(vec![a("badarg"), bad.0]))?;
+            if parsed.use_stdio && parsed.stderr == Stderr::Inherit {
+                settings.push(tuple(vec![a("stderr"), a("message")]));
+            }
+            crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)
+        })?;
         // The handle tells once the program runs (or why it cannot).
         let os_pid = rx.await.unwrap_or_else(|_| Err(a("noproc")))?;
         info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = os_pid.unwrap_or(0), "child started");
