@@ -191,3 +191,31 @@ fn programs_opened_in_a_burst_each_reach_their_own_handle() {
         assert!(descendants_of(pn.pid()).iter().all(|p| comm(*p) != "sh"), "{mode}: every program reaped");
     }
 }
+
+/// The state letter of process `pid` in /proc/PID/stat (`None` once reaped).
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().next()?.chars().next()
+}
+
+/// A program that exits while portnode cannot process its exit (frozen
+/// with SIGSTOP) stays a zombie, in both modes: its pid is not reaped, so
+/// not reused, until portnode has processed the exit, and no signal of
+/// portnode's (a stop, `kill/2`, a handle dropped) can reach another
+/// process that got the same pid. Once portnode runs again it is reaped.
+#[test]
+fn an_exited_program_is_held_until_portnode_has_processed_its_exit() {
+    for mode in ["auto", "off"] {
+        let (_home, pn, mut erl) = connected(&["--cgroup", mode]);
+        let out = erl.eval("{ok, H, P} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"sleep 0.5\"}, []}), P");
+        let program: u32 = out.parse().expect("os pid");
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(pn.pid() as i32, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_millis(1500));
+        let held = state(program);
+        // SAFETY: as above.
+        unsafe { libc::kill(pn.pid() as i32, libc::SIGCONT) };
+        assert_eq!(held, Some('Z'), "{mode}: the exited program was reaped before portnode processed its exit");
+        wait_gone("the program to be reaped once portnode runs", program, Duration::from_secs(5));
+    }
+}

@@ -27,16 +27,13 @@ pub struct Spawned {
 }
 
 /// A program we started and have not reaped yet. Its exit is observed
-/// without reaping it (the spawner tells, and keeps it a zombie), so that
-/// its pid (and, as a group leader, its pgid) cannot be reused while we may
-/// still signal it; [`Child::reap`] ends that. Dropping an unreaped child
-/// kills it and has it reaped.
+/// without reaping it (the spawner tells, and keeps it a zombie, in both
+/// containment modes), so that its pid (and, as a group leader, its pgid)
+/// cannot be reused while we may still signal it; [`Child::reap`] ends
+/// that. Dropping an unreaped child kills it and has it reaped.
 pub struct Child {
     pid: libc::pid_t,
     exit: Arc<ExitSlot>,
-    /// The spawner keeps it a zombie until [`Child::reap`] (process-group
-    /// mode); otherwise it reaps it as soon as it reports the exit.
-    held: bool,
     reaped: bool,
 }
 
@@ -66,12 +63,11 @@ impl Child {
     }
 
     /// Sends `signal` to the program's first process only: not once it is
-    /// reaped (a program not held is reaped as its exit is reported), when
-    /// its pid may be another's.
+    /// reaped, when its pid may be another's.
     pub fn signal(&self, signal: i32) -> bool {
-        let gone = self.reaped || (!self.held && self.exit.get().is_some());
-        // SAFETY: kill(2) on our own child, not reaped yet: the pid is still ours.
-        !gone && unsafe { libc::kill(self.pid, signal) == 0 }
+        // SAFETY: kill(2) on our own child, not reaped yet (the spawner
+        // holds every program a zombie until `reap`): the pid is still ours.
+        !self.reaped && unsafe { libc::kill(self.pid, signal) == 0 }
     }
 
     /// The program's pid (and process group id).
@@ -141,9 +137,8 @@ fn stop_when_started(answer: spawner::client::Starting, mut jail: Jail) {
     super::child::reapers().spawn(async move {
         match answer.await {
             Ok(Ok(started)) => {
-                let held = !jail.reaps_early();
                 jail.started(started.pid as u32);
-                let child = Child { pid: started.pid, exit: started.exit, held, reaped: false };
+                let child = Child { pid: started.pid, exit: started.exit, reaped: false };
                 Running::new(child, jail, Duration::ZERO).terminate(Some(Duration::ZERO)).await;
             }
             _ => jail.release(),
@@ -186,9 +181,11 @@ pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
         stderr: spec.stderr,
         privileges: spec.privileges.clone(),
         in_cgroup: false,
-        // In process-group mode the leader's pid is the group's id, which
-        // must stay ours while the group may be signalled.
-        hold: !jail.reaps_early(),
+        // Every program stays a zombie until portnode has processed its
+        // exit and asks for it to be reaped: until then its pid is ours
+        // and no other process's, so signalling it is safe (and in
+        // process-group mode it is the group's id, which the group needs).
+        hold: true,
     };
     // The program's ends go to the spawner, in the order it takes them.
     let mut given = Vec::with_capacity(4);
@@ -243,9 +240,8 @@ impl Starting {
             }
         };
         let pid = started.pid;
-        let held = !jail.reaps_early();
         jail.started(pid as u32);
-        let child = Child { pid, exit: started.exit, held, reaped: false };
+        let child = Child { pid, exit: started.exit, reaped: false };
         Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
     }
 }
