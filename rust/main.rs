@@ -40,7 +40,10 @@ fn main() {
         eprintln!("portnode: cannot start the spawner: {e}");
         std::process::exit(1);
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
+    // Programs' stderr (target `program`) shows at any level but `off`, as
+    // a plain port's stderr would.
+    let directives = if cli.log_level == "off" { cli.log_level.clone() } else { format!("{},program=info", cli.log_level) };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -270,14 +270,25 @@ poll(Done, Every, Deadline) ->
             end
     end.
 
-%% portnode logs `<time> <LEVEL> <target>: <message>'; map the level to logger's.
+%% portnode logs `<time> <LEVEL> <target>: <message>'; map the level to
+%% logger's. The level and target are read where portnode puts them, the
+%% words after the time, never searched for in the rest of the line: a
+%% program's stderr, which portnode logs quoted in a line of its own
+%% (target `program'), must not pick its level. Those lines are `notice',
+%% shown by default, as a plain port's stderr is.
 log_line(Line) ->
-    Level = case binary:match(Line, [<<" ERROR ">>, <<" WARN ">>, <<" DEBUG ">>, <<" TRACE ">>]) of
-                {Pos, Len} -> level(binary:part(Line, Pos + 1, Len - 2));
-                nomatch -> info
+    Level = case binary:split(Line, <<" ">>) of
+                [_Time, Rest] ->
+                    case binary:split(string:trim(Rest, leading), <<" ">>) of
+                        [<<"INFO">>, <<"program:", _/binary>>] -> notice;
+                        [Word | _] -> level(Word)
+                    end;
+                _ -> info
             end,
     logger:log(Level, "portnode: ~ts", [Line], #{domain => [portnode]}).
 
 level(<<"ERROR">>) -> error;
 level(<<"WARN">>) -> warning;
-level(_) -> debug.
+level(<<"DEBUG">>) -> debug;
+level(<<"TRACE">>) -> debug;
+level(_) -> info.

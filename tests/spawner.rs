@@ -1,5 +1,5 @@
 //! The spawner, against a real portnode, real `erl` and real programs:
-//! portnode holds two fds per program and its spawner none, exits are
+//! portnode holds three fds per program and its spawner none, exits are
 //! reported and reaped, and a dead spawner ends portnode and every program
 //! (a double-forked daemon included), in both containment modes.
 
@@ -35,21 +35,23 @@ fn open_many(erl: &mut Erl, var: &str, count: usize, program: &str, settings: &s
 }
 
 #[test]
-fn portnode_holds_two_fds_per_program_and_the_spawner_none() {
+fn portnode_holds_three_fds_per_program_and_the_spawner_none() {
     for mode in ["auto", "off"] {
         let (_home, pn, mut erl) = connected(&["--cgroup", mode]);
         let spawner = spawner_of(&pn);
         let (pn_before, sp_before) = (fd_count(pn.pid()), fd_count(spawner));
         open_many(&mut erl, "Hs", 100, "cat", "[binary]");
         let pn_held = fd_count(pn.pid());
-        assert_eq!(pn_held - pn_before, 200, "{mode}: portnode's fds for 100 programs (stdin and stdout each)");
+        assert_eq!(pn_held - pn_before, 300, "{mode}: portnode's fds for 100 programs (stdin, stdout, and stderr, which it logs)");
         // The spawner closes its copies just after it has sent them.
         wait_for(&format!("{mode}: the spawner holds no fd of a running program"), Duration::from_secs(2), || fd_count(spawner) == sp_before);
-        // With stderr as messages: a third pipe.
+        // With stderr as messages: a third pipe too; with stderr_to_stdout, none.
         open_many(&mut erl, "Es", 10, "cat", "[binary, {stderr, message}]");
         assert_eq!(fd_count(pn.pid()) - pn_held, 30, "{mode}: stdin, stdout and stderr for 10 programs");
+        open_many(&mut erl, "Ts", 10, "cat", "[binary, stderr_to_stdout]");
+        assert_eq!(fd_count(pn.pid()) - pn_held, 50, "{mode}: stdin and stdout for 10 programs more");
         // Every program's exit is reported, and every one is reaped: nothing is left under the spawner.
-        let out = erl.eval("lists:usort([gen_server:call(H, close) || H <- Hs ++ Es])");
+        let out = erl.eval("lists:usort([gen_server:call(H, close) || H <- Hs ++ Es ++ Ts])");
         assert_eq!(out, "[true]");
         wait_for("every program reaped", Duration::from_secs(10), || children_of(spawner).is_empty());
         wait_for("portnode's fds back", Duration::from_secs(5), || fd_count(pn.pid()) == pn_before);

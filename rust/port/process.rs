@@ -38,7 +38,8 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tracing::{debug, warn};
+use tokio::net::unix::pipe;
+use tracing::{debug, info, warn};
 
 /// Encoded frames are queued on the connection in batches of about this many bytes.
 const BATCH: usize = 64 * 1024;
@@ -101,12 +102,15 @@ struct Settings {
     input: bool,
     output: bool,
     eof: bool,
+    /// The program's stderr is logged by portnode (the default).
+    stderr_log: bool,
 }
 
 impl Settings {
     fn of(spec: PortSpec) -> Settings {
+        let stderr_log = spec.stderr == super::settings::Stderr::Log;
         let PortSpec { name, kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof, .. } = spec;
-        Settings { name: name.into_boxed_str(), kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof }
+        Settings { name: name.into_boxed_str(), kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof, stderr_log }
     }
 }
 
@@ -246,7 +250,9 @@ fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) 
 /// then gets what it was sent, and time to finish (see [`Port::closed`]).
 async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
     let reason = relay(&mut port, &mut outputs).await;
-    port.closed();
+    let err = &mut outputs.1;
+    let stderr = if port.settings.stderr_log { err.pipe.take().map(|pipe| (pipe, std::mem::take(&mut err.buf))) } else { None };
+    port.closed(stderr);
     reason
 }
 
@@ -292,12 +298,15 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
                     _ => out.pipe = None,
                 }
             },
-            read = read_some(err.pipe.as_mut(), &mut err.buf, READ_CHUNK), if err.pipe.is_some() && room => match read {
+            // Lines for portnode's log are read whatever the owner's room.
+            read = read_some(err.pipe.as_mut(), &mut err.buf, READ_CHUNK), if err.pipe.is_some() && (room || port.settings.stderr_log) => match read {
+                Ok(n) if n > 0 && port.settings.stderr_log => port.log_stderr(&mut err.buf, false),
                 Ok(n) if n > 0 => {
                     let data = port.data(std::mem::take(&mut err.buf));
                     port.to_owner(tuple(vec![a("stderr"), data]));
                 }
                 _ => {
+                    port.log_stderr(&mut err.buf, true);
                     err.pipe = None;
                     err.ended = true;
                 }
@@ -350,22 +359,42 @@ impl Port {
     /// finish on EOF) is stopped at once, as is one stopped by
     /// `portnode:stop`. Nothing of it outlives the handle by more than
     /// `close_grace` + `kill_timeout`.
-    fn closed(self: Box<Self>) {
-        let Port { mut program, stdin, settings, bytes_out, .. } = *self;
+    ///
+    /// The program's stderr, when portnode logs it, is read on meanwhile:
+    /// a program that says goodbye on stderr as it is stopped must not die
+    /// of SIGPIPE halfway through its cleanup. The log ends at its EOF, or
+    /// shortly after the program is gone.
+    fn closed(self: Box<Self>, stderr: Option<(pipe::Receiver, Vec<u8>)>) {
+        let Port { mut program, stdin, settings, bytes_out, os_pid, .. } = *self;
         let grace = settings.close_grace;
-        if grace.is_zero() || !program.is_held() || (bytes_out == 0 && !stdin.has_queued()) {
+        let linger = !grace.is_zero() && program.is_held() && (bytes_out > 0 || stdin.has_queued());
+        if !linger && (stderr.is_none() || !program.is_held()) {
             return; // `program` drops: it is stopped in the background now.
         }
+        let name = settings.name;
         child::reapers().spawn(async move {
-            let finished = async {
-                stdin.drain().await;
-                program.wait().await;
+            let stop = async move {
+                if linger {
+                    let finished = async {
+                        stdin.drain().await;
+                        program.wait().await;
+                    };
+                    tokio::select! {
+                        _ = tokio::time::timeout(grace, finished) => {}
+                        _ = child::graces_ended() => {}
+                    }
+                }
+                program.stop().await;
             };
+            let Some((pipe, buf)) = stderr else { return stop.await };
+            let logging = log_until_eof(pipe, buf, &name, os_pid);
+            tokio::pin!(stop, logging);
             tokio::select! {
-                _ = tokio::time::timeout(grace, finished) => {}
-                _ = child::graces_ended() => {}
+                _ = &mut logging => stop.await,
+                _ = &mut stop => {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), logging).await;
+                }
             }
-            program.stop().await;
         });
     }
 
@@ -599,6 +628,10 @@ impl Port {
         }
     }
 
+    fn log_stderr(&self, buf: &mut Vec<u8>, at_end: bool) {
+        log_lines(&self.settings.name, self.os_pid, buf, at_end);
+    }
+
     /// The calls behind the `portnode` API functions.
     fn call(&mut self, call: Call, request: CallRequest) -> Next {
         let reply = match request {
@@ -679,6 +712,42 @@ impl Port {
             _ => a("undefined"),
         }
     }
+}
+
+/// Logs the complete lines of a program's stderr in `buf` (all of it at
+/// its end), each as one line of portnode's log, at info with the target
+/// `program` (shown whatever `--log-level`; the bridge logs these lines at
+/// `notice`, so that they show as a plain port's stderr would), with the
+/// program's name and OS pid, its text quoted (newlines, escapes and
+/// control characters escaped): the program cannot start a log line of its
+/// own, nor choose its level. A line longer than 4 KiB is cut.
+fn log_lines(program: &str, os_pid: u32, buf: &mut Vec<u8>, at_end: bool) {
+    const MAX_LINE: usize = 4096;
+    let mut start = 0;
+    loop {
+        let rest = &buf[start..];
+        let (end, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) if i <= MAX_LINE => (start + i, start + i + 1),
+            _ if rest.len() >= MAX_LINE => (start + MAX_LINE, start + MAX_LINE),
+            _ if at_end && !rest.is_empty() => (buf.len(), buf.len()),
+            _ => break,
+        };
+        let line = String::from_utf8_lossy(&buf[start..end]);
+        info!(target: "program", program, os_pid, text = ?line, "program stderr");
+        start = next;
+    }
+    buf.drain(..start);
+}
+
+/// Logs a program's stderr until its EOF (every process that held it is gone).
+async fn log_until_eof(mut pipe: pipe::Receiver, mut buf: Vec<u8>, program: &str, os_pid: u32) {
+    loop {
+        match read_some(Some(&mut pipe), &mut buf, READ_CHUNK).await {
+            Ok(n) if n > 0 => log_lines(program, os_pid, &mut buf, false),
+            _ => break,
+        }
+    }
+    log_lines(program, os_pid, &mut buf, true);
 }
 
 /// Queues the frames encoded so far.

@@ -30,9 +30,12 @@ pub enum Framing {
 /// Where the program's stderr goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stderr {
-    /// portnode's own stderr (a plain port: the VM's stderr).
+    /// The default: a pipe of its own, whose lines portnode logs, each
+    /// with the program's name and quoted as text (a plain port writes to
+    /// the VM's stderr; a program must not write into portnode's own log,
+    /// nor choose the level of a line there).
     #[default]
-    Inherit,
+    Log,
     /// `stderr_to_stdout`.
     ToStdout,
     /// `{stderr, message}`: the owner gets `{H, {stderr, Data}}`.
@@ -120,7 +123,7 @@ impl PortSpec {
             exit_status: false,
             exit_signal: false,
             use_stdio: true,
-            stderr: Stderr::Inherit,
+            stderr: Stderr::Log,
             input: true,
             output: true,
             eof: false,
@@ -157,7 +160,7 @@ impl PortSpec {
             // Like erlang:open_port: args and arg0 only go with spawn_executable.
             return Err(bad(settings));
         }
-        if spec.stderr != Stderr::Inherit && !spec.use_stdio {
+        if spec.stderr != Stderr::Log && !spec.use_stdio {
             return Err(bad(settings));
         }
         if spec.privileges.check().is_err() {

@@ -101,8 +101,9 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
     if command.use_stdio {
         stdio[2] = match (&from_child, command.stderr) {
             (Some(w), Stderr::ToStdout) => Some(w.try_clone().map_err(errno)?),
-            (_, Stderr::Message) => stderr,
-            _ => None,
+            // `out` with `stderr_to_stdout`: where stdout goes.
+            (None, Stderr::ToStdout) => Some(dev_null().map_err(errno)?),
+            (_, Stderr::Message | Stderr::Log) => stderr,
         };
         stdio[0] = Some(match to_child {
             Some(r) => r,
@@ -117,6 +118,7 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
         let null = dev_null().map_err(errno)?;
         stdio[0] = Some(null.try_clone().map_err(errno)?);
         stdio[1] = Some(null);
+        stdio[2] = stderr;
         stdio[3] = to_child;
         stdio[4] = from_child;
     }

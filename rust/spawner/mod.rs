@@ -9,8 +9,8 @@
 //! ([`exec`]), hands the pipe ends back (SCM_RIGHTS, [`socket`]), and tells
 //! portnode when the program exits. It reaps a program only when portnode
 //! says so, so that its pid (and process group id) stays reserved while
-//! portnode may still signal it. portnode holds two fds per program (stdin
-//! and stdout; stderr only when asked for) and no pidfd.
+//! portnode may still signal it. portnode holds three fds per program
+//! (stdin, stdout, stderr; two with `stderr_to_stdout`) and no pidfd.
 //!
 //! If portnode dies, the spawner dies (parent-death signal), and with it
 //! every program's first process; the watchdog takes care of the rest. If

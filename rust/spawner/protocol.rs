@@ -101,9 +101,14 @@ impl Command {
         usize::from(self.stdin) + usize::from(self.stdout) + usize::from(self.stderr_pipe()) + usize::from(self.in_cgroup)
     }
 
-    /// A pipe of its own for stderr.
+    /// A pipe of its own for stderr: for `{stderr, message}`, and for the
+    /// default (portnode logs its lines), with or without `use_stdio`.
     pub fn stderr_pipe(&self) -> bool {
-        self.use_stdio && self.stderr == Stderr::Message
+        match self.stderr {
+            Stderr::Message => self.use_stdio,
+            Stderr::Log => true,
+            Stderr::ToStdout => false,
+        }
     }
 }
 
@@ -118,7 +123,7 @@ impl Request {
                 w.opt_bytes(c.cwd.as_deref());
                 w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4);
                 w.u8(match c.stderr {
-                    Stderr::Inherit => 0,
+                    Stderr::Log => 0,
                     Stderr::ToStdout => 1,
                     Stderr::Message => 2,
                 });
@@ -141,7 +146,7 @@ impl Request {
                 let cwd = r.opt_bytes()?;
                 let flags = r.u8()?;
                 let stderr = match r.u8()? {
-                    0 => Stderr::Inherit,
+                    0 => Stderr::Log,
                     1 => Stderr::ToStdout,
                     2 => Stderr::Message,
                     _ => return Err(bad("stderr mode")),

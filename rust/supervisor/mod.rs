@@ -128,7 +128,7 @@ impl Supervisor {
         let lookups = crate::port::lookups::prepare(&child.spec.settings).await;
         let handle = crate::port::lookups::with(lookups, || {
             let parsed = PortSpec::parse(&child.spec.port_name, &child.spec.settings).map_err(|bad| tuple(vec![a("badarg"), bad.0]))?;
-            if parsed.use_stdio && parsed.stderr == Stderr::Inherit {
+            if parsed.use_stdio && parsed.stderr == Stderr::Log {
                 settings.push(tuple(vec![a("stderr"), a("message")]));
             }
             crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)

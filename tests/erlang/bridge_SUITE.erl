@@ -7,12 +7,12 @@
 -export([all/0, init_per_testcase/2, end_per_testcase/2]).
 -export([starts_and_answers/1, stop_leaves_nothing_running/1,
          portnode_death_restarts_the_bridge/1, attaches_to_a_named_node/1,
-         cookie_is_not_readable_from_proc/1]).
+         cookie_is_not_readable_from_proc/1, program_stderr_is_logged_quoted_at_notice/1]).
 
 all() ->
     [starts_and_answers, stop_leaves_nothing_running,
      portnode_death_restarts_the_bridge, attaches_to_a_named_node,
-     cookie_is_not_readable_from_proc].
+     cookie_is_not_readable_from_proc, program_stderr_is_logged_quoted_at_notice].
 
 init_per_testcase(_Case, Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -112,4 +112,39 @@ wait_until(Fun, N) ->
     case Fun() of
         true -> ok;
         _ -> timer:sleep(100), wait_until(Fun, N - 1)
+    end.
+
+%% @doc A program's stderr is a pipe of its own, which portnode logs, each
+%% line with the program's name, quoted, and which the VM logs at notice
+%% (shown by default, as a port's stderr is): a program (even one run as
+%% nobody) cannot write a line into portnode's log, nor choose its level by
+%% writing what looks like one.
+program_stderr_is_logged_quoted_at_notice(_Config) ->
+    ok = logger:add_handler(capture, log_capture, #{config => #{pid => self()}, level => all}),
+    try
+        Fake = "2026-01-01T00:00:00.000000Z ERROR portnode: forged by the program",
+        Script = "printf '%s\\n' '" ++ Fake ++ "' >&2; printf 'partial line' >&2",
+        H = portnode:open_port({spawn_executable, "/bin/sh"}, [{args, ["-c", Script]}, exit_status, {user, "nobody"}]),
+        receive {H, {exit_status, 0}} -> ok after 5000 -> ct:fail(no_exit) end,
+        Events = collect_logs(2000),
+        Portnode = [{L, T} || {L, T} <- Events, string:find(T, "portnode:") =/= nomatch],
+        ct:log("~p", [Portnode]),
+        Forged = [{L, T} || {L, T} <- Portnode, string:find(T, "forged by the program") =/= nomatch],
+        ?assertMatch([{notice, _}], Forged),
+        [{notice, ForgedText}] = Forged,
+        ?assertNotEqual(nomatch, string:find(ForgedText, "program stderr")),
+        ?assertNotEqual(nomatch, string:find(ForgedText, "program=\"/bin/sh\"")),
+        ?assertMatch([{notice, _}], [E || {_, T} = E <- Portnode, string:find(T, "partial line") =/= nomatch]),
+        %% Nothing the program wrote became a line of its own.
+        ?assertEqual([], [T || {_, T} <- Portnode, string:prefix(T, "portnode: 2026-01-01") =/= nomatch])
+    after
+        logger:remove_handler(capture)
+    end.
+
+collect_logs(Ms) ->
+    receive
+        {log, #{level := Level, msg := {Format, Args}}} when is_list(Format) ->
+            [{Level, lists:flatten(io_lib:format(Format, Args))} | collect_logs(Ms)];
+        {log, _} -> collect_logs(Ms)
+    after Ms -> []
     end.
