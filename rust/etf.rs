@@ -36,12 +36,59 @@ pub fn decode(buf: &[u8]) -> Result<(Term, usize), TermError> {
     Ok((term, len))
 }
 
-/// Encodes a term with its version byte, appending to `out`.
-pub fn encode_into(term: &Term, out: &mut Vec<u8>) {
-    // Encoding into a Vec only fails for atoms over 65535 bytes, which this
-    // node never builds; such a term is replaced by an atom naming the fault.
-    if term.encode(&mut *out).is_err() {
-        let _ = Term::from(atom("encode_error")).encode(out);
+/// Encodes a term with its version byte, appending to `out`. It fails only
+/// for an atom over 65535 bytes (which no decoded atom is) or a reference
+/// of over 65535 words; then `out` is left as it was, never with part of
+/// the term.
+pub fn encode_into(term: &Term, out: &mut Vec<u8>) -> Result<(), eetf::EncodeError> {
+    let start = out.len();
+    let encoded = if holds_signed_byte_list(term) { lists_as_lists(term).encode(&mut *out) } else { term.encode(&mut *out) };
+    encoded.inspect_err(|_| out.truncate(start))
+}
+
+/// True if `term` holds a list eetf 0.11 encodes wrongly: one of integers
+/// below 256, some negative. eetf writes such a list as a byte string, each
+/// integer cut to a byte (`[-1]` goes out as `[255]`).
+fn holds_signed_byte_list(term: &Term) -> bool {
+    match term {
+        Term::List(l) => {
+            let small = |e: &Term| matches!(e, Term::FixInteger(i) if i.value < 256);
+            let signed = !l.elements.is_empty() && l.elements.iter().all(small) && l.elements.iter().any(|e| matches!(e, Term::FixInteger(i) if i.value < 0));
+            signed || l.elements.iter().any(holds_signed_byte_list)
+        }
+        Term::ImproperList(l) => l.elements.iter().any(holds_signed_byte_list) || holds_signed_byte_list(&l.last),
+        Term::Tuple(t) => t.elements.iter().any(holds_signed_byte_list),
+        Term::Map(m) => m.map.iter().any(|(k, v)| holds_signed_byte_list(k) || holds_signed_byte_list(v)),
+        Term::InternalFun(f) => matches!(&**f, eetf::InternalFun::New { free_vars, .. } if free_vars.iter().any(holds_signed_byte_list)),
+        _ => false,
+    }
+}
+
+/// A copy of `term` whose lists of small integers eetf encodes as lists:
+/// each as an "improper" list ending in `[]`, which eetf writes as the
+/// LIST_EXT of a proper one (a list ends in `[]`), not as a byte string.
+fn lists_as_lists(term: &Term) -> Term {
+    match term {
+        Term::List(l) if !l.elements.is_empty() => {
+            Term::from(eetf::ImproperList::from((l.elements.iter().map(lists_as_lists).collect::<Vec<_>>(), Term::from(List::nil()))))
+        }
+        Term::ImproperList(l) => Term::from(eetf::ImproperList::from((l.elements.iter().map(lists_as_lists).collect::<Vec<_>>(), lists_as_lists(&l.last)))),
+        Term::Tuple(t) => tuple(t.elements.iter().map(lists_as_lists).collect()),
+        Term::Map(m) => Term::from(eetf::Map::from(m.map.iter().map(|(k, v)| (lists_as_lists(k), lists_as_lists(v))).collect::<std::collections::HashMap<_, _>>())),
+        Term::InternalFun(f) => match &**f {
+            eetf::InternalFun::New { module, arity, pid, free_vars, index, uniq, old_index, old_uniq } => Term::from(eetf::InternalFun::New {
+                module: module.clone(),
+                arity: *arity,
+                pid: pid.clone(),
+                free_vars: free_vars.iter().map(lists_as_lists).collect(),
+                index: *index,
+                uniq: *uniq,
+                old_index: *old_index,
+                old_uniq: *old_uniq,
+            }),
+            old => Term::from(old.clone()),
+        },
+        other => other.clone(),
     }
 }
 
@@ -415,7 +462,7 @@ mod tests {
 
     fn enc(t: &Term) -> Vec<u8> {
         let mut v = Vec::new();
-        encode_into(t, &mut v);
+        encode_into(t, &mut v).expect("encodes");
         v
     }
 
@@ -498,5 +545,28 @@ mod tests {
         assert!(iodata(&t, &mut out).is_some());
         assert_eq!(out, b"hello");
         assert!(iodata(&list(vec![int(300)]), &mut Vec::new()).is_none());
+    }
+
+    #[test]
+    fn an_encode_failure_leaves_the_buffer_as_it_was() {
+        // An atom over 65535 bytes does not encode; a peer's never is (255
+        // characters at most), but the encoder must not leave half a term.
+        let huge = tuple(vec![a("ok"), binary(vec![7; 100]), a(&"x".repeat(70_000))]);
+        let mut out = vec![1, 2, 3];
+        assert!(encode_into(&huge, &mut out).is_err());
+        assert_eq!(out, [1, 2, 3]);
+        encode_into(&a("fine"), &mut out).expect("encodes");
+        assert_eq!(decode(&out[3..]).expect("decodes").0, a("fine"));
+    }
+
+    #[test]
+    fn lists_of_negative_small_integers_go_out_as_lists() {
+        // eetf alone writes [-1, 5] as the string [255, 5].
+        for t in [list(vec![int(-1), int(5)]), tuple(vec![a("x"), list(vec![int(1), int(-300)])]), list(vec![list(vec![int(-7)])])] {
+            let bytes = enc(&t);
+            assert_eq!(decode(&bytes).expect("decodes").0, t, "{bytes:?}");
+        }
+        // A list of bytes is still a string.
+        assert_eq!(enc(&list(vec![int(1), int(2)])), [131, 107, 0, 2, 1, 2]);
     }
 }

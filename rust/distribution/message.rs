@@ -164,9 +164,20 @@ impl Control {
         }
     }
 
-    /// Appends the frame (4-byte length included) for this message to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Appends the frame (4-byte length included) for this message to
+    /// `out`. If it cannot be encoded, `out` is left as it was: a frame is
+    /// written whole or not at all, never in part (which would put the
+    /// stream out of step and make the peer drop the connection).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let start = out.len();
+        let encoded = self.encode_frame(out, start);
+        if encoded.is_err() {
+            out.truncate(start);
+        }
+        encoded
+    }
+
+    fn encode_frame(&self, out: &mut Vec<u8>, start: usize) -> Result<(), EncodeError> {
         out.extend_from_slice(&[0, 0, 0, 0, 112]);
         let (ctrl, payload): (Term, Option<&Term>) = match self {
             Control::Link { from, to } => (tuple(vec![int(1), pid(from), pid(to)]), None),
@@ -201,13 +212,24 @@ impl Control {
             // portnode never sends these; encode them as a harmless no-op send.
             Control::SpawnRequest { .. } | Control::GroupLeader => (tuple(vec![int(7)]), None),
         };
-        etf::encode_into(&ctrl, out);
+        etf::encode_into(&ctrl, out)?;
         if let Some(p) = payload {
-            etf::encode_into(p, out);
+            etf::encode_into(p, out)?;
         }
-        let len = (out.len() - start - 4) as u32;
+        let len = out.len() - start - 4;
+        let len = u32::try_from(len).map_err(|_| EncodeError::TooLarge(len))?;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
     }
+}
+
+/// Why a message was not encoded (nothing of it is written).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("a term does not encode: {0}")]
+    Term(#[from] eetf::EncodeError),
+    #[error("a frame of {0} bytes is more than its length field can say")]
+    TooLarge(usize),
 }
 
 fn as_ref_at(f: &[Term], i: usize) -> Result<Reference, MessageError> {
@@ -251,7 +273,7 @@ mod tests {
         ];
         for c in cases {
             let mut out = Vec::new();
-            c.encode_into(&mut out);
+            c.encode_into(&mut out).expect("encodes");
             let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
             assert_eq!(len, out.len() - 4);
             assert_eq!(Control::decode(&out[4..]).expect("decodes"), c);
@@ -261,8 +283,8 @@ mod tests {
     #[test]
     fn send_tt_takes_the_right_fields() {
         let mut frame = vec![112];
-        etf::encode_into(&tuple(vec![int(12), etf::a(""), pid(&p(2)), etf::a("token")]), &mut frame);
-        etf::encode_into(&etf::a("msg"), &mut frame);
+        etf::encode_into(&tuple(vec![int(12), etf::a(""), pid(&p(2)), etf::a("token")]), &mut frame).expect("encodes");
+        etf::encode_into(&etf::a("msg"), &mut frame).expect("encodes");
         assert_eq!(Control::decode(&frame).unwrap(), Control::Send { to: p(2), msg: etf::a("msg") });
     }
 
@@ -273,7 +295,7 @@ mod tests {
         let ctrl = tuple(vec![int(29), Term::from(r.clone()), pid(&p(1)), pid(&p(1)), mfa, Term::from(eetf::List::nil())]);
         // An argument list this node cannot decode (an atom cache reference).
         let mut frame = vec![112];
-        etf::encode_into(&ctrl, &mut frame);
+        etf::encode_into(&ctrl, &mut frame).expect("encodes");
         frame.extend_from_slice(&[131, 82, 0]);
         assert_eq!(Control::decode(&frame).unwrap(), Control::SpawnRequest { req_id: r, from: p(1) });
     }
@@ -283,10 +305,23 @@ mod tests {
         assert_eq!(Control::decode(&[]), Err(MessageError::Empty));
         assert_eq!(Control::decode(&[68]), Err(MessageError::NotPassThrough(68)));
         let mut frame = vec![112];
-        etf::encode_into(&tuple(vec![int(99)]), &mut frame);
+        etf::encode_into(&tuple(vec![int(99)]), &mut frame).expect("encodes");
         assert_eq!(Control::decode(&frame), Err(MessageError::UnknownOp(99)));
         let mut frame = vec![112];
-        etf::encode_into(&tuple(vec![int(2), etf::a(""), pid(&p(1))]), &mut frame);
+        etf::encode_into(&tuple(vec![int(2), etf::a(""), pid(&p(1))]), &mut frame).expect("encodes");
         assert_eq!(Control::decode(&frame), Err(MessageError::MissingPayload(2)));
+    }
+
+    #[test]
+    fn a_message_that_does_not_encode_leaves_no_part_of_its_frame() {
+        // A payload whose last atom is too long to encode (none a peer sends is).
+        let msg = tuple(vec![etf::binary(vec![1; 1000]), etf::a(&"a".repeat(70_000))]);
+        let mut out = vec![0, 0, 0, 0];
+        let before = out.clone();
+        assert!(matches!(Control::Send { to: p(2), msg }.encode_into(&mut out), Err(EncodeError::Term(_))));
+        assert_eq!(out, before);
+        // The next frame is whole and first.
+        Control::Link { from: p(1), to: p(2) }.encode_into(&mut out).expect("encodes");
+        assert_eq!(Control::decode(&out[8..]).expect("decodes"), Control::Link { from: p(1), to: p(2) });
     }
 }
