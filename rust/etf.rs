@@ -462,6 +462,41 @@ pub fn has_map_key_map(term: &Term) -> bool {
     }
 }
 
+/// How much of a peer's term a log line shows (see [`brief`]).
+pub const LOGGED_TERM: usize = 1000;
+
+/// `term` as Erlang prints it, cut after about `limit` bytes (and marked
+/// so): what a log line shows of a message a peer sent, at a cost that does
+/// not grow with the message (a list of a million elements prints as
+/// megabytes).
+pub fn brief(term: &Term, limit: usize) -> String {
+    struct Capped {
+        text: String,
+        limit: usize,
+    }
+    impl std::fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = self.limit - self.text.len();
+            if s.len() <= room {
+                self.text.push_str(s);
+                return Ok(());
+            }
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.text.push_str(&s[..cut]);
+            // Stops the printing: the rest is never rendered.
+            Err(std::fmt::Error)
+        }
+    }
+    let mut capped = Capped { text: String::new(), limit };
+    if std::fmt::write(&mut capped, format_args!("{term}")).is_err() {
+        capped.text.push_str("...");
+    }
+    capped.text
+}
+
 /// Roughly the bytes `term` takes encoded (exact for binaries and byte
 /// lists, close for the rest); cheap enough to compute for every message.
 pub fn weight(term: &Term) -> usize {
@@ -477,6 +512,12 @@ pub fn weight(term: &Term) -> usize {
         Term::BigInteger(_) => 16,
         _ => 9,
     }
+}
+
+/// Moves a term out of a message being taken apart, leaving `[]`: a
+/// message's data is moved where it goes, never copied.
+pub fn take(term: &mut Term) -> Term {
+    std::mem::replace(term, Term::from(List::nil()))
 }
 
 /// An atom.
@@ -842,6 +883,16 @@ mod tests {
         let n = DECODED_ALLOWANCE / (TERM - DECODED_PER_BYTE) + 1_000;
         assert!(matches!(decode_cost(&list_of(n, &[106])), Err(TermError::TooCostly(_))));
         assert!(decode_cost(&list_of(n, &[97, 1])).is_ok());
+    }
+
+    #[test]
+    fn a_long_term_is_logged_in_brief() {
+        let t = list(vec![a("x"); 100_000]);
+        let text = brief(&t, 50);
+        assert!(text.len() <= 53 && text.ends_with("..."), "{text}");
+        assert_eq!(brief(&tuple(vec![a("ok"), int(1)]), 50), "{'ok',1}");
+        // Cut at a character's boundary, never inside one.
+        assert!(brief(&a(&"é".repeat(100)), 10).starts_with("'éééé"));
     }
 
     /// A term eetf represents as `term` except that its lists of small

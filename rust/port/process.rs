@@ -515,7 +515,7 @@ impl Port {
                 self.badsig()
             }
             Request::NotProtocol(msg) => {
-                debug!(port = %self.me.pid(), message = %msg, "not port protocol: badsig");
+                debug!(port = %self.me.pid(), message = %crate::etf::brief(&msg, crate::etf::LOGGED_TERM), "not port protocol: badsig");
                 self.badsig()
             }
             Request::BadStop => self.badsig(),
