@@ -53,7 +53,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub net_ticktime: u64,
 
-    /// Largest distribution frame accepted from a peer, in bytes.
+    /// Largest distribution frame accepted from a peer, in bytes. A larger
+    /// one ends the connection. Decoding a message takes at most 32 times
+    /// its size, plus 64 MiB for each of its two terms (its control and its
+    /// payload); one that would take more (a term of a great many one-byte
+    /// elements, `[]`) is dropped with a warning, and the connection stays.
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_frame: usize,
 

@@ -27,15 +27,15 @@ fn term_decoding_is_stable_on_every_kept_input() {
     for (name, data) in kept {
         let Ok((term, _)) = etf::decode(&data) else { continue };
         let mut once = Vec::new();
-        etf::encode_into(&term, &mut once);
+        etf::encode_into(&term, &mut once).expect("a decoded term encodes");
         let (again, _) = etf::decode(&once).unwrap_or_else(|e| panic!("{name}: re-encoded term does not decode: {e}"));
         let mut twice = Vec::new();
-        etf::encode_into(&again, &mut twice);
+        etf::encode_into(&again, &mut twice).expect("a decoded term encodes");
         let (third, _) = etf::decode(&twice).unwrap_or_else(|e| panic!("{name}: {e}"));
         // eetf hashes maps by entry order (a map as a map key is unequal to
         // itself re-decoded): compare what the order cannot change.
         let mut thrice = Vec::new();
-        etf::encode_into(&third, &mut thrice);
+        etf::encode_into(&third, &mut thrice).expect("a decoded term encodes");
         if !etf::has_map_key_map(&term) {
             assert_eq!(twice.len(), thrice.len(), "{name}");
         }
@@ -52,10 +52,10 @@ fn control_decoding_is_stable_on_every_kept_input() {
             continue;
         }
         let mut once = Vec::new();
-        control.encode_into(&mut once);
+        control.encode_into(&mut once).expect("a decoded message encodes");
         let again = Control::decode(&once[4..]).unwrap_or_else(|e| panic!("{name}: re-encoded frame does not decode: {e}"));
         let mut twice = Vec::new();
-        again.encode_into(&mut twice);
+        again.encode_into(&mut twice).expect("a decoded message encodes");
         assert_eq!(once, twice, "{name}");
     }
 }
@@ -70,7 +70,7 @@ fn control_decoding_is_stable_on_every_kept_input() {
 fn the_first_flagged_inputs_decode() {
     let (term, _) = etf::decode(&inputs("etf_list_of_small_int")[0].1).expect("decodes");
     let mut bytes = Vec::new();
-    etf::encode_into(&term, &mut bytes);
+    etf::encode_into(&term, &mut bytes).expect("a decoded term encodes");
     assert_eq!(bytes, [131, 107, 0, 1, 0], "[0] encodes as the string \"\\0\"");
     let control = Control::decode(&inputs("control_spawn_request_string_args")[0].1).expect("decodes");
     assert!(matches!(control, Control::SpawnRequest { .. }), "{control:?}");

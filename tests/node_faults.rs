@@ -71,7 +71,7 @@ impl RawPeer {
 
     async fn send(&mut self, control: Control) {
         let mut out = Vec::new();
-        control.encode_into(&mut out);
+        control.encode_into(&mut out).expect("encodes");
         self.stream.write_all(&out).await.expect("write");
     }
 

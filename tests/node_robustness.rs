@@ -1,6 +1,7 @@
-//! Bad input and hard conditions: a wrong cookie, a 10 MB message, ticks
-//! against a short net_ticktime, a silent peer, and random and truncated
-//! frames from a raw peer. After each, the node must still answer.
+//! Bad input and hard conditions: a wrong cookie, a 10 MB message, a
+//! message that would take gigabytes decoded, latin-1 atoms, ticks against
+//! a short net_ticktime, a silent peer, and random and truncated frames
+//! from a raw peer. After each, the node must still answer.
 
 mod common;
 use common::*;
@@ -247,4 +248,92 @@ struct passwd *getpwnam(const char *name) {
         Duration::from_secs(60),
     );
     assert_eq!(out, "{true,true,\"65534\",up}");
+}
+
+/// The peak resident size of OS process `pid` (VmHWM), in kB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).expect("a number of kB")
+}
+
+#[test]
+fn a_message_too_costly_to_decode_is_dropped_and_big_real_messages_still_go_through() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &[]);
+    let mut erl = Erl::connected_to(&home, &pn);
+    erl.eval("monitor_node(N, true)");
+    // 16 MB on the wire: 16 million `[]`, which eetf would make 900 MB of.
+    let before = peak_rss_kb(pn.pid());
+    assert_eq!(erl.eval("{portnode, N} ! lists:duplicate(16000000, []), ok"), "ok");
+    // Behind it on the same connection: once answered, the big one is dealt with.
+    assert_eq!(erl.eval_within("gen_server:call({portnode, N}, ping, 60000)", Duration::from_secs(90)), "pong");
+    let grown = peak_rss_kb(pn.pid()).saturating_sub(before);
+    eprintln!("16 million [] in a message: peak RSS {before} kB, grew by {grown} kB");
+    assert!(grown < 256 * 1024, "peak RSS grew by {grown} kB for a 16 MB message");
+    wait_for("the dropped message in the log", Duration::from_secs(5), || pn.log().contains("its budget"));
+    assert_eq!(erl.eval("receive {nodedown, N} -> down after 0 -> up end"), "up", "the connection went down");
+    // Big messages of the real kinds still go through: a 16 MB binary, 100 000 tuples...
+    erl.eval("P = gen_server:call({portnode, N}, {spawn_probe, self()})");
+    let out = erl.eval("B = binary:copy(<<\"0123456789abcdef\">>, 1000000), P ! {echo, self(), {big, B}}, receive {big, B2} -> B2 =:= B after 20000 -> timeout end");
+    assert_eq!(out, "true");
+    let out = erl.eval("T = [{I, integer_to_binary(I)} || I <- lists:seq(1, 100000)], P ! {echo, self(), {tuples, T}}, receive {tuples, T2} -> T2 =:= T after 20000 -> timeout end");
+    assert_eq!(out, "true");
+    // ...and a million integers as a port's data (an iolist), through `cat`.
+    let out = erl.eval(
+        "{ok, C, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"cat\"}, [binary]}), \
+         L = [I rem 256 || I <- lists:seq(1, 1000000)], C ! {self(), {command, L}}, \
+         Collect = fun Loop(Acc, Left) when Left =< 0 -> iolist_to_binary(lists:reverse(Acc)); \
+                       Loop(Acc, Left) -> receive {C, {data, D}} -> Loop([D | Acc], Left - byte_size(D)) after 20000 -> timeout end end, \
+         Collect([], 1000000) =:= list_to_binary(L)",
+    );
+    assert_eq!(out, "true");
+    assert_eq!(erl.eval("receive {nodedown, N} -> down after 0 -> up end"), "up");
+}
+
+#[test]
+fn atoms_come_back_as_the_atoms_sent_in_latin1_or_in_utf8() {
+    let home = Home::new(COOKIE);
+    let pn = Portnode::start(&home, &[]);
+    let mut erl = Erl::connected_to(&home, &pn);
+    erl.eval("monitor_node(N, true)");
+    // From erl (UTF-8 on the wire): 255 characters, 510 bytes, echoed in the reply.
+    let out = erl.eval("A = list_to_atom(lists:duplicate(255, 233)), gen_server:call({portnode, N}, A) =:= {error, {unknown_call, A}}");
+    assert_eq!(out, "true");
+    // A list of small integers, some negative (eetf alone sends [-1, 5] as [255, 5]).
+    assert_eq!(erl.eval("gen_server:call({portnode, N}, {[-1, 5], [1, -300]})"), "{error,{unknown_call,{[-1,5],[1,-300]}}}");
+    // From a peer that sends atoms in latin-1 (SMALL_ATOM_EXT, as OTP did
+    // before 23): a call made on the shell's behalf, answered to the shell.
+    let me: Vec<u8> = erl
+        .eval("term_to_binary(self())")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse().expect("a byte"))
+        .collect();
+    assert_eq!(me[..2], [131, 88], "the shell's pid as NEW_PID_EXT");
+    let pid = &me[1..];
+    let mut frame = vec![112, 131, 104, 4, 97, 6];
+    frame.extend_from_slice(pid);
+    frame.extend_from_slice(&[119, 0, 119, 8]);
+    frame.extend_from_slice(b"portnode");
+    frame.extend_from_slice(&[131, 104, 3, 115, 9]);
+    frame.extend_from_slice(b"$gen_call");
+    frame.extend_from_slice(&[104, 2]);
+    frame.extend_from_slice(pid);
+    frame.extend_from_slice(&[115, 6]);
+    frame.extend_from_slice(b"latin1");
+    frame.extend_from_slice(&[115, 255]);
+    frame.extend_from_slice(&[233; 255]);
+    let peer = runtime().block_on(async {
+        let mut stream = raw_peer(&pn, COOKIE).await;
+        let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&frame);
+        stream.write_all(&out).await.expect("write");
+        stream
+    });
+    let out = erl.eval("receive {latin1, R} -> R =:= {error, {unknown_call, A}} after 5000 -> timeout end");
+    assert_eq!(out, "true", "log: {}", pn.log());
+    drop(peer);
+    assert_eq!(erl.eval("receive {nodedown, N} -> down after 0 -> up end"), "up", "the connection went down");
+    assert_eq!(erl.eval("gen_server:call({portnode, N}, ping)"), "pong");
 }

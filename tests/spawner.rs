@@ -1,7 +1,8 @@
 //! The spawner, against a real portnode, real `erl` and real programs:
 //! portnode holds three fds per program and its spawner none, exits are
-//! reported and reaped, and a dead spawner ends portnode and every program
-//! (a double-forked daemon included), in both containment modes.
+//! reported and reaped, a dead spawner ends portnode and every program
+//! (a double-forked daemon included), in both containment modes, and a
+//! request too large for the spawner fails alone.
 
 mod common;
 use common::*;
@@ -220,4 +221,41 @@ fn an_exited_program_is_held_until_portnode_has_processed_its_exit() {
         assert_eq!(held, Some('Z'), "{mode}: the exited program was reaped before portnode processed its exit");
         wait_gone("the program to be reaped once portnode runs", program, Duration::from_secs(5));
     }
+}
+
+#[test]
+fn an_open_too_large_for_the_spawner_fails_as_an_exec_would_and_alone() {
+    // A frame limit above the spawner's (256 MiB), so that the open arrives whole.
+    let (_home, pn, mut erl) = connected(&["--max-frame", "536870912"]);
+    let out = erl.eval("{ok, Sleeper, SleeperPid} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"sleep 1000\"}, []}), SleeperPid");
+    let sleeper: u32 = out.parse().unwrap_or_else(|_| panic!("no os pid: {out}"));
+    // 200 MiB of arguments (one 1 MiB binary, 200 times) and 72 MB of
+    // environment: 280 MB, beyond what the spawner takes.
+    erl.eval(
+        "Args = lists:duplicate(200, binary:copy(<<\"a\">>, 1 bsl 20)), S = lists:duplicate(60000, $b), \
+         Env = [{\"V\" ++ integer_to_list(I), S} || I <- lists:seq(1, 1200)], ok",
+    );
+    // erts opens such a port, whose program exits with E2BIG's 7 (exec fails).
+    let out = erl.eval_within(
+        "Local = open_port({spawn_executable, \"/bin/true\"}, [exit_status, {args, Args}, {env, Env}]), \
+         receive {Local, {exit_status, LS}} -> LS after 30000 -> no_status end",
+        Duration::from_secs(60),
+    );
+    assert_eq!(out, "7", "erts's own open_port");
+    // So does portnode, without asking its spawner (which would refuse the request and end portnode).
+    let out = erl.eval_within(
+        "R = (catch gen_server:call({portnode, N}, {open_port, self(), {spawn_executable, \"/bin/true\"}, [exit_status, {args, Args}, {env, Env}]}, 120000)), \
+         case R of {ok, Big, undefined} -> receive {Big, {exit_status, St}} -> St after 10000 -> no_status end; \
+                   {'EXIT', {Why, _Call}} -> {exit, Why}; Other -> {other, Other} end",
+        Duration::from_secs(150),
+    );
+    assert_eq!(out, "7", "log: {}", pn.log());
+    assert!(pn.log().contains("too large for the spawner"));
+    // The node, its spawner and the program started before all live on.
+    assert!(os_alive(sleeper), "the program started before is gone");
+    assert_eq!(erl.eval("gen_server:call({portnode, N}, ping)"), "pong");
+    spawner_of(&pn);
+    let out = erl.eval("{ok, After, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"echo hi\"}, []}), receive {After, {data, D}} -> D after 5000 -> timeout end");
+    assert_eq!(out, "\"hi\\n\"");
+    assert_eq!(erl.eval("gen_server:call(Sleeper, close)"), "true");
 }

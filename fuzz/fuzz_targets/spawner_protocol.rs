@@ -7,7 +7,7 @@ use portnode::spawner::protocol::{next_message, Reply, Request};
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = Request::decode(data) {
         let mut framed = Vec::new();
-        request.encode(&mut framed);
+        request.encode(&mut framed).expect("a decoded request encodes");
         let (body, _) = next_message(&framed).expect("a frame we made").expect("complete");
         assert_eq!(Request::decode(body).expect("re-decodes"), request);
     }

@@ -60,7 +60,7 @@ async fn control(mut me: Process) -> Term {
                 continue;
             }
             Request::Other(msg) => {
-                warn!(message = %msg, "control server ignored an unknown message");
+                warn!(message = %crate::etf::brief(&msg, crate::etf::LOGGED_TERM), "control server ignored an unknown message");
                 continue;
             }
         };

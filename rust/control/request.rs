@@ -1,6 +1,6 @@
 //! What the `portnode` control server accepts, parsed once at the door.
 
-use crate::etf::{as_atom, as_tuple};
+use crate::etf::{as_atom, take};
 use crate::node::process::{classify, Call, Received};
 use eetf::{Pid, Term};
 
@@ -31,8 +31,8 @@ pub enum CallRequest {
 impl Request {
     pub fn parse(msg: Term) -> Request {
         match classify(msg) {
-            Received::Call(call) => {
-                let request = CallRequest::parse(&call.request);
+            Received::Call(mut call) => {
+                let request = CallRequest::parse(&mut call.request);
                 Request::Call(call, request)
             }
             Received::Cast(_) => Request::Cast,
@@ -42,26 +42,27 @@ impl Request {
 }
 
 impl CallRequest {
-    fn parse(request: &Term) -> CallRequest {
-        match (as_atom(request), as_tuple(request)) {
-            (Some("ping"), _) => CallRequest::Ping,
-            (Some("info"), _) => CallRequest::Info,
-            (Some("cast_count"), _) => CallRequest::CastCount,
-            (_, Some([op, Term::Pid(report_to)])) if as_atom(op) == Some("spawn_probe") => {
-                CallRequest::SpawnProbe { report_to: report_to.clone() }
-            }
-            (_, Some([op, Term::Pid(owner), name, settings])) if matches!(as_atom(op), Some("open_port" | "open_port_nowait")) => {
+    /// Parses a call's request, moving its terms out of it (an open's
+    /// settings may be hundreds of megabytes of arguments).
+    fn parse(request: &mut Term) -> CallRequest {
+        match as_atom(request) {
+            Some("ping") => return CallRequest::Ping,
+            Some("info") => return CallRequest::Info,
+            Some("cast_count") => return CallRequest::CastCount,
+            _ => {}
+        }
+        let Term::Tuple(t) = request else { return CallRequest::Unknown(take(request)) };
+        match t.elements.as_mut_slice() {
+            [op, Term::Pid(report_to)] if as_atom(op) == Some("spawn_probe") => CallRequest::SpawnProbe { report_to: report_to.clone() },
+            [op, Term::Pid(owner), name, settings, caller @ ..] if caller.len() <= 1 && matches!(as_atom(op), Some("open_port" | "open_port_nowait")) => {
                 let wait = as_atom(op) == Some("open_port");
-                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller: None, wait }
+                let caller = caller.first_mut().map(take);
+                CallRequest::OpenPort { owner: owner.clone(), name: take(name), settings: take(settings), caller, wait }
             }
-            (_, Some([op, Term::Pid(owner), name, settings, caller])) if matches!(as_atom(op), Some("open_port" | "open_port_nowait")) => {
-                let (caller, wait) = (Some(caller.clone()), as_atom(op) == Some("open_port"));
-                CallRequest::OpenPort { owner: owner.clone(), name: name.clone(), settings: settings.clone(), caller, wait }
+            [op, Term::Pid(parent), flags, children] if as_atom(op) == Some("start_supervisor") => {
+                CallRequest::StartSupervisor { parent: parent.clone(), flags: take(flags), children: take(children) }
             }
-            (_, Some([op, Term::Pid(parent), flags, children])) if as_atom(op) == Some("start_supervisor") => {
-                CallRequest::StartSupervisor { parent: parent.clone(), flags: flags.clone(), children: children.clone() }
-            }
-            _ => CallRequest::Unknown(request.clone()),
+            _ => CallRequest::Unknown(take(request)),
         }
     }
 }

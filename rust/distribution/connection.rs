@@ -263,7 +263,12 @@ impl Batch {
 
     fn push(&mut self, out: Outgoing) {
         match out {
-            Outgoing::Control(control) => self.extend_buf(|b| control.encode_into(b)),
+            Outgoing::Control(control) => self.extend_buf(|b| {
+                // Nothing of it is written then: the stream stays in step.
+                if let Err(e) = control.encode_into(b) {
+                    warn!(error = %e, "dropped a message this node cannot encode");
+                }
+            }),
             Outgoing::Frames(frames) if frames.len() < 16 * 1024 => self.extend_buf(|b| b.extend_from_slice(&frames)),
             Outgoing::Frames(frames) => {
                 self.bytes += frames.len();

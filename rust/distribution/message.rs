@@ -6,7 +6,7 @@
 //! back; it decodes every op OTP 25 sends, including the ones erl_dist
 //! 0.8 gets wrong (SEND_TT, SPAWN_REQUEST with a byte-string argument list).
 
-use crate::etf::{self, as_atom, as_int, as_pid, as_ref, as_tuple, int, tuple, TermError};
+use crate::etf::{self, as_atom, as_int, as_pid, as_ref, int, tuple, TermError};
 use eetf::{Atom, Pid, Reference, Term};
 
 /// The target of a send or monitor: a pid, or a name registered on the node.
@@ -76,7 +76,9 @@ pub enum MessageError {
 }
 
 impl Control {
-    /// Parses one frame (without its 4-byte length).
+    /// Parses one frame (without its 4-byte length). Its terms are moved
+    /// into the message, never copied: a message costs what decoding it
+    /// does (see [`crate::etf`]), once.
     pub fn decode(frame: &[u8]) -> Result<Control, MessageError> {
         match frame.first() {
             None => return Err(MessageError::Empty),
@@ -84,17 +86,17 @@ impl Control {
             Some(&b) => return Err(MessageError::NotPassThrough(b)),
         }
         let (ctrl, used) = etf::decode(&frame[1..])?;
-        let f = as_tuple(&ctrl).ok_or(MessageError::NotControl)?;
+        let Term::Tuple(eetf::Tuple { elements: mut f }) = ctrl else { return Err(MessageError::NotControl) };
         let op = f.first().and_then(as_int).ok_or(MessageError::NotControl)?;
         // A spawn request is answered whatever its payload (the argument
         // list) holds: portnode spawns nothing by request, and a caller
         // whose request got no spawn_reply would wait forever (erpc's
         // default timeout is infinity). So its payload is not decoded.
         if matches!(op, 29 | 30) {
-            return Ok(Control::SpawnRequest { req_id: as_ref_at(f, 1)?, from: f.get(2).and_then(as_pid).cloned().ok_or(MessageError::Field("from"))? });
+            return Ok(Control::SpawnRequest { req_id: as_ref_at(&f, 1)?, from: pid_at(&f, 2, "from")? });
         }
         let rest = &frame[1 + used..];
-        let (payload, rest) = if rest.is_empty() {
+        let (mut payload, rest) = if rest.is_empty() {
             (None, rest)
         } else {
             let (p, n) = etf::decode(rest)?;
@@ -103,45 +105,43 @@ impl Control {
         if !rest.is_empty() {
             return Err(MessageError::Trailing(rest.len()));
         }
-        let pid = |i: usize, name| f.get(i).and_then(as_pid).cloned().ok_or(MessageError::Field(name));
-        let reference = |i: usize| as_ref_at(f, i);
-        let field = |i: usize, name| f.get(i).cloned().ok_or(MessageError::Field(name));
-        let payload = || payload.clone().ok_or(MessageError::MissingPayload(op));
-        let arity = |n: usize| if f.len() == n { Ok(()) } else { Err(MessageError::Field("arity")) };
+        let mut payload = || payload.take().ok_or(MessageError::MissingPayload(op));
+        let arity = |f: &[Term], n: usize| if f.len() == n { Ok(()) } else { Err(MessageError::Field("arity")) };
         let msg = match op {
-            1 => { arity(3)?; Control::Link { from: pid(1, "from")?, to: pid(2, "to")? } }
-            2 => { arity(3)?; Control::Send { to: pid(2, "to")?, msg: payload()? } }
-            12 => { arity(4)?; Control::Send { to: pid(2, "to")?, msg: payload()? } }
-            22 | 23 => Control::SendSender { from: pid(1, "from")?, to: pid(2, "to")?, msg: payload()? },
+            1 => { arity(&f, 3)?; Control::Link { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")? } }
+            2 => { arity(&f, 3)?; Control::Send { to: pid_at(&f, 2, "to")?, msg: payload()? } }
+            12 => { arity(&f, 4)?; Control::Send { to: pid_at(&f, 2, "to")?, msg: payload()? } }
+            22 | 23 => Control::SendSender { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")?, msg: payload()? },
             6 | 16 => {
                 let to = f.get(3).and_then(as_atom).ok_or(MessageError::Field("name"))?;
-                Control::RegSend { from: pid(1, "from")?, to: etf::atom(to), msg: payload()? }
+                Control::RegSend { from: pid_at(&f, 1, "from")?, to: etf::atom(to), msg: payload()? }
             }
-            33 | 34 => Control::AliasSend { from: pid(1, "from")?, alias: reference(2)?, msg: payload()? },
-            3 => { arity(4)?; Control::Exit { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(3, "reason")? } }
-            13 => { arity(5)?; Control::Exit { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(4, "reason")? } }
-            24 | 25 => Control::Exit { from: pid(1, "from")?, to: pid(2, "to")?, reason: payload()? },
-            8 => { arity(4)?; Control::Exit2 { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(3, "reason")? } }
-            18 => { arity(5)?; Control::Exit2 { from: pid(1, "from")?, to: pid(2, "to")?, reason: field(4, "reason")? } }
-            26 | 27 => Control::Exit2 { from: pid(1, "from")?, to: pid(2, "to")?, reason: payload()? },
+            33 | 34 => Control::AliasSend { from: pid_at(&f, 1, "from")?, alias: as_ref_at(&f, 2)?, msg: payload()? },
+            3 => { arity(&f, 4)?; Control::Exit { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")?, reason: take_at(&mut f, 3, "reason")? } }
+            13 => { arity(&f, 5)?; Control::Exit { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")?, reason: take_at(&mut f, 4, "reason")? } }
+            24 | 25 => Control::Exit { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")?, reason: payload()? },
+            8 => { arity(&f, 4)?; Control::Exit2 { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")?, reason: take_at(&mut f, 3, "reason")? } }
+            18 => { arity(&f, 5)?; Control::Exit2 { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")?, reason: take_at(&mut f, 4, "reason")? } }
+            26 | 27 => Control::Exit2 { from: pid_at(&f, 1, "from")?, to: pid_at(&f, 2, "to")?, reason: payload()? },
             19 | 20 => {
-                arity(4)?;
-                let (from, reference) = (pid(1, "from")?, reference(3)?);
-                let to = ProcRef::from_term(&field(2, "to")?)?;
+                arity(&f, 4)?;
+                let (from, reference) = (pid_at(&f, 1, "from")?, as_ref_at(&f, 3)?);
+                let to = ProcRef::from_term(f.get(2).ok_or(MessageError::Field("to"))?)?;
                 if op == 19 { Control::MonitorP { from, to, reference } } else { Control::DemonitorP { from, to, reference } }
             }
             21 | 28 => {
-                let from = ProcRef::from_term(&field(1, "from")?)?;
-                let reason = if op == 21 { field(4, "reason")? } else { payload()? };
-                Control::MonitorPExit { from, to: pid(2, "to")?, reference: reference(3)?, reason }
+                let from = ProcRef::from_term(f.get(1).ok_or(MessageError::Field("from"))?)?;
+                let (to, reference) = (pid_at(&f, 2, "to")?, as_ref_at(&f, 3)?);
+                let reason = if op == 21 { take_at(&mut f, 4, "reason")? } else { payload()? };
+                Control::MonitorPExit { from, to, reference, reason }
             }
             35 | 36 => {
-                arity(4)?;
+                arity(&f, 4)?;
                 let id = f.get(1).and_then(as_u64).ok_or(MessageError::Field("id"))?;
-                let (from, to) = (pid(2, "from")?, pid(3, "to")?);
+                let (from, to) = (pid_at(&f, 2, "from")?, pid_at(&f, 3, "to")?);
                 if op == 35 { Control::UnlinkId { id, from, to } } else { Control::UnlinkIdAck { id, from, to } }
             }
-            31 | 32 => Control::SpawnReply { req_id: reference(1)?, to: pid(2, "to")?, result: field(4, "result")? },
+            31 | 32 => Control::SpawnReply { req_id: as_ref_at(&f, 1)?, to: pid_at(&f, 2, "to")?, result: take_at(&mut f, 4, "result")? },
             7 => Control::GroupLeader,
             other => return Err(MessageError::UnknownOp(other)),
         };
@@ -164,9 +164,20 @@ impl Control {
         }
     }
 
-    /// Appends the frame (4-byte length included) for this message to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Appends the frame (4-byte length included) for this message to
+    /// `out`. If it cannot be encoded, `out` is left as it was: a frame is
+    /// written whole or not at all, never in part (which would put the
+    /// stream out of step and make the peer drop the connection).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let start = out.len();
+        let encoded = self.encode_frame(out, start);
+        if encoded.is_err() {
+            out.truncate(start);
+        }
+        encoded
+    }
+
+    fn encode_frame(&self, out: &mut Vec<u8>, start: usize) -> Result<(), EncodeError> {
         out.extend_from_slice(&[0, 0, 0, 0, 112]);
         let (ctrl, payload): (Term, Option<&Term>) = match self {
             Control::Link { from, to } => (tuple(vec![int(1), pid(from), pid(to)]), None),
@@ -201,13 +212,33 @@ impl Control {
             // portnode never sends these; encode them as a harmless no-op send.
             Control::SpawnRequest { .. } | Control::GroupLeader => (tuple(vec![int(7)]), None),
         };
-        etf::encode_into(&ctrl, out);
+        etf::encode_into(&ctrl, out)?;
         if let Some(p) = payload {
-            etf::encode_into(p, out);
+            etf::encode_into(p, out)?;
         }
-        let len = (out.len() - start - 4) as u32;
+        let len = out.len() - start - 4;
+        let len = u32::try_from(len).map_err(|_| EncodeError::TooLarge(len))?;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
     }
+}
+
+/// Why a message was not encoded (nothing of it is written).
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("a term does not encode: {0}")]
+    Term(#[from] eetf::EncodeError),
+    #[error("a frame of {0} bytes is more than its length field can say")]
+    TooLarge(usize),
+}
+
+fn pid_at(f: &[Term], i: usize, name: &'static str) -> Result<Pid, MessageError> {
+    f.get(i).and_then(as_pid).cloned().ok_or(MessageError::Field(name))
+}
+
+/// Moves field `i` out of the control tuple (a reason, a result: terms of any size).
+fn take_at(f: &mut [Term], i: usize, name: &'static str) -> Result<Term, MessageError> {
+    f.get_mut(i).map(etf::take).ok_or(MessageError::Field(name))
 }
 
 fn as_ref_at(f: &[Term], i: usize) -> Result<Reference, MessageError> {
@@ -251,7 +282,7 @@ mod tests {
         ];
         for c in cases {
             let mut out = Vec::new();
-            c.encode_into(&mut out);
+            c.encode_into(&mut out).expect("encodes");
             let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
             assert_eq!(len, out.len() - 4);
             assert_eq!(Control::decode(&out[4..]).expect("decodes"), c);
@@ -261,8 +292,8 @@ mod tests {
     #[test]
     fn send_tt_takes_the_right_fields() {
         let mut frame = vec![112];
-        etf::encode_into(&tuple(vec![int(12), etf::a(""), pid(&p(2)), etf::a("token")]), &mut frame);
-        etf::encode_into(&etf::a("msg"), &mut frame);
+        etf::encode_into(&tuple(vec![int(12), etf::a(""), pid(&p(2)), etf::a("token")]), &mut frame).expect("encodes");
+        etf::encode_into(&etf::a("msg"), &mut frame).expect("encodes");
         assert_eq!(Control::decode(&frame).unwrap(), Control::Send { to: p(2), msg: etf::a("msg") });
     }
 
@@ -273,7 +304,7 @@ mod tests {
         let ctrl = tuple(vec![int(29), Term::from(r.clone()), pid(&p(1)), pid(&p(1)), mfa, Term::from(eetf::List::nil())]);
         // An argument list this node cannot decode (an atom cache reference).
         let mut frame = vec![112];
-        etf::encode_into(&ctrl, &mut frame);
+        etf::encode_into(&ctrl, &mut frame).expect("encodes");
         frame.extend_from_slice(&[131, 82, 0]);
         assert_eq!(Control::decode(&frame).unwrap(), Control::SpawnRequest { req_id: r, from: p(1) });
     }
@@ -283,10 +314,35 @@ mod tests {
         assert_eq!(Control::decode(&[]), Err(MessageError::Empty));
         assert_eq!(Control::decode(&[68]), Err(MessageError::NotPassThrough(68)));
         let mut frame = vec![112];
-        etf::encode_into(&tuple(vec![int(99)]), &mut frame);
+        etf::encode_into(&tuple(vec![int(99)]), &mut frame).expect("encodes");
         assert_eq!(Control::decode(&frame), Err(MessageError::UnknownOp(99)));
         let mut frame = vec![112];
-        etf::encode_into(&tuple(vec![int(2), etf::a(""), pid(&p(1))]), &mut frame);
+        etf::encode_into(&tuple(vec![int(2), etf::a(""), pid(&p(1))]), &mut frame).expect("encodes");
         assert_eq!(Control::decode(&frame), Err(MessageError::MissingPayload(2)));
+    }
+
+    #[test]
+    fn a_message_that_does_not_encode_leaves_no_part_of_its_frame() {
+        // A payload whose last atom is too long to encode (none a peer sends is).
+        let msg = tuple(vec![etf::binary(vec![1; 1000]), etf::a(&"a".repeat(70_000))]);
+        let mut out = vec![0, 0, 0, 0];
+        let before = out.clone();
+        assert!(matches!(Control::Send { to: p(2), msg }.encode_into(&mut out), Err(EncodeError::Term(_))));
+        assert_eq!(out, before);
+        // The next frame is whole and first.
+        Control::Link { from: p(1), to: p(2) }.encode_into(&mut out).expect("encodes");
+        assert_eq!(Control::decode(&out[8..]).expect("decodes"), Control::Link { from: p(1), to: p(2) });
+    }
+
+    #[test]
+    fn a_payload_is_moved_out_of_its_frame_whatever_the_op() {
+        // Old-style EXIT (reason in the control tuple) and EXIT with payload alike.
+        let mut frame = vec![112];
+        etf::encode_into(&tuple(vec![int(3), pid(&p(1)), pid(&p(2)), etf::a("why")]), &mut frame).expect("encodes");
+        assert_eq!(Control::decode(&frame).unwrap(), Control::Exit { from: p(1), to: p(2), reason: etf::a("why") });
+        let mut frame = vec![112];
+        etf::encode_into(&tuple(vec![int(24), pid(&p(1)), pid(&p(2))]), &mut frame).expect("encodes");
+        etf::encode_into(&etf::a("why"), &mut frame).expect("encodes");
+        assert_eq!(Control::decode(&frame).unwrap(), Control::Exit { from: p(1), to: p(2), reason: etf::a("why") });
     }
 }

@@ -114,15 +114,16 @@ impl Process {
 }
 
 /// Sorts a message into call, cast or other, as gen_server does.
-pub fn classify(msg: Term) -> Received {
-    if let Some(f) = etf::as_tuple(&msg) {
-        match (f.len(), f.first().and_then(etf::as_atom)) {
-            (3, Some("$gen_call")) => {
-                if let Some([Term::Pid(from), tag]) = etf::as_tuple(&f[1]) {
-                    return Received::Call(Call { from: from.clone(), tag: tag.clone(), request: f[2].clone() });
+pub fn classify(mut msg: Term) -> Received {
+    // The request (or cast) is moved out, never copied: it may be large.
+    if let Term::Tuple(t) = &mut msg {
+        match t.elements.as_mut_slice() {
+            [kind, Term::Tuple(from), request] if etf::as_atom(kind) == Some("$gen_call") => {
+                if let [Term::Pid(from), tag] = from.elements.as_mut_slice() {
+                    return Received::Call(Call { from: from.clone(), tag: etf::take(tag), request: etf::take(request) });
                 }
             }
-            (2, Some("$gen_cast")) => return Received::Cast(f[1].clone()),
+            [kind, request] if etf::as_atom(kind) == Some("$gen_cast") => return Received::Cast(etf::take(request)),
             _ => {}
         }
     }

@@ -31,8 +31,11 @@ const SMALL_INTEGER_EXT: u8 = 97;
 const NIL_EXT: u8 = 106;
 
 impl Outbound {
-    /// Frames from port `port` to `owner`, with data as binaries or byte lists.
-    pub(crate) fn new(port: &Pid, owner: &Pid, binary: bool) -> Outbound {
+    /// Frames from port `port` to `owner`, with data as binaries or byte
+    /// lists. `None` if the pids do not encode (a node name is an atom of at
+    /// most 255 characters, which always does): the port then sends its
+    /// output as terms, whose encoding failure drops them with a warning.
+    pub(crate) fn new(port: &Pid, owner: &Pid, binary: bool) -> Option<Outbound> {
         let head = |kind: Kind| {
             let empty = if binary { etf::binary(Vec::new()) } else { etf::byte_list(Vec::new()) };
             let data = match kind {
@@ -42,23 +45,23 @@ impl Outbound {
             };
             let msg = tuple(vec![Term::from(port.clone()), tuple(vec![a("data"), data])]);
             let mut frame = Vec::new();
-            Control::SendSender { from: port.clone(), to: owner.clone(), msg }.encode_into(&mut frame);
+            Control::SendSender { from: port.clone(), to: owner.clone(), msg }.encode_into(&mut frame).ok()?;
             // Less the empty data's encoding: a binary's tag and length, a string's tag and length.
             frame.truncate(frame.len() - if binary { 5 } else { 3 });
             frame[..4].fill(0);
-            frame
+            Some(frame)
         };
-        let mut bytes = head(Kind::Data);
+        let mut bytes = head(Kind::Data)?;
         let data_end = bytes.len();
         // The data is the message's last element: a line's head is the data
         // head and the line's tuple up to its data.
-        let eol = head(Kind::Eol);
-        let noeol = head(Kind::Noeol);
+        let eol = head(Kind::Eol)?;
+        let noeol = head(Kind::Noeol)?;
         debug_assert!(eol.starts_with(&bytes) && noeol.starts_with(&bytes));
         bytes.extend_from_slice(&eol[data_end..]);
         let eol_end = bytes.len();
         bytes.extend_from_slice(&noeol[data_end..]);
-        Outbound { binary, bytes: bytes.into_boxed_slice(), ends: [data_end as u32, eol_end as u32] }
+        Some(Outbound { binary, bytes: bytes.into_boxed_slice(), ends: [data_end as u32, eol_end as u32] })
     }
 
     /// A frame's head before its data: the data head, and what its kind adds.
@@ -148,7 +151,7 @@ mod tests {
         };
         let msg = tuple(vec![Term::from(port.clone()), tuple(vec![a("data"), d])]);
         let mut out = Vec::new();
-        Control::SendSender { from: port.clone(), to: owner.clone(), msg }.encode_into(&mut out);
+        Control::SendSender { from: port.clone(), to: owner.clone(), msg }.encode_into(&mut out).expect("encodes");
         out
     }
 
@@ -157,7 +160,7 @@ mod tests {
         let port = Pid::new("portnode_x@host", 77, 0, 1_700_000_001);
         let owner = Pid::new("owner@host", 123_456, 3, 9);
         for binary in [true, false] {
-            let ob = Outbound::new(&port, &owner, binary);
+            let ob = Outbound::new(&port, &owner, binary).expect("pids encode");
             for kind in [Kind::Data, Kind::Eol, Kind::Noeol] {
                 for len in [0usize, 1, 80, 255, 256, 65535, 65536, 70_000] {
                     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();

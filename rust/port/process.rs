@@ -73,7 +73,7 @@ struct Port {
     /// Output messages to a remote owner, encoded: made at the first
     /// output (a held port that outputs nothing keeps none), again when
     /// the owner changes.
-    outbound: OnceCell<Outbound>,
+    outbound: OnceCell<Option<Outbound>>,
     settings: Settings,
     program: Running,
     os_pid: u32,
@@ -406,8 +406,9 @@ impl Port {
         self.me.send(&self.owner, tuple(vec![self.handle_pid(), msg]));
     }
 
-    fn outbound(&self) -> &Outbound {
-        self.outbound.get_or_init(|| Outbound::new(self.me.pid(), &self.owner, self.settings.binary))
+    /// The frames' encoder for a remote owner; `None` if the pids do not encode.
+    fn outbound(&self) -> Option<&Outbound> {
+        self.outbound.get_or_init(|| Outbound::new(self.me.pid(), &self.owner, self.settings.binary)).as_ref()
     }
 
     fn owner_has_room(&self) -> bool {
@@ -471,7 +472,7 @@ impl Port {
     /// queued yet); returns the bytes they took up.
     fn send_frames(&mut self, out: &mut Output) -> Result<usize, Term> {
         // A remote owner's frames are encoded here; a local owner gets terms.
-        let outbox = self.me.node().outbox_of(&self.owner);
+        let outbox = self.me.node().outbox_of(&self.owner).zip(self.outbound());
         let mut batch = Vec::new();
         let mut pos = 0;
         let result = loop {
@@ -489,7 +490,7 @@ impl Port {
             };
             if pos == 0 && cut.payload == (0..out.buf.len()) {
                 // The whole buffer is one frame (stream output): it goes as it was read.
-                if let Some(outbox) = &outbox {
+                if let Some((outbox, _)) = &outbox {
                     flush(outbox, &mut batch);
                 }
                 self.send_whole(outbox.as_ref(), cut.kind, std::mem::take(&mut out.buf));
@@ -497,8 +498,8 @@ impl Port {
             }
             let data = &out.buf[pos..][cut.payload.clone()];
             match &outbox {
-                Some(outbox) => {
-                    self.outbound().push(cut.kind, data, &mut batch);
+                Some((outbox, outbound)) => {
+                    outbound.push(cut.kind, data, &mut batch);
                     if batch.len() >= BATCH {
                         flush(outbox, &mut batch);
                     }
@@ -507,23 +508,23 @@ impl Port {
             }
             pos += cut.used;
         };
-        if let Some(outbox) = &outbox {
+        if let Some((outbox, _)) = &outbox {
             flush(outbox, &mut batch);
         }
         result
     }
 
     /// Sends a frame that is a whole read; a binary goes as its own piece, never copied.
-    fn send_whole(&self, outbox: Option<&Outbox>, kind: Kind, bytes: Vec<u8>) {
-        match outbox {
-            Some(outbox) if self.outbound().binary() => {
+    fn send_whole(&self, remote: Option<&(Outbox, &Outbound)>, kind: Kind, bytes: Vec<u8>) {
+        match remote {
+            Some((outbox, outbound)) if outbound.binary() => {
                 let mut head = Vec::with_capacity(128);
-                self.outbound().push_head(kind, bytes.len(), &mut head);
+                outbound.push_head(kind, bytes.len(), &mut head);
                 outbox.send_outgoing(Outgoing::Split { head, payload: bytes });
             }
-            Some(outbox) => {
-                let mut frame = Vec::with_capacity(self.outbound().frame_len(kind, bytes.len()));
-                self.outbound().push(kind, &bytes, &mut frame);
+            Some((outbox, outbound)) => {
+                let mut frame = Vec::with_capacity(outbound.frame_len(kind, bytes.len()));
+                outbound.push(kind, &bytes, &mut frame);
                 flush(outbox, &mut frame);
             }
             None => self.deliver(frame_of(kind, bytes)),
@@ -604,7 +605,7 @@ impl Port {
                 self.badsig()
             }
             Request::NotProtocol(msg) => {
-                debug!(port = %self.me.pid(), message = %msg, "not port protocol: badsig");
+                debug!(port = %self.me.pid(), message = %crate::etf::brief(&msg, crate::etf::LOGGED_TERM), "not port protocol: badsig");
                 self.badsig()
             }
             Request::BadStop => self.badsig(),

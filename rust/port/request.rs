@@ -2,7 +2,7 @@
 //! protocol, portnode's own messages, exit signals, and the calls behind
 //! the `portnode` API.
 
-use crate::etf::{as_atom, as_int, as_tuple};
+use crate::etf::{as_atom, as_int, as_tuple, take};
 use crate::node::process::{classify, Call, Received};
 use eetf::{Pid, Term};
 use std::time::Duration;
@@ -56,27 +56,39 @@ pub enum CallRequest {
 
 impl Request {
     pub fn parse(msg: Term) -> Request {
-        let msg = match classify(msg) {
-            Received::Call(call) => {
-                let request = CallRequest::parse(&call.request);
+        let mut msg = match classify(msg) {
+            Received::Call(mut call) => {
+                let request = CallRequest::parse(&mut call.request);
                 return Request::Call(call, request);
             }
             Received::Cast(msg) => return Request::NotProtocol(msg),
             Received::Other(msg) => msg,
         };
+        // The data of a command is moved out, never copied: it may be large.
+        if let Term::Tuple(t) = &mut msg {
+            match t.elements.as_mut_slice() {
+                [Term::Pid(from), Term::Tuple(cmd)] => {
+                    if let [op, data] = cmd.elements.as_mut_slice()
+                        && as_atom(op) == Some("command")
+                    {
+                        return Request::Command { from: from.clone(), data: take(data) };
+                    }
+                }
+                [tag, data] if as_atom(tag) == Some("$port_command") => return Request::PortCommand(take(data)),
+                _ => {}
+            }
+        }
         match as_tuple(&msg) {
             Some([Term::Pid(from), cmd]) => {
                 let from = from.clone();
                 match (as_atom(cmd), as_tuple(cmd)) {
                     (Some("close"), _) => Request::Close { from },
-                    (_, Some([op, data])) if as_atom(op) == Some("command") => Request::Command { from, data: data.clone() },
                     (_, Some([op, Term::Pid(new)])) if as_atom(op) == Some("connect") => {
                         Request::Connect { from, new_owner: new.clone() }
                     }
                     _ => Request::BadProtocol { from },
                 }
             }
-            Some([tag, data]) if as_atom(tag) == Some("$port_command") => Request::PortCommand(data.clone()),
             Some([tag, grace]) if as_atom(tag) == Some("$portnode_stop") => match grace_period(grace) {
                 Some(grace) => Request::Stop(grace),
                 None => Request::BadStop,
@@ -90,7 +102,8 @@ impl Request {
 }
 
 impl CallRequest {
-    fn parse(request: &Term) -> CallRequest {
+    /// Parses a call's request, moving its data out of it.
+    fn parse(request: &mut Term) -> CallRequest {
         if let Some(op) = as_atom(request) {
             return match op {
                 "close" => CallRequest::Close,
@@ -98,32 +111,33 @@ impl CallRequest {
                 "kill_timeout" => CallRequest::KillTimeout,
                 "close_stdin" => CallRequest::CloseStdin,
                 "info" => CallRequest::Info,
-                _ => CallRequest::Unknown(request.clone()),
+                _ => CallRequest::Unknown(take(request)),
             };
         }
-        match as_tuple(request) {
-            Some([op, item]) if as_atom(op) == Some("info") => CallRequest::InfoItem(item.clone()),
-            Some([op, Term::Pid(new)]) if as_atom(op) == Some("connect") => CallRequest::Connect(new.clone()),
-            Some([op, grace]) if as_atom(op) == Some("stop") => match grace_period(grace) {
+        let Term::Tuple(t) = request else { return CallRequest::Unknown(take(request)) };
+        match t.elements.as_mut_slice() {
+            [op, item] if as_atom(op) == Some("info") => CallRequest::InfoItem(item.clone()),
+            [op, Term::Pid(new)] if as_atom(op) == Some("connect") => CallRequest::Connect(new.clone()),
+            [op, grace] if as_atom(op) == Some("stop") => match grace_period(grace) {
                 Some(grace) => CallRequest::Stop(grace),
                 None => CallRequest::BadStop,
             },
-            Some([op, data]) if as_atom(op) == Some("command") => CallRequest::Command(data.clone()),
-            Some([op, data, mode]) if as_atom(op) == Some("command") => {
+            [op, data] if as_atom(op) == Some("command") => CallRequest::Command(take(data)),
+            [op, data, mode] if as_atom(op) == Some("command") => {
                 let mode = match as_atom(mode) {
                     Some("true") => FlowMode::NoSuspend,
                     Some("force") => FlowMode::Force,
                     _ => FlowMode::Wait,
                 };
-                CallRequest::FlowCommand { data: data.clone(), mode }
+                CallRequest::FlowCommand { data: take(data), mode }
             }
-            Some([op, sig]) if as_atom(op) == Some("kill") => {
+            [op, sig] if as_atom(op) == Some("kill") => {
                 let number = as_int(sig)
                     .and_then(|n| i32::try_from(n).ok())
                     .or_else(|| as_atom(sig).and_then(super::child::signal_number));
                 CallRequest::Kill(number)
             }
-            _ => CallRequest::Unknown(request.clone()),
+            _ => CallRequest::Unknown(take(request)),
         }
     }
 }

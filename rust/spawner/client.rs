@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, Notify};
-use tracing::error;
+use tracing::{error, warn};
 
 /// The spawner's socket and pid, from [`super::start`] until [`attach`].
 pub(super) static FORKED: Mutex<Option<(OwnedFd, libc::pid_t)>> = Mutex::new(None);
@@ -156,8 +156,15 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
     debug_assert_eq!(fds.len(), command.fd_count());
     let hold = command.hold;
     let mut bytes = Vec::new();
-    Request::Spawn(command).encode(&mut bytes);
     let (tx, rx) = oneshot::channel();
+    if let Err(e) = Request::Spawn(command).encode(&mut bytes) {
+        // Too large for the spawner, which would refuse it and end
+        // portnode: it is not sent, and the program fails to start as an
+        // exec with as much would (E2BIG, its exit status). Its pipes close.
+        warn!(error = %e, "a program's arguments and environment are too large for the spawner: not started");
+        let _ = tx.send(Err(e));
+        return Ok(rx);
+    }
     {
         let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
         state.waiting.push_back((tx, hold));
@@ -175,7 +182,11 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
 pub fn reap(pid: libc::pid_t) {
     let Some(client) = CLIENT.get() else { return };
     let mut bytes = Vec::with_capacity(9);
-    Request::Reap(pid).encode(&mut bytes);
+    if let Err(e) = Request::Reap(pid).encode(&mut bytes) {
+        // Nine bytes: not too large, ever.
+        error!(pid, error = %e, "cannot encode a reap request");
+        return;
+    }
     {
         let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
         if !state.held.remove(&pid) {

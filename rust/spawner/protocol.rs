@@ -15,7 +15,11 @@ use std::io;
 
 /// The largest message either end accepts: arguments and environment
 /// beyond what exec takes (it fails with E2BIG, which the program reports
-/// as its exit status) still fit.
+/// as its exit status) still fit. A request that would be larger is not
+/// sent: encoding it fails with E2BIG (see [`Request::encode`]), which the
+/// program reports the same way. (An `open_port` that fits in a
+/// distribution frame of the default `--max-frame`, 256 MiB, can still be
+/// larger once portnode's environment is added to it.)
 pub const MAX_MESSAGE: usize = 256 << 20;
 
 /// What to start, with everything resolved: the spawner only copies it
@@ -75,13 +79,35 @@ const STARTED: u8 = b'S';
 const FAILED: u8 = b'F';
 const EXITED: u8 = b'X';
 
-/// Appends one framed message to `out`.
-fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Writer)) {
+/// Appends one framed message to `out`; or nothing, and E2BIG, if its body
+/// would be longer than [`MAX_MESSAGE`] (the other end would refuse it, and
+/// end: the spawner and portnode, with every program).
+fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Writer) -> Result<(), TooLong>) -> io::Result<()> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    body(&mut Writer(out));
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    let written = body(&mut Writer { out: &mut *out, body_start: start + 4 });
+    match written.and_then(|()| length(out.len() - start - 4)) {
+        Ok(len) => {
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(TooLong) => {
+            out.truncate(start);
+            Err(io::Error::from_raw_os_error(libc::E2BIG))
+        }
+    }
+}
+
+/// A message body, or a part of one, longer than [`MAX_MESSAGE`].
+#[derive(Debug)]
+struct TooLong;
+
+/// `n` as a length field, if it is one this protocol accepts.
+fn length(n: usize) -> Result<u32, TooLong> {
+    if n > MAX_MESSAGE {
+        return Err(TooLong);
+    }
+    u32::try_from(n).map_err(|_| TooLong)
 }
 
 /// The body of the first complete message in `buf` and the bytes it takes
@@ -113,25 +139,28 @@ impl Command {
 }
 
 impl Request {
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the request to `out`. A `Spawn` whose arguments and
+    /// environment make it longer than [`MAX_MESSAGE`] is not appended (not
+    /// a byte of it): E2BIG, as exec would say of it.
+    pub fn encode(&self, out: &mut Vec<u8>) -> io::Result<()> {
         frame(out, |w| match self {
             Request::Spawn(c) => {
-                w.u8(SPAWN);
-                w.bytes(&c.path);
-                w.list(&c.argv);
-                w.list(&c.envp);
-                w.opt_bytes(c.cwd.as_deref());
-                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4);
+                w.u8(SPAWN)?;
+                w.bytes(&c.path)?;
+                w.list(&c.argv)?;
+                w.list(&c.envp)?;
+                w.opt_bytes(c.cwd.as_deref())?;
+                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4)?;
                 w.u8(match c.stderr {
                     Stderr::Log => 0,
                     Stderr::ToStdout => 1,
                     Stderr::Message => 2,
-                });
-                privileges(w, &c.privileges);
+                })?;
+                privileges(w, &c.privileges)
             }
             Request::Reap(pid) => {
-                w.u8(REAP);
-                w.u32(*pid as u32);
+                w.u8(REAP)?;
+                w.u32(*pid as u32)
             }
         })
     }
@@ -175,23 +204,30 @@ impl Request {
 }
 
 impl Reply {
+    /// Appends the reply to `out`: a tag, one or two 32-bit numbers and for
+    /// `Failed` a step byte, so at most 13 bytes, whose length needs no check.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        frame(out, |w| match *self {
+        out.reserve(14);
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match *self {
             Reply::Started { pid } => {
-                w.u8(STARTED);
-                w.u32(pid as u32);
+                out.push(STARTED);
+                out.extend_from_slice(&pid.to_be_bytes());
             }
             Reply::Failed { errno, step } => {
-                w.u8(FAILED);
-                w.u32(errno as u32);
-                w.u8(step);
+                out.push(FAILED);
+                out.extend_from_slice(&errno.to_be_bytes());
+                out.push(step);
             }
             Reply::Exited { pid, status } => {
-                w.u8(EXITED);
-                w.u32(pid as u32);
-                w.u32(status as u32);
+                out.push(EXITED);
+                out.extend_from_slice(&pid.to_be_bytes());
+                out.extend_from_slice(&status.to_be_bytes());
             }
-        })
+        }
+        let len = (out.len() - start - 4) as u32; // at most 9: no check needed
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
     pub fn decode(body: &[u8]) -> io::Result<Reply> {
@@ -207,28 +243,28 @@ impl Reply {
     }
 }
 
-fn privileges(w: &mut Writer, p: &Privileges) {
+fn privileges(w: &mut Writer, p: &Privileges) -> Result<(), TooLong> {
     match p.uid {
-        None => w.u8(0),
+        None => w.u8(0)?,
         Some((uid, None)) => {
-            w.u8(1);
-            w.u32(uid);
+            w.u8(1)?;
+            w.u32(uid)?;
         }
         Some((uid, Some(gid))) => {
-            w.u8(2);
-            w.u32(uid);
-            w.u32(gid);
+            w.u8(2)?;
+            w.u32(uid)?;
+            w.u32(gid)?;
         }
     }
-    w.opt_u32(p.gid);
-    w.opt_u32(p.nice.map(|n| n as u32));
-    w.u32(p.rlimits.len() as u32);
+    w.opt_u32(p.gid)?;
+    w.opt_u32(p.nice.map(|n| n as u32))?;
+    w.u32(length(p.rlimits.len())?)?;
     for &(resource, soft, hard) in &p.rlimits {
-        w.u32(resource);
-        w.u64(soft);
-        w.u64(hard);
+        w.u32(resource)?;
+        w.u64(soft)?;
+        w.u64(hard)?;
     }
-    w.opt_u32(p.umask);
+    w.opt_u32(p.umask)
 }
 
 fn read_privileges(r: &mut Reader) -> io::Result<Privileges> {
@@ -253,45 +289,60 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("spawner protocol: bad {what}"))
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
+/// Writes a message's body, never past [`MAX_MESSAGE`]: a request too
+/// large fails before it is copied whole.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    body_start: usize,
+}
 
 impl Writer<'_> {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
+    /// Appends `bytes` if the body stays within [`MAX_MESSAGE`].
+    fn put(&mut self, bytes: &[u8]) -> Result<(), TooLong> {
+        let body = self.out.len() - self.body_start;
+        if bytes.len() > MAX_MESSAGE - body {
+            return Err(TooLong);
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(())
     }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_be_bytes());
+    fn u8(&mut self, v: u8) -> Result<(), TooLong> {
+        self.put(&[v])
     }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
+    fn u32(&mut self, v: u32) -> Result<(), TooLong> {
+        self.put(&v.to_be_bytes())
     }
-    fn bytes(&mut self, b: &[u8]) {
-        self.u32(b.len() as u32);
-        self.0.extend_from_slice(b);
+    fn u64(&mut self, v: u64) -> Result<(), TooLong> {
+        self.put(&v.to_be_bytes())
     }
-    fn opt_bytes(&mut self, b: Option<&[u8]>) {
+    fn bytes(&mut self, b: &[u8]) -> Result<(), TooLong> {
+        self.u32(length(b.len())?)?;
+        self.put(b)
+    }
+    fn opt_bytes(&mut self, b: Option<&[u8]>) -> Result<(), TooLong> {
         match b {
             None => self.u8(0),
             Some(b) => {
-                self.u8(1);
-                self.bytes(b);
+                self.u8(1)?;
+                self.bytes(b)
             }
         }
     }
-    fn opt_u32(&mut self, v: Option<u32>) {
+    fn opt_u32(&mut self, v: Option<u32>) -> Result<(), TooLong> {
         match v {
             None => self.u8(0),
             Some(v) => {
-                self.u8(1);
-                self.u32(v);
+                self.u8(1)?;
+                self.u32(v)
             }
         }
     }
-    fn list(&mut self, items: &[Vec<u8>]) {
-        self.u32(items.len() as u32);
+    fn list(&mut self, items: &[Vec<u8>]) -> Result<(), TooLong> {
+        self.u32(length(items.len())?)?;
         for item in items {
-            self.bytes(item);
+            self.bytes(item)?;
         }
+        Ok(())
     }
 }
 
@@ -380,7 +431,7 @@ mod tests {
     fn requests_survive_the_round_trip() {
         for request in [Request::Spawn(command()), Request::Spawn(Command::default()), Request::Reap(4_000_000)] {
             let mut buf = Vec::new();
-            request.encode(&mut buf);
+            request.encode(&mut buf).expect("encodes");
             assert_eq!(Request::decode(one(&buf)).expect("decodes"), request);
         }
     }
@@ -397,7 +448,7 @@ mod tests {
     #[test]
     fn a_partial_message_waits_for_the_rest() {
         let mut buf = Vec::new();
-        Request::Spawn(command()).encode(&mut buf);
+        Request::Spawn(command()).encode(&mut buf).expect("encodes");
         for cut in 0..buf.len() {
             assert!(next_message(&buf[..cut]).expect("valid so far").is_none());
         }
@@ -406,7 +457,7 @@ mod tests {
     #[test]
     fn every_truncation_or_corruption_is_an_error_not_a_panic() {
         let mut buf = Vec::new();
-        Request::Spawn(command()).encode(&mut buf);
+        Request::Spawn(command()).encode(&mut buf).expect("encodes");
         let body = one(&buf).to_vec();
         for cut in 0..body.len() {
             assert!(Request::decode(&body[..cut]).is_err(), "cut at {cut}");
@@ -421,4 +472,24 @@ mod tests {
         assert!(Request::decode(&long).is_err());
         assert!(next_message(&u32::MAX.to_be_bytes()).is_err());
     }
+
+    #[test]
+    fn a_request_too_large_for_the_other_end_is_not_written_at_all() {
+        // The body of a spawn with one argument of `n` bytes and nothing else.
+        let with_arg = |n: usize| Request::Spawn(Command { argv: vec![vec![0; n]], ..Command::default() });
+        let overhead = 28;
+        let mut buf = vec![7, 7];
+        let e = with_arg(MAX_MESSAGE - overhead + 1).encode(&mut buf).expect_err("one byte too long");
+        assert_eq!(e.raw_os_error(), Some(libc::E2BIG));
+        assert_eq!(buf, [7, 7], "nothing of it is left");
+        let e = with_arg(u32::MAX as usize + 10).encode(&mut buf).expect_err("longer than a length field says");
+        assert_eq!(e.raw_os_error(), Some(libc::E2BIG));
+        assert_eq!(buf, [7, 7]);
+        // Exactly the limit goes, and the other end takes it.
+        with_arg(MAX_MESSAGE - overhead).encode(&mut buf).expect("fits");
+        let (body, used) = next_message(&buf[2..]).expect("valid").expect("complete");
+        assert_eq!((body.len(), used), (MAX_MESSAGE, buf.len() - 2));
+        assert!(matches!(Request::decode(body), Ok(Request::Spawn(c)) if c.argv[0].len() == MAX_MESSAGE - overhead));
+    }
 }
+

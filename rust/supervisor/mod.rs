@@ -219,7 +219,7 @@ impl Supervisor {
             },
             Request::Call(call, request) => self.call(call, request).await,
             Request::Ignored(msg) => {
-                warn!(supervisor = %self.me.pid(), message = %msg, "supervisor ignored an unexpected message");
+                warn!(supervisor = %self.me.pid(), message = %crate::etf::brief(&msg, crate::etf::LOGGED_TERM), "supervisor ignored an unexpected message");
                 None
             }
         }
