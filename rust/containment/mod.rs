@@ -207,6 +207,17 @@ impl Jail {
         }
     }
 
+    /// True if process `pid` is one of the program's, as far as can be
+    /// told now: in its cgroup; or in its group, descended from its first
+    /// process, or carrying its marker. A process that has exited and been
+    /// reaped is no one's.
+    pub fn holds(&self, pid: i32) -> bool {
+        match self {
+            Jail::Cgroup(leaf) => leaf.holds(pid),
+            Jail::Group { pgid, mark } => tree::holds(*pgid, mark, pid),
+        }
+    }
+
     /// True if the leader's death is enough to tell: in cgroup mode the
     /// leader can be reaped at once; in process-group mode it stays a
     /// zombie (holding its pgid) until the jail is released.
