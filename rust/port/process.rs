@@ -265,7 +265,8 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
                 return port.exited_before_ready(status);
             }
         }
-        if output_over && !port.done && stopping.is_none() && (status.is_some() || !need_status) {
+        // Until it is ready (or has exited), a program that waits to be is not over.
+        if output_over && !port.done && stopping.is_none() && port.awaiting_start.is_none() && (status.is_some() || !need_status) {
             if let Next::Exit(reason) = port.output_ended(status.unwrap_or_default()) {
                 return reason;
             }
