@@ -243,7 +243,7 @@ terminate(Reason, State = #state{id = Id, os_pid = OsPid, handle = H, grace = Gr
     try portnode:stop_report(H, Grace) of
         closed -> ok;
         Ended ->
-            ?LOG_INFO(with_said(#{what => {portnode_service, stopped}, service => Id, os_pid => OsPid,
+            ?LOG_NOTICE(with_said(#{what => {portnode_service, stopped}, service => Id, os_pid => OsPid,
                                   reason => Reason, ended => Ended}, State),
                       #{report_cb => fun ?MODULE:format_report/1})
     catch _:_ -> ok

@@ -56,7 +56,7 @@ pub struct Running {
 /// Which step of a stop ended the program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// It had exited on its own, and left nothing to signal.
+    /// Its first process had exited on its own (what it left was stopped).
     OnItsOwn(ExitStatus),
     /// Its stop signal ended it (all of it) within the grace.
     StopSignal(i32),
@@ -193,25 +193,31 @@ fn release(jail: Jail) {
 async fn stop(child: &mut Child, jail: &mut Jail, stop_signal: i32, grace: Option<Duration>) -> Ended {
     // The usual end: the program has exited and left nothing behind. One
     // look tells, and there is nothing to signal or wait for.
-    if let (Ok(Some(status)), true) = (child.try_exited(), jail.is_empty()) {
+    let exited = child.try_exited().ok().flatten();
+    if let (Some(status), true) = (exited, jail.is_empty()) {
         jail.kill_group();
         child.reap();
         return Ended::OnItsOwn(status);
     }
-    let mut ended = Ended::StopSignal(stop_signal);
+    // Its first process had exited on its own: what is left of it (a
+    // daemon it started) is stopped as usual, but its own exit ended it.
+    let mut ended = exited.map_or(Ended::StopSignal(stop_signal), Ended::OnItsOwn);
     if grace == Some(Duration::ZERO) {
         jail.kill_all();
         child.signal(libc::SIGKILL);
-        ended = Ended::Killed(Duration::ZERO);
+        ended = exited.map_or(Ended::Killed(Duration::ZERO), Ended::OnItsOwn);
     } else {
         jail.signal_all(stop_signal);
-        child.signal(stop_signal);
+        // Once: a second SIGINT is "quit now" to many programs.
+        if !jail.reaches(child.pid() as i32) {
+            child.signal(stop_signal);
+        }
     }
     if !gone(child, jail, grace).await {
         debug!(os_pid = child.pid(), signal = stop_signal, "program outlived its stop signal; sending SIGKILL");
         jail.kill_all();
         child.signal(libc::SIGKILL);
-        ended = Ended::Killed(grace.unwrap_or_default());
+        ended = exited.map_or(Ended::Killed(grace.unwrap_or_default()), Ended::OnItsOwn);
         if !gone(child, jail, Some(KILLED_WARNING)).await {
             warn!(os_pid = child.pid(), "program not gone 5 s after SIGKILL; still waiting");
             gone(child, jail, None).await;
