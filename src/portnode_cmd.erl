@@ -46,8 +46,10 @@ cmd(Node, PortName, Settings) when is_list(Settings) ->
         orelse erlang:error(badarg, [Node, PortName, Settings]),
     H = portnode:open_port(Node, PortName, PortSettings ++ [stream, binary, exit_status, exit_signal]),
     Mon = erlang:monitor(process, H),
-    true = portnode:port_command(H, Input),
-    ok = portnode:close_stdin(H),
+    %% As a port message (no credit to keep, no monitor left behind); a
+    %% program that has exited already takes nothing, and its output waits.
+    iolist_size(Input) > 0 andalso (H ! {self(), {command, Input}}),
+    try portnode:close_stdin(H) catch error:badarg -> ok end,
     Deadline = case Timeout of
                    infinity -> infinity;
                    Ms -> erlang:monotonic_time(millisecond) + Ms
@@ -64,7 +66,7 @@ collect(H, Mon, Deadline, Max, Acc, Size) ->
     receive
         {H, {data, Data}} ->
             case add(Data, Acc, Size, Max) of
-                {full, Output} -> {stop(H, Output, Max, Size), max_output};
+                {full, Output} -> {stop(H, Output, Max, Max), max_output};
                 {Acc1, Size1} -> collect(H, Mon, Deadline, Max, Acc1, Size1)
             end;
         {H, {exit_status, Status}} ->
