@@ -2,13 +2,15 @@
 //! directory of its own (`<runtime dir>/<n>/notify`, the directory 0700 and
 //! owned by the program's user), that receives each datagram with its
 //! sender's credentials (`SO_PASSCRED`), so that the port can check the
-//! sender is one of the program's processes. Passed fds (`FDSTORE=1`) are
-//! closed at once: portnode keeps none.
+//! sender is one of the program's processes. Passed fds (`FDSTORE=1`,
+//! `BARRIER=1`) are kept only until the datagram is dealt with: closing a
+//! barrier's fd is what tells its sender (`systemd-notify`, which waits
+//! for it) that what it sent before was read.
 
 use super::message::MAX_DATAGRAM;
 use super::runtime_dir;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ pub struct Datagram {
     pub pid: i32,
     pub uid: u32,
     pub bytes: Vec<u8>,
+    /// Fds that came with it: closed when it is dropped.
+    pub fds: Vec<OwnedFd>,
 }
 
 /// A program's notify socket; dropping it removes its directory.
@@ -111,7 +115,7 @@ fn pass_credentials(fd: RawFd) -> io::Result<()> {
 struct ControlBuffer([u8; 512]);
 
 /// One `recvmsg`: the datagram with its sender's credentials, `None` for
-/// one to ignore (truncated, or without credentials). Passed fds are closed.
+/// one to ignore (truncated, or without credentials; its fds closed).
 fn receive(fd: RawFd) -> io::Result<Option<Datagram>> {
     let mut bytes = vec![0u8; MAX_DATAGRAM];
     let mut control = ControlBuffer([0; 512]);
@@ -128,6 +132,7 @@ fn receive(fd: RawFd) -> io::Result<Option<Datagram>> {
         return Err(io::Error::last_os_error());
     }
     let mut credentials = None;
+    let mut fds = Vec::new();
     // SAFETY: walking the control messages recvmsg wrote, within msg_controllen.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -140,7 +145,8 @@ fn receive(fd: RawFd) -> io::Result<Option<Datagram>> {
                 }
                 (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
                     for i in 0..len / std::mem::size_of::<RawFd>() {
-                        libc::close(std::ptr::read_unaligned((data as *const RawFd).add(i)));
+                        // The kernel made each fd for this message: ours to own.
+                        fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned((data as *const RawFd).add(i))));
                     }
                 }
                 _ => {}
@@ -158,7 +164,7 @@ fn receive(fd: RawFd) -> io::Result<Option<Datagram>> {
         return Ok(None);
     };
     bytes.truncate(n);
-    Ok(Some(Datagram { pid: credentials.pid, uid: credentials.uid, bytes }))
+    Ok(Some(Datagram { pid: credentials.pid, uid: credentials.uid, bytes, fds }))
 }
 
 #[cfg(test)]
@@ -180,13 +186,14 @@ mod tests {
         sender.send_to(b"WATCHDOG=1", socket.path()).unwrap();
         let got = std::future::poll_fn(|cx| socket.poll_recv(cx)).await.unwrap();
         assert_eq!(got.bytes, b"WATCHDOG=1");
-        // An fd passed along (FDSTORE=1) is closed, not kept: the pipe's
-        // reader sees EOF once the sender closes its own copy.
+        // An fd passed along (BARRIER=1) is kept with its datagram, then
+        // closed, not kept: the pipe's reader then sees EOF.
         let (reader, writer) = crate::spawner::exec::pipe_pair().unwrap();
-        send_with_fd(&sender, socket.path(), b"FDSTORE=1", writer.as_raw_fd());
+        send_with_fd(&sender, socket.path(), b"BARRIER=1", writer.as_raw_fd());
         drop(writer);
         let got = std::future::poll_fn(|cx| socket.poll_recv(cx)).await.unwrap();
-        assert_eq!(got.bytes, b"FDSTORE=1");
+        assert_eq!((got.bytes.as_slice(), got.fds.len()), (&b"BARRIER=1"[..], 1));
+        drop(got);
         let mut byte = [0u8; 1];
         // SAFETY: read(2) into a one-byte buffer.
         assert_eq!(unsafe { libc::read(reader.as_raw_fd(), byte.as_mut_ptr().cast(), 1) }, 0, "the passed fd is still open");

@@ -21,7 +21,7 @@ cases() ->
      exited_before_ready_is_the_error, open_port_tells_the_owner, another_programs_datagrams_do_not_count,
      malformed_datagrams_are_ignored, notices_reach_the_owner, service_start_link_returns_once_ready,
      erlang_supervisor_starts_the_next_once_ready, portnode_supervisor_starts_the_next_once_ready,
-     ready_timeout_fails_the_starts_of_services_and_children].
+     ready_timeout_fails_the_starts_of_services_and_children, systemd_notify_from_a_shell].
 
 suite() ->
     [{timetrap, {minutes, 2}}].
@@ -248,3 +248,18 @@ ready_timeout_fails_the_starts_of_services_and_children(Config) ->
     ?assertEqual({error, {shutdown, {failed_to_start_child, c, {ready_timeout, 600}}}},
                  portnode:start_supervisor(Node, #{}, [#{id => c, start => {Name2, Settings2 ++ [{ready, notify}, {ready_timeout, 600}]}}])),
     ?assertEqual([], os_process:wait_gone([read_pid(ChildFile)], 200)).
+
+%% @doc systemd's own client, `systemd-notify --ready', from a shell
+%% script: it exits right after, and waits first for its BARRIER=1's fd to
+%% be closed, which portnode does once it has read what came before.
+systemd_notify_from_a_shell(Config) ->
+    case os:find_executable("systemd-notify") of
+        false ->
+            {skip, "no systemd-notify"};
+        _ ->
+            Script = "sleep 0.3; systemd-notify --ready --status='up and running'; exec sleep 100",
+            {H, _} = portnode:open(both_modes:node(Config), {spawn_executable, "/bin/sh"},
+                                   [{args, ["-c", Script]}, {ready, notify}, {ready_timeout, 5000}]),
+            receive {H, {status, Status}} -> ?assertEqual(<<"up and running">>, Status) after 2000 -> ct:fail(no_status) end,
+            portnode:port_close(H)
+    end.
