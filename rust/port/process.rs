@@ -171,6 +171,12 @@ impl Port {
             Ok(spawned) => spawned,
             Err(e) => {
                 return Err(match spawn::failed_in_child(&e) {
+                    // Whoever waits for it to be ready hears it never will be.
+                    Some(errno) if spec.lifecycle.ready.is_some() && matches!(on_start, OnStart::Reply(_) | OnStart::Tell(_)) => {
+                        me.unlink(&owner);
+                        started(&me, on_start, Err(watched::never_ready(errno)));
+                        Failed::Reason(a("normal"))
+                    }
                     Some(errno) => {
                         started(&me, on_start, Ok(None));
                         Failed::InChild(Box::new(Launch { me, owner, spec, notify: None, on_start: OnStart::Nobody }), errno)

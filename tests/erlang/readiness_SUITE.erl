@@ -21,7 +21,8 @@ cases() ->
      exited_before_ready_is_the_error, open_port_tells_the_owner, another_programs_datagrams_do_not_count,
      malformed_datagrams_are_ignored, notices_reach_the_owner, service_start_link_returns_once_ready,
      erlang_supervisor_starts_the_next_once_ready, portnode_supervisor_starts_the_next_once_ready,
-     ready_timeout_fails_the_starts_of_services_and_children, systemd_notify_from_a_shell].
+     ready_timeout_fails_the_starts_of_services_and_children, systemd_notify_from_a_shell,
+     a_program_of_another_user_reaches_its_socket].
 
 suite() ->
     [{timetrap, {minutes, 2}}].
@@ -108,6 +109,8 @@ ready_timeout_stops_the_program(Config) ->
 
 %% @doc A program that exits before it is ready fails the open with how it ended.
 exited_before_ready_is_the_error(Config) ->
+    %% A program that cannot even be exec'd (a directory) is never ready either.
+    ?assertError({exited_before_ready, {exit_status, 13}}, portnode:open(both_modes:node(Config), {spawn_executable, "/tmp"}, [{ready, notify}])),
     Raised = try portnode:open(both_modes:node(Config), {spawn_executable, "/bin/sh"},
                                              [{args, ["-c", "sleep 0.2; exit 3"]}, {ready, notify}])
              catch error:Reason -> Reason
@@ -262,4 +265,24 @@ systemd_notify_from_a_shell(Config) ->
                                    [{args, ["-c", Script]}, {ready, notify}, {ready_timeout, 5000}]),
             receive {H, {status, Status}} -> ?assertEqual(<<"up and running">>, Status) after 2000 -> ct:fail(no_status) end,
             portnode:port_close(H)
+    end.
+
+%% @doc A program run as another user (nobody) owns its socket's directory
+%% (0700), so it can say READY=1 there and no other user can.
+a_program_of_another_user_reaches_its_socket(Config) ->
+    case os:cmd("id -u") of
+        "0\n" ->
+            %% A python3 that nobody may run (not one under root's home).
+            {{spawn_executable, _}, Settings} = notifier:program([{print, "NOTIFY_SOCKET"}, {send, "READY=1"}, wait]),
+            Name = {spawn_executable, "/usr/bin/python3"},
+            {H, _} = portnode:open(both_modes:node(Config), Name,
+                                   Settings ++ [{user, "nobody"}, {cd, "/"}, {line, 1024}, {ready, notify}, {ready_timeout, 5000}]),
+            "NOTIFY_SOCKET=" ++ Rest = receive {H, {data, {eol, L}}} -> L after 5000 -> ct:fail(no_line) end,
+            [Path | _] = string:lexemes(Rest, " "),
+            {ok, #file_info{uid = Uid, mode = Mode}} = file:read_file_info(filename:dirname(Path)),
+            ?assertEqual(list_to_integer(string:trim(os:cmd("id -u nobody"))), Uid),
+            ?assertEqual(8#700, Mode band 8#777),
+            portnode:port_close(H);
+        _ ->
+            {skip, "changing user needs root"}
     end.

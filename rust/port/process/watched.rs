@@ -106,6 +106,12 @@ impl Port {
     }
 }
 
+/// Why a program that failed to start (exec failed with `errno`, which
+/// erts reports as its exit status) never became ready.
+pub(super) fn never_ready(errno: i32) -> Term {
+    tuple(vec![a("exited_before_ready"), tuple(vec![a("exit_status"), int(i64::from(errno))])])
+}
+
 /// A notice as the owner gets it: `{status, Text}`, `stopping`, `{errno,
 /// N}`, `{mainpid, Pid}` (the others are the port's to act on).
 fn passed(notice: Notice) -> Option<Term> {
