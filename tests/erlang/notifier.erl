@@ -9,7 +9,8 @@
 %% <li>`junk': datagrams that are not sd_notify (NUL bytes, too long, bad values);</li>
 %% <li>`{print, Var}': prints `Var=Value' of the environment and its own pid as `PID=N';</li>
 %% <li>`{touch, Path}'; `{require, Path}' (exit 7 if it does not exist);
-%%     `{pidfile, Path}': writes its pid there.</li>
+%%     `{pidfile, Path}': writes its pid there; `{check, Path, Out}':
+%%     writes to `Out' whether `Path' exists (`yes' or `no').</li>
 %% </ul>
 -module(notifier).
 
@@ -44,7 +45,8 @@ step(junk) -> "junk";
 step({print, Var}) -> "print:" ++ Var;
 step({touch, Path}) -> "touch:" ++ Path;
 step({require, Path}) -> "require:" ++ Path;
-step({pidfile, Path}) -> "pidfile:" ++ Path.
+step({pidfile, Path}) -> "pidfile:" ++ Path;
+step({check, Path, Out}) -> "check:" ++ Path ++ "|" ++ Out.
 
 code() ->
     "import os, socket, sys, time\n"
@@ -76,4 +78,7 @@ code() ->
     "    elif op == 'require':\n"
     "        if not os.path.exists(arg): sys.exit(7)\n"
     "    elif op == 'pidfile':\n"
-    "        with open(arg, 'w') as f: f.write(str(os.getpid()))\n".
+    "        with open(arg, 'w') as f: f.write(str(os.getpid()))\n"
+    "    elif op == 'check':\n"
+    "        path, out = arg.split('|')\n"
+    "        with open(out, 'w') as f: f.write('yes' if os.path.exists(path) else 'no')\n".

@@ -207,12 +207,20 @@ service_start_link_returns_once_ready(Config) ->
     exit(Pid, shutdown).
 
 %% The programs of the two ordering cases: `a' is ready after 800 ms (and
-%% leaves a file then); `b' exits 7 at once unless the file is there.
+%% leaves a file then); `b', when it starts, writes down whether the file
+%% is there (`b_saw_a_ready()' reads it).
 ordered(Config, Tag) ->
     Flag = file(Config, Tag ++ "_a_ready"),
-    file:delete(Flag),
+    Saw = file(Config, Tag ++ "_b_saw"),
+    [file:delete(F) || F <- [Flag, Saw]],
+    put(b_saw, Saw),
     {notifier:program([{sleep, 800}, {touch, Flag}, {send, "READY=1"}, wait]),
-     notifier:program([{require, Flag}, {send, "READY=1"}, wait])}.
+     notifier:program([{check, Flag, Saw}, {send, "READY=1"}, wait])}.
+
+b_saw_a_ready() ->
+    _ = os_process:poll(fun() -> filelib:is_regular(get(b_saw)) end, 3000),
+    {ok, Saw} = file:read_file(get(b_saw)),
+    Saw.
 
 %% @doc An Erlang supervisor starts service b only once service a is ready.
 erlang_supervisor_starts_the_next_once_ready(Config) ->
@@ -223,6 +231,7 @@ erlang_supervisor_starts_the_next_once_ready(Config) ->
                                                     children => [portnode:service(a, NameA, SetA ++ Ready),
                                                                  portnode:service(b, NameB, SetB ++ Ready)]}),
     ?assertMatch([{b, _, worker, _}, {a, _, worker, _}], supervisor:which_children(Sup)),
+    ?assertEqual(<<"yes">>, b_saw_a_ready()),
     exit(Sup, shutdown),
     receive {'EXIT', Sup, shutdown} -> ok after 15000 -> ct:fail(supervisor_did_not_stop) end.
 
@@ -233,6 +242,7 @@ portnode_supervisor_starts_the_next_once_ready(Config) ->
                                           [#{id => a, start => {NameA, SetA ++ [{ready, notify}]}},
                                            #{id => b, start => {NameB, SetB ++ [{ready, notify}]}}]),
     ?assertMatch([{b, H, worker, _}, {a, _, worker, _}] when is_pid(H), supervisor:which_children(Sup)),
+    ?assertEqual(<<"yes">>, b_saw_a_ready()),
     exit(Sup, shutdown),
     receive {'EXIT', Sup, shutdown} -> ok after 15000 -> ct:fail(supervisor_did_not_stop) end.
 
