@@ -26,7 +26,8 @@
 %% <li>`{ready, notify}': the program says `READY=1' on `$NOTIFY_SOCKET'
 %%     (sd_notify), and `start_link/3' returns only then, so a supervisor
 %%     starts the next child only once this one is ready. `{ready, {line,
-%%     Prefix}}': ready once it prints a line that starts with `Prefix'.
+%%     Prefix}}': ready once it prints a line (newline and all) that starts
+%%     with `Prefix'.
 %%     `{ready_timeout, Ms}' (default 30000): not ready by then, the start
 %%     fails with `{ready_timeout, Ms}' and the program is stopped.
 %%     ```

@@ -148,32 +148,38 @@ impl Health {
     }
 }
 
-/// How far a line of output matches a prefix, across reads.
-#[derive(Debug, Clone, Copy)]
-struct LineMatch {
-    /// Bytes of the prefix the current line has matched; `None` once it
-    /// has not (until the next line).
-    matched: Option<usize>,
+/// How far a line of output matches a prefix, across reads. The line
+/// counts once it is whole (its newline read): a program that writes
+/// `ready` and its newline apart has not finished saying it before then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineMatch {
+    /// The current line has matched this many bytes of the prefix so far.
+    Matching(usize),
+    /// The current line starts with the prefix; its newline is to come.
+    Matched,
+    /// The current line does not start with the prefix.
+    Other,
 }
 
 impl Default for LineMatch {
     fn default() -> LineMatch {
-        LineMatch { matched: Some(0) }
+        LineMatch::Matching(0)
     }
 }
 
 impl LineMatch {
-    /// Feeds bytes of output; true once a line starts with `prefix`.
+    /// Feeds bytes of output; true once a whole line started with `prefix`.
     fn feed(&mut self, prefix: &[u8], bytes: &[u8]) -> bool {
         for &b in bytes {
-            self.matched = match self.matched {
-                Some(k) if k < prefix.len() && b == prefix[k] => Some(k + 1),
-                _ if b == b'\n' => Some(0),
-                _ => None,
+            *self = match (*self, b) {
+                (LineMatch::Matched, b'\n') => return true,
+                (LineMatch::Matched, _) => LineMatch::Matched,
+                (_, b'\n') => LineMatch::Matching(0),
+                (LineMatch::Matching(k), b) if prefix.get(k) == Some(&b) => {
+                    if k + 1 == prefix.len() { LineMatch::Matched } else { LineMatch::Matching(k + 1) }
+                }
+                _ => LineMatch::Other,
             };
-            if self.matched == Some(prefix.len()) {
-                return true;
-            }
         }
         false
     }
@@ -192,12 +198,15 @@ mod tests {
     fn a_line_that_starts_with_the_prefix() {
         assert!(matches("ready", &["ready\n"]));
         assert!(matches("ready", &["starting\nre", "ady on 8000\n"]));
-        assert!(matches("ready", &["rea", "d", "y"]));
+        assert!(matches("ready", &["rea", "d", "y", "\n"]));
+        // Not before the line is whole.
+        assert!(!matches("ready", &["rea", "d", "y"]));
+        assert!(!matches("ready", &["ready on 8000"]));
         assert!(!matches("ready", &["not ready\n", "almost ready\n"]));
         assert!(!matches("ready", &["rea\ndy\n"]));
         assert!(!matches("ready", &["xready"]));
-        assert!(matches("ready", &["xready\nready"]));
-        assert!(matches("ok", &["\n\nok"]));
+        assert!(matches("ready", &["xready\nready\n"]));
+        assert!(matches("ok", &["\n\nok\n"]));
     }
 
     fn lifecycle(ready: Option<Ready>, ready_ms: u64, watchdog_ms: Option<u64>) -> Lifecycle {
@@ -218,7 +227,8 @@ mod tests {
         let mut h = Health::new(&lifecycle(Some(Ready::Line(b"up".to_vec())), 10_000, Some(300)), None).unwrap();
         assert!(h.awaiting_ready());
         assert_eq!(h.note(Notice::Ready), None, "READY=1 is not the line asked for");
-        assert_eq!(h.saw_output(Stream::Stderr, b"up and running\n"), Some(Change::Ready));
+        assert_eq!(h.saw_output(Stream::Stderr, b"up and running"), None);
+        assert_eq!(h.saw_output(Stream::Stderr, b"\n"), Some(Change::Ready));
         assert!(!h.awaiting_ready());
         // Kicked in time, it lives on; missed, the watchdog fires.
         tokio::time::sleep(Duration::from_millis(200)).await;
