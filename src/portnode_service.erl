@@ -292,11 +292,19 @@ with_said(Report, #state{status = Status, errno = Errno, main_pid = MainPid, sto
                                                  V =/= undefined, not is_map_key(K, Report)])).
 
 said_text(R) ->
-    [[", status: ", S] || S <- [maps:get(status, R, undefined)], is_binary(S)]
+    [[", status: ", text(S)] || S <- [maps:get(status, R, undefined)], is_binary(S)]
         ++ [io_lib:format(", errno ~b", [E]) || E <- [maps:get(errno, R, undefined)], is_integer(E)]
         ++ [io_lib:format(", main pid ~b", [P]) || P <- [maps:get(main_pid, R, undefined)], is_integer(P)]
         ++ [", stopping" || maps:get(stopping, R, false) =:= true]
         ++ [[" (", ended_text(E), ")"] || E <- [maps:get(ended, R, undefined)], maps:get(what, R) =/= {portnode_service, stopped}, E =/= undefined].
+
+%% A program's text as it is if it is UTF-8 (a formatter given ~ts
+%% crashes on bytes that are not), else quoted.
+text(Bytes) ->
+    case unicode:characters_to_binary(Bytes) of
+        Text when is_binary(Text) -> Text;
+        _ -> io_lib:format("~p", [Bytes])
+    end.
 
 %% Which step of a stop ended the program, in words.
 ended_text({exited, How}) -> io_lib:format("it had exited: ~tp", [How]);
