@@ -139,5 +139,6 @@ mod tests {
         }
         assert_eq!(l, Lifecycle::default());
         assert!(!l.needs_socket());
+        assert_eq!((l.ready_timeout, l.stop_signal), (Some(Duration::from_secs(30)), libc::SIGTERM));
     }
 }
