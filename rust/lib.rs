@@ -4,7 +4,8 @@
 //! [`run`] wires the parts together: epmd registration, the listener and
 //! dialers ([`distribution`]), the process table ([`node`]), the node's own
 //! registered processes ([`control`]), how programs are contained
-//! ([`containment`]) and shutdown ([`shutdown`]). [`backlog`] is how a
+//! ([`containment`]) and shutdown ([`shutdown`]). [`notify`] is how
+//! programs say they are ready and alive (sd_notify). [`backlog`] is how a
 //! connection or a mailbox says it is busy.
 
 pub mod backlog;
@@ -16,6 +17,7 @@ pub mod distribution;
 pub mod etf;
 pub mod names;
 pub mod node;
+pub mod notify;
 pub mod port;
 pub mod shutdown;
 pub mod spawner;
@@ -43,6 +45,7 @@ pub async fn run(mut cli: cli::Cli, env_cookie: Option<cookie::Secret>) -> anyho
     spawner::attach()?;
     let containment = containment::init(&cli.cgroup)?;
     port::watchdog::contain(containment);
+    port::watchdog::remove_at_death(notify::runtime_dir::path());
     let node = Node::new(&name.to_string(), registration.creation);
     control::start(&node);
     info!(node = %name, port, creation = registration.creation, listen = %cli.listen, "portnode up");
@@ -70,6 +73,7 @@ pub async fn run(mut cli: cli::Cli, env_cookie: Option<cookie::Secret>) -> anyho
     port::child::reapers().close();
     port::child::reapers().wait().await;
     containment.close();
+    notify::runtime_dir::remove();
     drop(registration);
     Ok(())
 }

@@ -18,7 +18,9 @@
 %% Opening with the OS pid
 -export([open/2, open/3]).
 %% Beyond ports
--export([os_pid/1, kill/2, close_stdin/1, stop/1, stop/2]).
+-export([os_pid/1, kill/2, close_stdin/1, stop/1, stop/2, stop_report/2]).
+%% Run to completion
+-export([cmd/2, cmd/3]).
 %% Supervision
 -export([service/1, service/3, supervisor/3, start_supervisor/2, start_supervisor/3]).
 %% error_info
@@ -29,10 +31,12 @@
 -type handle() :: pid().
 -type port_name() :: {spawn_executable, file:name_all()} | {spawn, string() | binary()}.
 -type grace() :: non_neg_integer() | brutal_kill | infinity.
+-type ended() :: {exited, {exit_status, non_neg_integer()} | {exit_signal, atom() | pos_integer()}}
+               | {stop_signal, atom() | pos_integer()} | {sigkill, non_neg_integer()}.
 -type program_spec() :: #{id := term(), start := {port_name(), list()},
                           restart => supervisor:restart(), shutdown => supervisor:shutdown(),
                           type => worker, modules => supervisor:modules()}.
--export_type([handle/0, port_name/0, grace/0, program_spec/0]).
+-export_type([handle/0, port_name/0, grace/0, ended/0, program_spec/0]).
 
 %%% Node
 
@@ -98,6 +102,15 @@ open_port(Node, PortName, Settings) ->
 %% @doc Like `open_port/2', and returns the program's OS pid with the
 %% handle (`undefined' if the program failed to start after the checks, in
 %% which case the handle reports `{exit_status, Errno}').
+%%
+%% With a `{ready, _}' setting it returns only once the program is ready,
+%% and raises `{ready_timeout, Ms}' (the program stopped) if it is not
+%% within its `ready_timeout', or `{exited_before_ready, How}' if it exits
+%% first (see docs/services.md):
+%% ```
+%% {H, OsPid} = portnode:open({spawn_executable, "/usr/sbin/my-daemon"},
+%%                            [{args, ["--foreground"]}, {ready, notify}, {ready_timeout, 10000}]).
+%% '''
 -spec open(port_name(), list()) -> {handle(), non_neg_integer() | undefined}.
 open(PortName, Settings) ->
     open(node(), PortName, Settings).
@@ -236,23 +249,55 @@ close_stdin(Handle) ->
     call(Handle, close_stdin, [Handle]).
 
 %% @doc Stops the program now, like `port_close/1', but returns only once
-%% it is gone: SIGTERM to its process group, SIGKILL after its `kill_timeout'.
+%% it is gone: its stop signal to all of it, SIGKILL after its `kill_timeout'.
 -spec stop(handle()) -> ok.
 stop(Handle) ->
     stop(Handle, default).
 
-%% @doc Stops the program: SIGTERM, SIGKILL after `Grace' ms (at once for
-%% `brutal_kill', never for `infinity'); returns once it is gone. `ok' also
-%% if the handle was already closed.
+%% @doc Stops the program: its stop signal (SIGTERM unless its
+%% `{stop_signal, Sig}' setting says otherwise), SIGKILL after `Grace' ms
+%% (at once for `brutal_kill', never for `infinity'); returns once it is
+%% gone. `ok' also if the handle was already closed.
 -spec stop(handle(), grace() | default) -> ok.
-stop(Handle, default) when is_pid(Handle) ->
-    stop(Handle, kill_timeout(Handle));
-stop(Handle, Grace) when is_pid(Handle), ?IS_GRACE(Grace) ->
-    try gen_server:call(Handle, {stop, Grace}, infinity)
-    catch exit:{Reason, _} when Reason =:= noproc; Reason =:= normal; Reason =:= noconnection -> ok
-    end;
 stop(Handle, Grace) ->
+    _ = stop_report(Handle, Grace),
+    ok.
+
+%% @doc As `stop/2', and says which step ended the program: `{exited, How}'
+%% (it had exited on its own), `{stop_signal, Name}' (its stop signal, within
+%% the grace), `{sigkill, GraceMs}' (SIGKILL after the grace; 0 for
+%% `brutal_kill'), or `closed' if the handle was already closed.
+%% ```
+%% {stop_signal, sigint} = portnode:stop_report(H, 5000).   % opened with {stop_signal, int}
+%% '''
+-spec stop_report(handle(), grace() | default) -> ended() | closed.
+stop_report(Handle, default) when is_pid(Handle) ->
+    stop_report(Handle, kill_timeout(Handle));
+stop_report(Handle, Grace) when is_pid(Handle), ?IS_GRACE(Grace) ->
+    try gen_server:call(Handle, {stop, Grace}, infinity) of
+        {ok, Ended} -> Ended;
+        ok -> closed
+    catch exit:{Reason, _} when Reason =:= noproc; Reason =:= normal; Reason =:= noconnection -> closed
+    end;
+stop_report(Handle, Grace) ->
     erlang:error(badarg, [Handle, Grace]).
+
+%%% Run to completion
+
+%% @doc Runs a program to completion on the default portnode and returns
+%% `{Output, Status}', as Elixir's `System.cmd/3': see `portnode_cmd:cmd/3'.
+%% ```
+%% {<<"hello\n">>, 0} = portnode:cmd({spawn_executable, "/bin/echo"}, [{args, ["hello"]}]),
+%% {_, timeout} = portnode:cmd({spawn, "sleep 60"}, [{timeout, 100}]).
+%% '''
+-spec cmd(port_name(), list()) -> {binary(), portnode_cmd:status()}.
+cmd(PortName, Settings) ->
+    portnode_cmd:cmd(node(), PortName, Settings).
+
+%% @doc As `cmd/2', on portnode `Node'.
+-spec cmd(node(), port_name(), list()) -> {binary(), portnode_cmd:status()}.
+cmd(Node, PortName, Settings) ->
+    portnode_cmd:cmd(Node, PortName, Settings).
 
 %%% Supervision
 

@@ -20,6 +20,39 @@
 %% Unless given, the settings `{line, 4096}', `binary', `exit_status',
 %% `exit_signal' and `{stderr, message}' are added.
 %%
+%% A service is a service as systemd runs one, when its settings say so
+%% (see docs/services.md):
+%% <ul>
+%% <li>`{ready, notify}': the program says `READY=1' on `$NOTIFY_SOCKET'
+%%     (sd_notify), and `start_link/3' returns only then, so a supervisor
+%%     starts the next child only once this one is ready. `{ready, {line,
+%%     Prefix}}': ready once it prints a line (newline and all) that starts
+%%     with `Prefix'.
+%%     `{ready_timeout, Ms}' (default 30000): not ready by then, the start
+%%     fails with `{ready_timeout, Ms}' and the program is stopped.
+%%     ```
+%%     portnode:service(db, {spawn_executable, "/usr/bin/redis-server"},
+%%                      [{args, ["--supervised", "systemd"]}, {ready, notify}])
+%%     '''
+%%     What it says with `STATUS=' is in the service's reports and in
+%%     `sys:get_status/1'.</li>
+%% <li>`{watchdog, Ms}': the program gets `WATCHDOG_USEC' and
+%%     `WATCHDOG_PID', and must say `WATCHDOG=1' at least every `Ms' once
+%%     ready; if it misses one (or says `WATCHDOG=trigger'), it is stopped
+%%     and the service exits `watchdog_timeout', so its supervisor starts a
+%%     new one.
+%%     ```
+%%     portnode:service(worker, {spawn_executable, "worker.py"}, [{ready, notify}, {watchdog, 10000}])
+%%     '''</li>
+%% <li>`{stop_signal, Sig}' (a name such as `int' or `hup', or a number;
+%%     default `term'): the first signal of every stop. The report of a
+%%     stop says which step ended the program: its stop signal, or the
+%%     SIGKILL after the grace.
+%%     ```
+%%     portnode:service(flusher, {spawn, "./flusher"}, [{stop_signal, int}])
+%%     '''</li>
+%% </ul>
+%%
 %% A setting that is wrong fails the start with `{bad_setting, Setting}',
 %% so the supervisor's report names it. The service's reports (started,
 %% exited) are logger reports with `service' and `os_pid' in the report and
@@ -47,13 +80,22 @@
                 handle :: pid() | undefined,
                 os_pid :: non_neg_integer() | undefined,
                 output :: output(),
-                grace :: non_neg_integer() | infinity}).
+                grace :: non_neg_integer() | infinity,
+                %% What the program said of itself (sd_notify): STATUS=, ERRNO=, MAINPID=.
+                status :: binary() | undefined,
+                errno :: integer() | undefined,
+                main_pid :: non_neg_integer() | undefined,
+                %% Which step ended it, when its handle stopped it (a watchdog).
+                stopped :: portnode:ended() | undefined}).
 
 %%% API
 
 %% @doc Starts the service `Id': opens `PortName' with `Settings' (see the
 %% module doc) and links to the caller. `{error, Reason}' if the program
 %% cannot start, with the reason `open_port' raises (`enoent', `eacces', ...).
+%% With a `{ready, _}' setting it returns once the program is ready, or
+%% `{error, {ready_timeout, Ms}}' (the program stopped), or `{error,
+%% {exited_before_ready, How}}'.
 -spec start_link(term(), portnode:port_name(), list()) -> {ok, pid()} | {error, term()}.
 start_link(Id, PortName, Settings) ->
     {Options, PortSettings} = lists:partition(fun service_option/1, Settings),
@@ -114,7 +156,11 @@ handle(Server) ->
 -spec init({term(), portnode:port_name(), list(), list()}) -> {ok, #state{}} | {stop, term()}.
 init({Id, PortName, Settings, Options}) ->
     process_flag(trap_exit, true),
-    Node = proplists:get_value(node, Options, portnode:node()),
+    %% The application's node only when none is named: it waits for the bridge.
+    Node = case lists:keyfind(node, 1, Options) of
+               {node, N} -> N;
+               false -> portnode:node()
+           end,
     Output = proplists:get_value(output, Options, info),
     case valid_output(Output) of
         true -> open(Id, Node, PortName, Settings, Output);
@@ -127,7 +173,9 @@ open(Id, Node, PortName, Settings, Output) ->
     try portnode:open(Node, PortName, with_defaults(Settings)) of
         {Handle, OsPid} ->
             logger:update_process_metadata(#{service => Id, os_pid => OsPid}),
-            ?LOG_INFO(#{what => {portnode_service, started}, service => Id, os_pid => OsPid, program => PortName},
+            Ready = lists:keymember(ready, 1, Settings),
+            ?LOG_INFO(#{what => {portnode_service, started}, service => Id, os_pid => OsPid, program => PortName,
+                        ready => Ready},
                       #{report_cb => fun ?MODULE:format_report/1}),
             {ok, #state{id = Id, name = PortName, handle = Handle, os_pid = OsPid,
                         output = Output,
@@ -156,50 +204,114 @@ handle_info({H, {data, Data}}, State = #state{handle = H}) ->
 handle_info({H, {stderr, Data}}, State = #state{handle = H, output = Output}) ->
     Output =/= ignore andalso ?LOG_WARNING("~ts", [string:trim(Data, trailing)], #{stream => stderr}),
     {noreply, State};
+handle_info({H, ready}, State = #state{handle = H}) ->
+    {noreply, State};
+handle_info({H, {status, Text}}, State = #state{handle = H}) ->
+    said(#{status => Text}, State),
+    {noreply, State#state{status = Text}};
+handle_info({H, stopping}, State = #state{handle = H}) ->
+    said(#{stopping => true}, State),
+    {noreply, State};
+handle_info({H, {errno, Errno}}, State = #state{handle = H}) ->
+    said(#{errno => Errno}, State),
+    {noreply, State#state{errno = Errno}};
+handle_info({H, {mainpid, MainPid}}, State = #state{handle = H}) ->
+    said(#{main_pid => MainPid}, State),
+    {noreply, State#state{main_pid = MainPid}};
+handle_info({H, {stopped, Ended}}, State = #state{handle = H}) ->
+    {noreply, State#state{stopped = Ended}};
 handle_info({H, {exit_status, 0}}, State = #state{handle = H}) ->
     ended(normal, State);
 handle_info({H, {Ended, _} = How}, State = #state{handle = H}) when Ended =:= exit_status; Ended =:= exit_signal ->
     ended(How, State);
+handle_info({'EXIT', H, watchdog_timeout}, State = #state{handle = H}) ->
+    %% The program missed its watchdog: its handle stopped it.
+    ended(watchdog_timeout, State);
 handle_info({'EXIT', H, Reason}, State = #state{handle = H}) ->
     %% The handle went without a status: portnode is gone, or it was killed.
     {stop, {handle_exit, Reason}, State#state{handle = undefined}};
 handle_info(_Msg, State) ->
     {noreply, State}.
 
-%% Stops the program within the shutdown: SIGTERM, SIGKILL after the grace
-%% period, and returns once it is gone.
+%% Stops the program within the shutdown: its stop signal, SIGKILL after
+%% the grace period, and returns once it is gone; the report says which
+%% step ended it.
 -spec terminate(term(), #state{}) -> ok.
 terminate(_Reason, #state{handle = undefined}) ->
     ok;
-terminate(_Reason, #state{handle = H, grace = Grace}) ->
+terminate(Reason, State = #state{id = Id, os_pid = OsPid, handle = H, grace = Grace}) ->
     %% Best effort: the handle may be gone with portnode, or its node down.
-    try portnode:stop(H, Grace) catch _:_ -> ok end,
+    try portnode:stop_report(H, Grace) of
+        closed -> ok;
+        Ended ->
+            ?LOG_NOTICE(with_said(#{what => {portnode_service, stopped}, service => Id, os_pid => OsPid,
+                                  reason => Reason, ended => Ended}, State),
+                      #{report_cb => fun ?MODULE:format_report/1})
+    catch _:_ -> ok
+    end,
     ok.
 
 %% Crash reports show the service, its program and OS pid.
 -spec format_status(gen_server:format_status()) -> gen_server:format_status().
-format_status(Status = #{state := #state{id = Id, name = Name, handle = H, os_pid = OsPid}}) ->
-    Status#{state => #{service => Id, program => Name, handle => H, os_pid => OsPid}};
+format_status(Status = #{state := State = #state{id = Id, name = Name, handle = H, os_pid = OsPid}}) ->
+    Status#{state => with_said(#{service => Id, program => Name, handle => H, os_pid => OsPid}, State)};
 format_status(Status) ->
     Status.
 
 %% @private
 -spec format_report(logger:report()) -> {io:format(), [term()]}.
-format_report(#{what := {portnode_service, started}, service := Id, os_pid := OsPid, program := Name}) ->
-    {"service ~tp started: os pid ~b, program ~tp", [Id, OsPid, Name]};
-format_report(#{what := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How}) ->
-    {"service ~tp (os pid ~b) exited: ~tp", [Id, OsPid, How]}.
+format_report(#{what := {portnode_service, started}, service := Id, os_pid := OsPid, program := Name} = R) ->
+    {"service ~tp started: os pid ~b, program ~tp~ts", [Id, OsPid, Name, [", ready" || maps:get(ready, R, false)]]};
+format_report(#{what := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How} = R) ->
+    {"service ~tp (os pid ~b) exited: ~tp~ts", [Id, OsPid, How, said_text(R)]};
+format_report(#{what := {portnode_service, stopped}, service := Id, os_pid := OsPid, reason := Reason, ended := Ended} = R) ->
+    {"service ~tp (os pid ~b) stopped (~tp): ~ts~ts", [Id, OsPid, Reason, ended_text(Ended), said_text(R)]};
+format_report(#{what := {portnode_service, said}, service := Id, os_pid := OsPid} = R) ->
+    {"service ~tp (os pid ~b) says~ts", [Id, OsPid, said_text(R)]}.
 
 %%% Internal functions
 
 ended(How, State = #state{id = Id, os_pid = OsPid}) ->
-    Report = #{what => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How},
+    Report = with_said(#{what => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How}, State),
     Meta = #{report_cb => fun ?MODULE:format_report/1},
     case How of
         normal -> ?LOG_NOTICE(Report, Meta);
         _ -> ?LOG_ERROR(Report, Meta)
     end,
     {stop, How, State#state{handle = undefined}}.
+
+%% What the program said of itself (sd_notify), as a report at info.
+said(What, #state{id = Id, os_pid = OsPid}) ->
+    ?LOG_INFO(What#{what => {portnode_service, said}, service => Id, os_pid => OsPid},
+              #{report_cb => fun ?MODULE:format_report/1}).
+
+%% A report with what the program last said of itself, and how a stop of its handle's ended it.
+with_said(Report, #state{status = Status, errno = Errno, main_pid = MainPid, stopped = Stopped}) ->
+    maps:merge(Report, maps:from_list([{K, V} || {K, V} <- [{status, Status}, {errno, Errno}, {main_pid, MainPid},
+                                                             {ended, Stopped}],
+                                                 V =/= undefined, not is_map_key(K, Report)])).
+
+said_text(R) ->
+    [[", status: ", text(S)] || S <- [maps:get(status, R, undefined)], is_binary(S)]
+        ++ [io_lib:format(", errno ~b", [E]) || E <- [maps:get(errno, R, undefined)], is_integer(E)]
+        ++ [io_lib:format(", main pid ~b", [P]) || P <- [maps:get(main_pid, R, undefined)], is_integer(P)]
+        ++ [", stopping" || maps:get(stopping, R, false) =:= true]
+        ++ [[" (", ended_text(E), ")"] || E <- [maps:get(ended, R, undefined)], maps:get(what, R) =/= {portnode_service, stopped}, E =/= undefined].
+
+%% A program's text as it is if it is UTF-8 (a formatter given ~ts
+%% crashes on bytes that are not), else quoted.
+text(Bytes) ->
+    case unicode:characters_to_binary(Bytes) of
+        Text when is_binary(Text) -> Text;
+        _ -> io_lib:format("~p", [Bytes])
+    end.
+
+%% Which step of a stop ended the program, in words.
+ended_text({exited, How}) -> io_lib:format("it had exited: ~tp", [How]);
+ended_text({stop_signal, Sig}) -> io_lib:format("ended by its stop signal ~tp", [Sig]);
+ended_text({sigkill, 0}) -> "killed with SIGKILL at once";
+ended_text({sigkill, Ms}) -> io_lib:format("killed with SIGKILL after ~b ms", [Ms]);
+ended_text(Other) -> io_lib:format("~tp", [Other]).
 
 %% The setting open_port's badarg names, from its error_info.
 bad_setting([{_M, _F, _Args, Info} | _]) ->

@@ -152,6 +152,11 @@ impl Leaf {
         }
     }
 
+    /// True if process `pid` is in the leaf.
+    pub fn holds(&self, pid: libc::pid_t) -> bool {
+        pid > 0 && members(&self.dir()).contains(&pid)
+    }
+
     /// SIGKILLs every process in the leaf at once.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);

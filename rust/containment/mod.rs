@@ -160,6 +160,16 @@ impl Jail {
         }
     }
 
+    /// True if [`Jail::signal_all`] reaches process `pid`: it is in the
+    /// program's cgroup, or in its process group.
+    pub fn reaches(&self, pid: i32) -> bool {
+        match self {
+            Jail::Cgroup(leaf) => leaf.holds(pid),
+            // SAFETY: getpgid(2) on any pid; -1 if there is none.
+            Jail::Group { pgid, .. } => *pgid != 0 && unsafe { libc::getpgid(pid) } == *pgid as i32,
+        }
+    }
+
     /// SIGKILLs every process of the program.
     pub fn kill_all(&self) {
         match self {
@@ -204,6 +214,17 @@ impl Jail {
                 wait.await;
                 true
             }
+        }
+    }
+
+    /// True if process `pid` is one of the program's, as far as can be
+    /// told now: in its cgroup; or in its group, descended from its first
+    /// process, or carrying its marker. A process that has exited and been
+    /// reaped is no one's.
+    pub fn holds(&self, pid: i32) -> bool {
+        match self {
+            Jail::Cgroup(leaf) => leaf.holds(pid),
+            Jail::Group { pgid, mark } => tree::holds(*pgid, mark, pid),
         }
     }
 

@@ -91,6 +91,41 @@ pub fn signal_all(pgid: u32, mark: &str, signal: i32) {
     }
 }
 
+/// True if `pid` belongs to the program whose group is `pgid`: it is in
+/// the group, descends from the leader, or carries the marker `mark`.
+pub fn holds(pgid: u32, mark: &str, pid: i32) -> bool {
+    if pgid == 0 || pid <= 0 {
+        return false;
+    }
+    // SAFETY: getpgid(2) on any pid; -1 if there is none.
+    if unsafe { libc::getpgid(pid) } == pgid as i32 {
+        return true;
+    }
+    descends_from(pid, pgid as i32) || carries(pid, mark)
+}
+
+/// True if `ancestor` is `pid`'s parent, or its parent's, and so on.
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut current = pid;
+    // A chain of parents is short; the bound only guards against a loop.
+    for _ in 0..4096 {
+        match parent_of(current) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent > 1 => current = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The parent of `pid`, from `/proc/<pid>/stat` (its fourth field).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces or parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Returns once no process of the program is alive but its leader.
 pub async fn wait_empty(pgid: u32, mark: &str) {
     loop {
@@ -193,6 +228,10 @@ mod tests {
         assert!(!carries(pid, "PORTNODE_PORT_ID=x."));
         assert!(carries_prefix(pid, "PORTNODE_PORT_ID=x."));
         assert!(children_of(std::process::id() as i32).contains(&pid));
+        assert!(descends_from(pid, std::process::id() as i32));
+        assert!(!descends_from(std::process::id() as i32, pid));
+        assert!(holds(u32::MAX >> 1, "PORTNODE_PORT_ID=x.7", pid), "by its marker");
+        assert!(!holds(u32::MAX >> 1, "PORTNODE_PORT_ID=x.8", pid));
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -1,9 +1,10 @@
 //! A running program: waiting for it, signalling it, and stopping it.
 //!
-//! Stopping a program means SIGTERM to every process of its containment
-//! (its cgroup, or its group and marked descendants), SIGKILL after the
-//! kill timeout, and waiting until none is left and its first process is
-//! reaped. It runs as a tracked task, so that shutdown can wait for every
+//! Stopping a program means its stop signal (SIGTERM unless its
+//! `stop_signal` says otherwise) to every process of its containment (its
+//! cgroup, or its group and marked descendants), SIGKILL after the kill
+//! timeout, and waiting until none is left and its first process is
+//! reaped; [`Ended`] says which of those steps ended it. It runs as a tracked task, so that shutdown can wait for every
 //! program to be gone, and it also runs from `Drop`: a port process that is
 //! killed or aborted still stops its program.
 
@@ -47,13 +48,39 @@ pub fn reapers() -> &'static TaskTracker {
 pub struct Running {
     program: Option<(Child, Jail)>,
     kill_timeout: Duration,
+    /// The first signal of every stop.
+    stop_signal: i32,
     status: Option<ExitStatus>,
 }
 
+/// Which step of a stop ended the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Its first process had exited on its own (what it left was stopped).
+    OnItsOwn(ExitStatus),
+    /// Its stop signal ended it (all of it) within the grace.
+    StopSignal(i32),
+    /// SIGKILL ended it, after this grace (zero: at once, `brutal_kill`).
+    Killed(Duration),
+}
+
+impl Ended {
+    /// As Erlang hears it: `{exited, {exit_status, N} | {exit_signal, Name}}`,
+    /// `{stop_signal, Name}` or `{sigkill, GraceMs}`.
+    pub fn to_term(self) -> eetf::Term {
+        use crate::etf::{a, int, tuple};
+        match self {
+            Ended::OnItsOwn(status) => tuple(vec![a("exited"), exit_report(status, true)]),
+            Ended::StopSignal(sig) => tuple(vec![a("stop_signal"), signal_term(sig)]),
+            Ended::Killed(grace) => tuple(vec![a("sigkill"), int(grace.as_millis() as i64)]),
+        }
+    }
+}
+
 impl Running {
-    pub fn new(child: Child, jail: Jail, kill_timeout: Duration) -> Running {
+    pub fn new(child: Child, jail: Jail, kill_timeout: Duration, stop_signal: i32) -> Running {
         watchdog::add(&jail);
-        Running { program: Some((child, jail)), kill_timeout, status: None }
+        Running { program: Some((child, jail)), kill_timeout, stop_signal, status: None }
     }
 
     /// Waits for the program's first process to exit (cancel-safe) and
@@ -83,24 +110,31 @@ impl Running {
         std::task::Poll::Ready(status)
     }
 
-    /// Stops the program now and returns once all of it is gone: SIGTERM,
-    /// SIGKILL after `grace` (at once for zero, never for `None`).
-    /// Cancel-safe: if the caller goes away, `Drop` finishes the job.
-    pub async fn terminate(&mut self, grace: Option<Duration>) {
-        if let Some((child, jail)) = self.program.as_mut() {
-            stop(child, jail, grace).await;
-            if let Some((_, jail)) = self.program.take() {
-                release(jail);
-            }
+    /// Stops the program now and returns once all of it is gone: its stop
+    /// signal, SIGKILL after `grace` (at once for zero, never for `None`);
+    /// `None` if this guard held no program. Cancel-safe: if the caller
+    /// goes away, `Drop` finishes the job.
+    pub async fn terminate(&mut self, grace: Option<Duration>) -> Option<Ended> {
+        let stop_signal = self.stop_signal;
+        let (child, jail) = self.program.as_mut()?;
+        let ended = stop(child, jail, stop_signal, grace).await;
+        if let Some((_, jail)) = self.program.take() {
+            release(jail);
         }
+        Some(ended)
     }
 
-    /// Stops the program (SIGTERM, SIGKILL after its kill timeout) and
-    /// returns once all of it is gone; at once if it has exited and left
-    /// nothing behind.
-    pub async fn stop(&mut self) {
+    /// Stops the program (its stop signal, SIGKILL after its kill timeout)
+    /// and returns once all of it is gone; at once if it has exited and
+    /// left nothing behind.
+    pub async fn stop(&mut self) -> Option<Ended> {
         let timeout = self.kill_timeout;
-        self.terminate(Some(timeout)).await;
+        self.terminate(Some(timeout)).await
+    }
+
+    /// True if process `pid` is one of the program's (see [`Jail::holds`]).
+    pub fn holds(&self, pid: i32) -> bool {
+        self.program.as_ref().is_some_and(|(_, jail)| jail.holds(pid))
     }
 
     /// This guard still holds a program (it was not moved out or stopped).
@@ -111,18 +145,18 @@ impl Running {
     /// Moves the program into a new guard, leaving this one empty (its
     /// `wait` then never returns).
     pub fn detach(&mut self) -> Running {
-        Running { program: self.program.take(), kill_timeout: self.kill_timeout, status: self.status }
+        Running { program: self.program.take(), kill_timeout: self.kill_timeout, stop_signal: self.stop_signal, status: self.status }
     }
 
     /// Hands the program to a reaper task that stops it within the kill
     /// timeout; returns at once.
     pub fn stop_in_background(&mut self) {
         let Some((mut child, mut jail)) = self.program.take() else { return };
-        let timeout = self.kill_timeout;
+        let (timeout, stop_signal) = (self.kill_timeout, self.stop_signal);
         match tokio::runtime::Handle::try_current() {
             Ok(_) => {
                 reapers().spawn(async move {
-                    stop(&mut child, &mut jail, Some(timeout)).await;
+                    stop(&mut child, &mut jail, stop_signal, Some(timeout)).await;
                     release(jail);
                 });
             }
@@ -152,28 +186,38 @@ fn release(jail: Jail) {
     jail.release();
 }
 
-/// SIGTERM to all of the program (SIGKILL if `grace` is zero), SIGKILL
-/// after `grace` (never if it is `None`); returns once no process of it is
-/// left and its first process is reaped.
-async fn stop(child: &mut Child, jail: &mut Jail, grace: Option<Duration>) {
+/// `stop_signal` to all of the program (SIGKILL if `grace` is zero),
+/// SIGKILL after `grace` (never if it is `None`); returns once no process
+/// of it is left and its first process is reaped, with the step that
+/// ended it.
+async fn stop(child: &mut Child, jail: &mut Jail, stop_signal: i32, grace: Option<Duration>) -> Ended {
     // The usual end: the program has exited and left nothing behind. One
     // look tells, and there is nothing to signal or wait for.
-    if matches!(child.try_exited(), Ok(Some(_))) && jail.is_empty() {
+    let exited = child.try_exited().ok().flatten();
+    if let (Some(status), true) = (exited, jail.is_empty()) {
         jail.kill_group();
         child.reap();
-        return;
+        return Ended::OnItsOwn(status);
     }
+    // Its first process had exited on its own: what is left of it (a
+    // daemon it started) is stopped as usual, but its own exit ended it.
+    let mut ended = exited.map_or(Ended::StopSignal(stop_signal), Ended::OnItsOwn);
     if grace == Some(Duration::ZERO) {
         jail.kill_all();
         child.signal(libc::SIGKILL);
+        ended = exited.map_or(Ended::Killed(Duration::ZERO), Ended::OnItsOwn);
     } else {
-        jail.signal_all(libc::SIGTERM);
-        child.signal(libc::SIGTERM);
+        jail.signal_all(stop_signal);
+        // Once: a second SIGINT is "quit now" to many programs.
+        if !jail.reaches(child.pid() as i32) {
+            child.signal(stop_signal);
+        }
     }
     if !gone(child, jail, grace).await {
-        debug!(os_pid = child.pid(), "program ignored SIGTERM; sending SIGKILL");
+        debug!(os_pid = child.pid(), signal = stop_signal, "program outlived its stop signal; sending SIGKILL");
         jail.kill_all();
         child.signal(libc::SIGKILL);
+        ended = exited.map_or(Ended::Killed(grace.unwrap_or_default()), Ended::OnItsOwn);
         if !gone(child, jail, Some(KILLED_WARNING)).await {
             warn!(os_pid = child.pid(), "program not gone 5 s after SIGKILL; still waiting");
             gone(child, jail, None).await;
@@ -183,6 +227,7 @@ async fn stop(child: &mut Child, jail: &mut Jail, grace: Option<Duration>) {
     // no trace to find it by), while the leader's pid still reserves the id.
     jail.kill_group();
     child.reap();
+    ended
 }
 
 /// True once the first process has exited and nothing else of the program
@@ -208,12 +253,14 @@ pub fn exit_report(status: ExitStatus, signal_apart: bool) -> eetf::Term {
     use crate::etf::{a, int, tuple};
     use std::os::unix::process::ExitStatusExt;
     match status.signal() {
-        Some(sig) if signal_apart => {
-            let name = signal_name(sig).map(|n| a(&n)).unwrap_or_else(|| int(i64::from(sig)));
-            tuple(vec![a("exit_signal"), name])
-        }
+        Some(sig) if signal_apart => tuple(vec![a("exit_signal"), signal_term(sig)]),
         _ => tuple(vec![a("exit_status"), int(status_code(status))]),
     }
+}
+
+/// A signal as Erlang code names it (`sigterm`), or its number if it has no name.
+pub fn signal_term(sig: i32) -> eetf::Term {
+    signal_name(sig).map(|n| crate::etf::a(&n)).unwrap_or_else(|| crate::etf::int(i64::from(sig)))
 }
 
 /// The exit status as a port reports it: the code, or 128 + the signal.

@@ -5,10 +5,14 @@
 //! (see [`crate::containment`]); the port process then relays data both
 //! ways until the program ends or the port is closed, and its
 //! [`child::Running`] guard makes sure the program (all of it) is stopped
-//! whatever ends the port.
+//! whatever ends the port. A program with `{ready, _}` or `{watchdog, _}`
+//! settings is watched by its port ([`health`]): readiness gates whoever
+//! waits for its start, and a missed watchdog stops it.
 
 pub mod child;
 pub mod codec;
+pub mod health;
+pub mod lifecycle;
 pub mod lookups;
 pub mod privileges;
 pub mod request;
@@ -27,6 +31,7 @@ use crate::etf::{a, tuple};
 use crate::node::Node;
 use crate::node::process::Call;
 use eetf::{Pid, Term};
+use crate::notify::socket::NotifySocket;
 use settings::PortSpec;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -40,13 +45,15 @@ pub enum OnStart {
     Nobody,
     /// A call to answer with `{ok, Handle, OsPid}` (`undefined` for a
     /// program that failed to start after the checks passed, and reports
-    /// it as its exit status), or `{error, Reason}`.
+    /// it as its exit status), or `{error, Reason}`; for a program with a
+    /// `{ready, _}` setting, once it is ready.
     Reply(Call),
     /// A call to answer with `{ok, Handle}`: at once, unless the program
     /// asks for privileges, whose failure (`eperm`) `open_port` raises as
     /// erts's does; then once it runs (or `{error, Reason}`).
     ReplyHandle(Call),
-    /// A task of portnode's (a supervisor): the OS pid, or the reason.
+    /// A task of portnode's (a supervisor): the OS pid, or the reason;
+    /// as `Reply`, once a program with a `{ready, _}` setting is ready.
     Tell(oneshot::Sender<Result<Option<u32>, Term>>),
 }
 
@@ -56,7 +63,7 @@ pub enum OnStart {
 /// VM sent of itself (see [`PortSpec::apply_caller`]), if anything.
 /// `on_start` hears when the program runs; on an error it is given back.
 pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>, on_start: OnStart) -> Result<Pid, (Term, OnStart)> {
-    let (spec, starting) = match prepare(owner, port_name, settings, caller) {
+    let (spec, starting, notify) = match prepare(owner, port_name, settings, caller) {
         Ok(prepared) => prepared,
         Err(reason) => return Err((reason, on_start)),
     };
@@ -65,7 +72,7 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, ca
         other => (other, None),
     };
     let owner_pid = owner.clone();
-    let pid = node.spawn(move |me| process::run(me, owner_pid, spec, starting, on_start));
+    let pid = node.spawn(move |me| process::run(me, owner_pid, spec, starting, notify, on_start));
     // Before the owner hears of the handle: trap exits, and link to the owner.
     node.set_trap_exit(&pid, true);
     node.link(&pid, owner);
@@ -76,8 +83,9 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, ca
 }
 
 /// Everything `open` does before the handle exists: the settings, the
-/// checks erts makes, the containment, the pipes and the spawner's request.
-fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<(PortSpec, spawn::Starting), Term> {
+/// checks erts makes, the containment, the notify socket, the pipes and
+/// the spawner's request.
+fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<(PortSpec, spawn::Starting, Option<NotifySocket>), Term> {
     let parsed = PortSpec::parse(port_name, settings).and_then(|mut spec| {
         caller.map_or(Ok(()), |c| spec.apply_caller(c))?;
         Ok(spec)
@@ -91,10 +99,26 @@ fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>
         a(spawn::errno_name(&e))
     };
     spawn::precheck(&spec).map_err(fail)?;
+    let notify = match spec.lifecycle.needs_socket() {
+        true => Some(NotifySocket::create(socket_owner(&spec)).map_err(|e| {
+            warn!(owner = %owner, error = %e, "open_port: cannot make the program's notify socket");
+            a(spawn::errno_name(&e))
+        })?),
+        false => None,
+    };
     let jail = crate::containment::get().prepare().map_err(|e| {
         warn!(owner = %owner, error = %e, "open_port: cannot prepare the program's containment");
         a(spawn::errno_name(&e))
     })?;
-    let starting = spawn::start(&spec, jail).map_err(fail)?;
-    Ok((spec, starting))
+    let starting = spawn::start(&spec, jail, notify.as_ref().map(NotifySocket::path)).map_err(fail)?;
+    Ok((spec, starting, notify))
+}
+
+/// Who the notify socket (and its directory) belongs to: the user the
+/// program runs as, when that is not portnode's.
+fn socket_owner(spec: &PortSpec) -> Option<(libc::uid_t, libc::gid_t)> {
+    let (uid, primary) = spec.privileges.uid?;
+    // SAFETY: getegid cannot fail.
+    let gid = spec.privileges.gid.or(primary).unwrap_or_else(|| unsafe { libc::getegid() });
+    Some((uid, gid))
 }

@@ -19,6 +19,7 @@
 
 use super::child::{self, Running};
 use super::codec::{self, Frame, Kind};
+use super::health::{Health, Stream};
 use super::outbound::Outbound;
 use super::output::{read_some, Output, MAX_READ, READ_CHUNK};
 use super::request::{CallRequest, FlowMode, Request};
@@ -30,10 +31,10 @@ use crate::etf::{self, a, int, tuple};
 use crate::backlog::Backlog;
 use crate::distribution::connection::{Outbox, Outgoing};
 use crate::node::process::{Call, Process};
+use crate::notify::socket::NotifySocket;
 use eetf::{Pid, Term};
 use std::cell::OnceCell;
 use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::task::Poll;
@@ -53,17 +54,19 @@ enum Written {
     TooLarge,
 }
 
+mod stop;
+mod watched;
+
+use stop::{Stop, Stopping};
+
 /// What the message handlers decide.
 enum Next {
     Continue,
     Exit(Term),
-    /// Stop the program (SIGTERM, SIGKILL after the grace period; see
-    /// [`Running::terminate`]), answer the call if any, and exit `normal`.
-    Stop(Option<Duration>, Option<Call>),
+    /// Stop the program (its stop signal, SIGKILL after the grace period;
+    /// see [`Running::terminate`]), then exit as it says.
+    Stop(Box<Stop>),
 }
-
-/// A stop in progress: the program, moved out of the port, being stopped.
-type Stopping = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct Port {
     me: Process,
@@ -85,6 +88,10 @@ struct Port {
     /// An unterminated last line, held back: a port reports it after the exit status.
     /// Boxed: rare, and a frame is 32 bytes of every port.
     last_line: Option<Box<Frame>>,
+    /// What the port watches of the program (readiness, watchdog), if its settings ask.
+    health: Option<Box<Health>>,
+    /// Who waits for the program to be ready, to hear of its start then.
+    awaiting_start: Option<Box<OnStart>>,
 }
 
 /// What the port keeps of its open settings once the program runs: the
@@ -121,13 +128,15 @@ struct Launch {
     me: Process,
     owner: Pid,
     spec: PortSpec,
+    notify: Option<NotifySocket>,
     on_start: OnStart,
 }
 
-/// Runs the port: waits for its program to start, tells `on_start`, then
-/// serves it until it closes; returns its exit reason.
-pub fn run(me: Process, owner: Pid, spec: PortSpec, starting: Starting, on_start: OnStart) -> impl Future<Output = Term> + Send {
-    launched(Box::new(Launch { me, owner, spec, on_start }), Box::new(starting))
+/// Runs the port: waits for its program to start, tells `on_start` (once
+/// it is ready, if its settings say how it tells), then serves it until it
+/// closes; returns its exit reason.
+pub fn run(me: Process, owner: Pid, spec: PortSpec, starting: Starting, notify: Option<NotifySocket>, on_start: OnStart) -> impl Future<Output = Term> + Send {
+    launched(Box::new(Launch { me, owner, spec, notify, on_start }), Box::new(starting))
 }
 
 async fn launched(launch: Box<Launch>, starting: Box<Starting>) -> Term {
@@ -161,15 +170,21 @@ impl Port {
     /// The port for a program that has started, with its output pipes, or
     /// why there is none. Tells `on_start` either way.
     fn start(launch: Box<Launch>, outcome: std::io::Result<Spawned>) -> Result<(Box<Port>, Box<(Output, Output)>), Failed> {
-        let Launch { me, owner, spec, on_start } = *launch;
+        let Launch { me, owner, spec, notify, on_start } = *launch;
         let spawned = match outcome {
             Ok(spawned) => spawned,
             Err(e) => {
                 report_child_failure(&me, &owner, &spec.name, &e);
                 return Err(match spawn::failed_in_child(&e) {
+                    // Whoever waits for it to be ready hears it never will be.
+                    Some(errno) if spec.lifecycle.ready.is_some() && matches!(on_start, OnStart::Reply(_) | OnStart::Tell(_)) => {
+                        me.unlink(&owner);
+                        started(&me, on_start, Err(watched::never_ready(errno)));
+                        Failed::Reason(a("normal"))
+                    }
                     Some(errno) => {
                         started(&me, on_start, Ok(None));
-                        Failed::InChild(Box::new(Launch { me, owner, spec, on_start: OnStart::Nobody }), errno)
+                        Failed::InChild(Box::new(Launch { me, owner, spec, notify: None, on_start: OnStart::Nobody }), errno)
                     }
                     None => {
                         let reason = a(spawn::errno_name(&e));
@@ -187,13 +202,22 @@ impl Port {
                 });
             }
         };
-        started(&me, on_start, Ok(Some(spawned.os_pid)));
+        let health = Health::new(&spec.lifecycle, notify);
+        // A program that is to say it is ready has started for those who
+        // wait only once it has (an opener told now still has its handle).
+        let awaiting_start = match on_start {
+            on_start @ (OnStart::Reply(_) | OnStart::Tell(_)) if health.as_ref().is_some_and(|h| h.awaiting_ready()) => Some(Box::new(on_start)),
+            on_start => {
+                started(&me, on_start, Ok(Some(spawned.os_pid)));
+                None
+            }
+        };
         let Spawned { child, jail, os_pid, stdin, stdout, stderr } = spawned;
-        let program = Running::new(child, jail, spec.kill_timeout);
+        let program = Running::new(child, jail, spec.kill_timeout, spec.lifecycle.stop_signal);
         let owner_backlog = me.node().backlog_of(&owner);
         let stdin = Stdin::new(stdin);
         let settings = Settings::of(spec);
-        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None });
+        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None, health, awaiting_start });
         Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
 }
@@ -250,6 +274,7 @@ fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) 
 /// then gets what it was sent, and time to finish (see [`Port::closed`]).
 async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
     let reason = relay(&mut port, &mut outputs).await;
+    let reason = port.settle_start(reason);
     let err = &mut outputs.1;
     let stderr = if port.settings.stderr_log { err.pipe.take().map(|pipe| (pipe, std::mem::take(&mut err.buf))) } else { None };
     port.closed(stderr);
@@ -265,13 +290,19 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
     let need_status = port.settings.exit_status;
     let mut status: Option<ExitStatus> = None;
     // Boxed, as everything the loop keeps: a port's task is its largest state.
-    let mut stopping: Option<Box<(Stopping, Option<Call>)>> = None;
+    let mut stopping: Option<Box<(Stopping, Box<Stop>)>> = None;
     loop {
         if let Err(reason) = port.deliver_output(out) {
             return reason;
         }
         let output_over = ends_with_output && out.finished() && err.finished();
-        if output_over && !port.done && stopping.is_none() && (status.is_some() || !need_status) {
+        if let Some(status) = status.filter(|_| out.finished() && err.finished() && stopping.is_none()) {
+            if port.awaiting_start.is_some() {
+                return port.exited_before_ready(status);
+            }
+        }
+        // Until it is ready (or has exited), a program that waits to be is not over.
+        if output_over && !port.done && stopping.is_none() && port.awaiting_start.is_none() && (status.is_some() || !need_status) {
             if let Next::Exit(reason) = port.output_ended(status.unwrap_or_default()) {
                 return reason;
             }
@@ -282,43 +313,67 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
         // Boxed, and made only while output waits for a busy owner: the
         // loop holds this future all along.
         let mut backlog_room = (!room && output_waits).then(|| port.owner_backlog.clone()).flatten().map(|b| Box::pin(async move { b.room().await }));
-        tokio::select! {
-            msg = port.me.recv() => match port.handle(Request::parse(msg)) {
-                Next::Continue => {}
-                Next::Exit(reason) => return reason,
-                Next::Stop(grace, call) => {
-                    let mut program = port.program.detach();
-                    stopping = Some(Box::new((Box::pin(async move { program.terminate(grace).await }), call)));
-                }
-            },
+        let next = tokio::select! {
+            msg = port.me.recv() => port.handle(Request::parse(msg)),
             read = read_some(out.pipe.as_mut(), &mut out.buf, cap), if out.pipe.is_some() && !out.blocked && room => {
                 out.fresh = true;
                 match read {
-                    Ok(n) if n > 0 => port.bytes_in += n as u64,
+                    Ok(n) if n > 0 => {
+                        port.bytes_in += n as u64;
+                        port.saw_output(Stream::Stdout, &out.buf[out.buf.len() - n..]);
+                    }
                     _ => out.pipe = None,
                 }
+                Next::Continue
             },
             // Lines for portnode's log are read whatever the owner's room.
-            read = read_some(err.pipe.as_mut(), &mut err.buf, READ_CHUNK), if err.pipe.is_some() && (room || port.settings.stderr_log) => match read {
-                Ok(n) if n > 0 && port.settings.stderr_log => port.log_stderr(&mut err.buf, false),
-                Ok(n) if n > 0 => {
-                    let data = port.data(std::mem::take(&mut err.buf));
-                    port.to_owner(tuple(vec![a("stderr"), data]));
+            read = read_some(err.pipe.as_mut(), &mut err.buf, READ_CHUNK), if err.pipe.is_some() && (room || port.settings.stderr_log) => {
+                match read {
+                    Ok(n) if n > 0 => {
+                        let fresh = err.buf.len() - n.min(err.buf.len());
+                        port.saw_output(Stream::Stderr, &err.buf[fresh..]);
+                        if port.settings.stderr_log {
+                            port.log_stderr(&mut err.buf, false);
+                        } else {
+                            let data = port.data(std::mem::take(&mut err.buf));
+                            port.to_owner(tuple(vec![a("stderr"), data]));
+                        }
+                    }
+                    _ => {
+                        port.log_stderr(&mut err.buf, true);
+                        err.pipe = None;
+                        err.ended = true;
+                    }
                 }
-                _ => {
-                    port.log_stderr(&mut err.buf, true);
-                    err.pipe = None;
-                    err.ended = true;
-                }
+                Next::Continue
             },
-            _ = std::future::poll_fn(|cx| backlog_room.as_mut().map_or(Poll::Pending, |f| f.as_mut().poll(cx))), if !room && output_waits => {}
-            written = port.stdin.write_some(), if port.stdin.has_work() => port.stdin.wrote(written, &port.me),
-            s = port.program.wait(), if status.is_none() => status = Some(s),
-            _ = std::future::poll_fn(|cx| stopping.as_mut().map_or(Poll::Pending, |s| s.0.as_mut().poll(cx))), if stopping.is_some() => {
-                if let Some(Some(call)) = stopping.take().map(|s| s.1) {
-                    port.me.reply(&call, a("ok"));
+            _ = std::future::poll_fn(|cx| backlog_room.as_mut().map_or(Poll::Pending, |f| f.as_mut().poll(cx))), if !room && output_waits => Next::Continue,
+            written = port.stdin.write_some(), if port.stdin.has_work() => {
+                port.stdin.wrote(written, &port.me);
+                Next::Continue
+            },
+            s = port.program.wait(), if status.is_none() => {
+                status = Some(s);
+                Next::Continue
+            },
+            event = std::future::poll_fn(|cx| port.health.as_mut().map_or(Poll::Pending, |h| h.poll_event(cx))), if port.health.is_some() && stopping.is_none() => port.on_health(event),
+            ended = std::future::poll_fn(|cx| stopping.as_mut().map_or(Poll::Pending, |s| s.0.as_mut().poll(cx))), if stopping.is_some() => {
+                let Some(stop) = stopping.take().map(|s| s.1) else { return a("normal") };
+                return port.stopped(*stop, ended);
+            }
+        };
+        match next {
+            Next::Continue => {}
+            Next::Exit(reason) => return reason,
+            Next::Stop(stop) => {
+                if let Some(under_way) = stopping.as_mut() {
+                    // One stop at a time: a later caller hears when it is done.
+                    under_way.1.more_calls.extend(stop.call);
+                    continue;
                 }
-                return a("normal");
+                let mut program = port.program.detach();
+                let grace = stop.grace;
+                stopping = Some(Box::new((Box::pin(async move { program.terminate(grace).await }), stop)));
             }
         }
     }
@@ -586,7 +641,7 @@ impl Port {
                 Next::Continue
             }
             Request::PortCommand(data) => self.command(&data),
-            Request::Stop(grace) => Next::Stop(grace, None),
+            Request::Stop(grace) => Stop::asked(grace, None),
             Request::Exit { from, reason } => {
                 // A port closes when its owner exits, for any reason, and when
                 // any other linked process exits abnormally.
@@ -659,7 +714,7 @@ impl Port {
                 self.me.link(&new);
                 a("true")
             }
-            CallRequest::Stop(grace) => return Next::Stop(grace, Some(call)),
+            CallRequest::Stop(grace) => return Stop::asked(grace, Some(call)),
             CallRequest::BadStop => a("badarg"),
             CallRequest::Command(data) => match self.write(&data) {
                 Written::Queued => a("true"),

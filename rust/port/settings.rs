@@ -1,6 +1,7 @@
 //! The `open_port/2` arguments: a port name and a settings list, parsed into
 //! a [`PortSpec`] with the port BIF's rules, or a badarg naming what is wrong.
 
+use super::lifecycle::Lifecycle;
 use super::privileges::Privileges;
 use crate::etf::{as_atom, as_int, as_list, as_tuple};
 use eetf::Term;
@@ -71,6 +72,8 @@ pub struct PortSpec {
     pub name: String,
     /// `{user, _}`, `{group, _}`, `{nice, _}`, `{rlimit, _}`, `{umask, _}`.
     pub privileges: Privileges,
+    /// `{ready, _}`, `{ready_timeout, _}`, `{watchdog, _}`, `{stop_signal, _}`.
+    pub lifecycle: Lifecycle,
     /// The caller's working directory, when it asked for its own (see
     /// [`PortSpec::apply_caller`]): a relative executable and `cd` are
     /// resolved against it, and the program starts in it if there is no `cd`.
@@ -131,6 +134,7 @@ impl PortSpec {
             close_grace: DEFAULT_CLOSE_GRACE,
             name,
             privileges: Privileges::default(),
+            lifecycle: Lifecycle::default(),
             caller_cwd: None,
         };
         let (mut only_in, mut only_out) = (false, false);
@@ -173,7 +177,7 @@ impl PortSpec {
 
     fn apply_pair(&mut self, key: &Term, value: &Term) -> Result<(), ()> {
         let key = as_atom(key).ok_or(())?;
-        if let Some(parsed) = self.privileges.parse(key, value) {
+        if let Some(parsed) = self.privileges.parse(key, value).or_else(|| self.lifecycle.parse(key, value)) {
             return parsed;
         }
         match key {

@@ -139,18 +139,19 @@ fn stop_when_started(answer: spawner::client::Starting, mut jail: Jail) {
             Ok(Ok(started)) => {
                 jail.started(started.pid as u32);
                 let child = Child { pid: started.pid, exit: started.exit, reaped: false };
-                Running::new(child, jail, Duration::ZERO).terminate(Some(Duration::ZERO)).await;
+                Running::new(child, jail, Duration::ZERO, libc::SIGKILL).terminate(Some(Duration::ZERO)).await;
             }
             _ => jail.release(),
         }
     });
 }
 
-/// Asks the spawner for the program `spec` describes, in `jail`: returns at
-/// once, with its pipes made. Errors here are portnode's own (`emfile` for
-/// the pipes, a bad argument), as `open_port` raises them; the program's
-/// own come from [`Starting::started`].
-pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
+/// Asks the spawner for the program `spec` describes, in `jail`, told of
+/// its notify socket if it has one: returns at once, with its pipes made.
+/// Errors here are portnode's own (`emfile` for the pipes, a bad
+/// argument), as `open_port` raises them; the program's own come from
+/// [`Starting::started`].
+pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::Path>) -> io::Result<Starting> {
     let (path, args): (OsString, Vec<OsString>) = match &spec.program {
         Program::Executable(file) => {
             // Like spawn_executable: the file is not searched for in PATH.
@@ -173,7 +174,7 @@ pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
     let command = Command {
         path: bytes(&path)?,
         argv: args.iter().map(|a| bytes(a)).collect::<io::Result<_>>()?,
-        envp: environment(spec, jail.marker())?,
+        envp: environment(spec, jail.marker(), notify_socket)?,
         cwd: working_dir(spec).as_deref().map(bytes).transpose()?,
         stdin: spec.output,
         stdout: spec.input,
@@ -186,6 +187,8 @@ pub fn start(spec: &PortSpec, mut jail: Jail) -> io::Result<Starting> {
         // and no other process's, so signalling it is safe (and in
         // process-group mode it is the group's id, which the group needs).
         hold: true,
+        // The watchdog names the program's pid, which only its child knows.
+        watchdog_pid: spec.lifecycle.watchdog.is_some(),
     };
     // The program's ends go to the spawner, in the order it takes them.
     let mut given = Vec::with_capacity(4);
@@ -246,15 +249,23 @@ impl Starting {
     }
 }
 
-/// portnode's environment with the settings' changes (`None` unsets), and
-/// the containment's marker (`NAME=VALUE`) if it has one.
-fn environment(spec: &PortSpec, marker: Option<&str>) -> io::Result<Vec<Vec<u8>>> {
+/// portnode's environment with the settings' changes (`None` unsets), the
+/// sd_notify variables (`NOTIFY_SOCKET`, `WATCHDOG_USEC`; the spawner adds
+/// `WATCHDOG_PID`) and the containment's marker (`NAME=VALUE`) if it has one.
+fn environment(spec: &PortSpec, marker: Option<&str>, notify_socket: Option<&std::path::Path>) -> io::Result<Vec<Vec<u8>>> {
     let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     for (key, value) in &spec.env {
         vars.retain(|(k, _)| k != key);
         if let Some(v) = value {
             vars.push((key.clone(), v.clone()));
         }
+    }
+    // After the settings, so that none can point the program elsewhere.
+    if let Some(path) = notify_socket {
+        let watchdog = spec.lifecycle.watchdog.map(|w| OsString::from(w.as_micros().to_string()));
+        vars.retain(|(k, _)| !matches!(k.to_str(), Some("NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")));
+        vars.push(("NOTIFY_SOCKET".into(), path.as_os_str().to_owned()));
+        vars.extend(watchdog.map(|usec| ("WATCHDOG_USEC".into(), usec)));
     }
     // Last, so that no setting can take it away.
     if let Some((name, value)) = marker.and_then(|m| m.split_once('=')) {

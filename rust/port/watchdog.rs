@@ -8,12 +8,14 @@
 //! environment carries (process-group mode). When the pipe reaches EOF
 //! (portnode is gone, however it went), it kills the subtree with
 //! `cgroup.kill` and removes it, or SIGKILLs the groups left and every
-//! process that carries the marker, then exits.
+//! process that carries the marker, then exits. It also removes
+//! portnode's runtime directory (the programs' notify sockets).
 
 use crate::containment::{cgroup, tree, Containment, Jail, WatchId};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -25,6 +27,7 @@ const ADD_GROUP: u8 = b'+';
 const REMOVE_GROUP: u8 = b'-';
 const CGROUP: u8 = b'C';
 const MARKER: u8 = b'M';
+const RUNTIME_DIR: u8 = b'R';
 
 /// Forks the watchdog and returns its pid. Call once, at the start of
 /// `main`, while the process has a single thread.
@@ -84,6 +87,13 @@ pub fn contain(containment: &Containment) {
     }
 }
 
+/// Tells the watchdog what directory to remove if portnode dies (its
+/// runtime directory: it may not exist yet).
+pub fn remove_at_death(dir: &std::path::Path) {
+    let path = dir.as_os_str().as_encoded_bytes();
+    send(RUNTIME_DIR, path.len() as u32, path);
+}
+
 /// Tells the watchdog about a new program.
 pub fn add(jail: &Jail) {
     if let WatchId::Group(pgid) = jail.watch_id() {
@@ -117,7 +127,7 @@ fn watch(mut read: std::fs::File) -> ! {
         }
     }
     let mut groups = HashSet::new();
-    let (mut subtree, mut marker) = (None, None);
+    let (mut subtree, mut marker, mut runtime_dir) = (None, None, None);
     let mut head = [0u8; 5];
     while read.read_exact(&mut head).is_ok() {
         let value = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
@@ -128,13 +138,15 @@ fn watch(mut read: std::fs::File) -> ! {
             REMOVE_GROUP => {
                 groups.remove(&value);
             }
-            op @ (CGROUP | MARKER) => {
+            op @ (CGROUP | MARKER | RUNTIME_DIR) => {
                 let mut bytes = vec![0; value as usize];
                 if read.read_exact(&mut bytes).is_err() {
                     break;
                 }
                 if op == CGROUP {
                     subtree = Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()));
+                } else if op == RUNTIME_DIR {
+                    runtime_dir = Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)));
                 } else {
                     marker = Some(String::from_utf8_lossy(&bytes).into_owned());
                 }
@@ -151,6 +163,9 @@ fn watch(mut read: std::fs::File) -> ! {
     }
     if let Some(prefix) = marker {
         kill_marked(&prefix);
+    }
+    if let Some(dir) = runtime_dir {
+        let _ = std::fs::remove_dir_all(dir);
     }
     // SAFETY: leave without running the parent's destructors or atexit handlers.
     unsafe { libc::_exit(0) }

@@ -10,6 +10,7 @@
 //! so the fd table each clone copies and each exec closes stays small
 //! however many programs run.
 
+use super::pid_var::PidVar;
 use super::protocol::Command;
 use crate::port::privileges::Privileges;
 use crate::port::settings::Stderr;
@@ -123,10 +124,13 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
         stdio[4] = from_child;
     }
 
+    let mut watchdog_pid = command.watchdog_pid.then(PidVar::watchdog);
+    let watchdog_pid_var = watchdog_pid.as_mut().map_or(std::ptr::null_mut(), PidVar::as_mut_ptr);
     let mut plan = Plan {
         path,
         argv: argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
-        envp: envp.iter().map(|e| e.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
+        envp: envp.iter().map(|e| e.as_ptr()).chain((!watchdog_pid_var.is_null()).then_some(watchdog_pid_var.cast_const().cast())).chain(std::iter::once(std::ptr::null())).collect(),
+        watchdog_pid_var,
         cwd,
         stdio: std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd())),
         cgroup_procs: -1,
@@ -153,6 +157,7 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
     .map_err(errno)?;
     drop(procs);
     drop(stdio); // the child's ends of the pipes
+    drop(watchdog_pid); // the child has exec'd (its copy is its own) or failed
     match plan.errno.load(Ordering::Relaxed) {
         0 => Ok(pid),
         e => {
@@ -249,6 +254,9 @@ struct Plan {
     path: CString,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
+    /// `WATCHDOG_PID=` with room for the digits (null: no such variable),
+    /// one of `envp`'s entries: the child writes its pid there.
+    watchdog_pid_var: *mut u8,
     cwd: Option<CString>,
     /// The fd that becomes fd 0, 1, 2, 3, 4 in the program (-1: leave it).
     stdio: [RawFd; 5],
@@ -343,6 +351,9 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         }
         if libc::getppid() != plan.parent {
             libc::_exit(1);
+        }
+        if !plan.watchdog_pid_var.is_null() {
+            PidVar::fill(plan.watchdog_pid_var);
         }
         libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
         fail(plan, Step::Exec)

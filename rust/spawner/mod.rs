@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod exec;
+mod pid_var;
 pub mod step;
 pub mod protocol;
 pub mod socket;

@@ -47,6 +47,9 @@ pub struct Command {
     /// `Reap` (its pid is its process group's id, which portnode may still
     /// signal); otherwise it is reaped as soon as its exit is reported.
     pub hold: bool,
+    /// Add `WATCHDOG_PID=<the program's pid>` to its environment (sd_notify's
+    /// watchdog names the process it watches, known only once it is cloned).
+    pub watchdog_pid: bool,
 }
 
 /// portnode to spawner.
@@ -150,7 +153,7 @@ impl Request {
                 w.list(&c.argv)?;
                 w.list(&c.envp)?;
                 w.opt_bytes(c.cwd.as_deref())?;
-                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4)?;
+                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4 | u8::from(c.watchdog_pid) << 5)?;
                 w.u8(match c.stderr {
                     Stderr::Log => 0,
                     Stderr::ToStdout => 1,
@@ -191,6 +194,7 @@ impl Request {
                     use_stdio: flags & 4 != 0,
                     in_cgroup: flags & 8 != 0,
                     hold: flags & 16 != 0,
+                    watchdog_pid: flags & 32 != 0,
                     stderr,
                     privileges,
                 })
@@ -418,6 +422,7 @@ mod tests {
             privileges: Privileges { uid: Some((65534, Some(65534))), gid: Some(7), nice: Some(-3), rlimits: vec![(7, 10, u64::MAX)], umask: Some(0o27) },
             in_cgroup: true,
             hold: true,
+            watchdog_pid: true,
         }
     }
 

@@ -8,8 +8,10 @@
 //! restart intensity is exceeded it stops them and exits with `shutdown`.
 //! It answers the calls `supervisor:which_children/1`, `count_children/1`,
 //! `terminate_child/2`, `restart_child/2`, `delete_child/2`, `start_child/2`
-//! and `get_childspec/2` make.
+//! and `get_childspec/2` make. A child with a `{ready, _}` setting has
+//! started once it is ready: the next one starts only then.
 
+mod events;
 mod intensity;
 mod request;
 pub mod spec;
@@ -63,6 +65,9 @@ struct Child {
     /// How the program ended (`{exit_status, N}` or `{exit_signal, S}`), as
     /// the port reported it just before its handle exited.
     ended: Option<Term>,
+    /// Which step of a stop ended it (`{H, {stopped, Step}}`), when its
+    /// handle stopped it.
+    stopped: Option<Term>,
 }
 
 struct Supervisor {
@@ -76,7 +81,7 @@ struct Supervisor {
 }
 
 async fn run(me: Process, parent: Pid, flags: Flags, specs: Vec<ChildSpec>, call: Call) -> Term {
-    let children = specs.into_iter().map(|spec| Child { spec, handle: None, os_pid: None, ended: None }).collect();
+    let children = specs.into_iter().map(|spec| Child { spec, handle: None, os_pid: None, ended: None, stopped: None }).collect();
     let intensity = Intensity::new(flags.intensity, flags.period);
     let mut sup = Supervisor { me, parent, strategy: flags.strategy, intensity, children, deferred: VecDeque::new() };
     for i in 0..sup.children.len() {
@@ -118,27 +123,40 @@ impl Supervisor {
     /// Opens child `i`'s program, with the settings the supervisor needs:
     /// the exit status (signals apart), and stderr as messages it can log.
     async fn start_child(&mut self, i: usize) -> Result<Pid, Term> {
-        let child = &mut self.children[i];
-        let mut settings = etf::as_list(&child.spec.settings).unwrap_or_default();
+        let spec = &self.children[i].spec;
+        let mut settings = etf::as_list(&spec.settings).unwrap_or_default();
         settings.extend([a("exit_status"), a("exit_signal")]);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let on_start = crate::port::OnStart::Tell(tx);
         crate::spawner::client::room().await;
         // Users and groups are looked up off the runtime thread, once for both parses.
-        let lookups = crate::port::lookups::prepare(&child.spec.settings).await;
+        let lookups = crate::port::lookups::prepare(&spec.settings).await;
         let handle = crate::port::lookups::with(lookups, || {
-            let parsed = PortSpec::parse(&child.spec.port_name, &child.spec.settings).map_err(|bad| tuple(vec![a("badarg"), bad.0]))?;
+            let parsed = PortSpec::parse(&spec.port_name, &spec.settings).map_err(|bad| tuple(vec![a("badarg"), bad.0]))?;
             if parsed.use_stdio && parsed.stderr == Stderr::Log {
                 settings.push(tuple(vec![a("stderr"), a("message")]));
             }
-            crate::port::open(self.me.node(), self.me.pid(), &child.spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)
+            crate::port::open(self.me.node(), self.me.pid(), &spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)
         })?;
-        // The handle tells once the program runs (or why it cannot).
-        let os_pid = rx.await.unwrap_or_else(|_| Err(a("noproc")))?;
+        // The handle tells once the program runs, or is ready if it is to
+        // say so (or why it is not). Meanwhile what the program prints is
+        // logged, so that its port never waits for room in this mailbox.
+        let mut rx = std::pin::pin!(rx);
+        let os_pid = loop {
+            tokio::select! {
+                told = &mut rx => break told.unwrap_or_else(|_| Err(a("noproc")))?,
+                msg = self.me.recv() => match Request::event_of(&msg, &handle) {
+                    Some(event) => self.child_event(i, &event),
+                    None => self.deferred.push_back(msg),
+                },
+            }
+        };
+        let child = &mut self.children[i];
         info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = os_pid.unwrap_or(0), "child started");
         child.handle = Some(handle.clone());
         child.os_pid = os_pid;
         child.ended = None;
+        child.stopped = None;
         Ok(handle)
     }
 
@@ -154,13 +172,14 @@ impl Supervisor {
         // The handle stops its program within the shutdown; should it not
         // answer by then (and a margin), it is killed, which stops the program too.
         let limit = self.children[i].spec.shutdown.map(|d| d + STOP_MARGIN);
-        if !self.wait_exit(&handle, limit).await {
+        if !self.wait_exit(i, &handle, limit).await {
             warn!(supervisor = %self.me.pid(), child = %self.children[i].spec.id, "child's handle did not stop within its shutdown; killing it");
             self.me.node().terminate(&handle, a("kill"));
-            self.wait_exit(&handle, Some(STOP_MARGIN)).await;
+            self.wait_exit(i, &handle, Some(STOP_MARGIN)).await;
         }
         let child = &mut self.children[i];
-        info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = child.os_pid.unwrap_or(0), "child stopped");
+        let step = child.stopped.take().map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+        info!(supervisor = %self.me.pid(), child = %child.spec.id, os_pid = child.os_pid.unwrap_or(0), ended = %step, "child stopped");
         child.ended = None;
     }
 
@@ -171,9 +190,9 @@ impl Supervisor {
         }
     }
 
-    /// Waits for `handle`'s exit signal, up to `limit` (none: no bound);
-    /// other messages wait their turn. False if the limit passed first.
-    async fn wait_exit(&mut self, handle: &Pid, limit: Option<Duration>) -> bool {
+    /// Waits for `handle`'s exit signal (child `i`'s, being stopped), up to
+    /// `limit` (none: no bound); other messages wait their turn. False if the limit passed first.
+    async fn wait_exit(&mut self, i: usize, handle: &Pid, limit: Option<Duration>) -> bool {
         if let Some(pos) = self.deferred.iter().position(|m| Request::is_exit_of(m, handle)) {
             self.deferred.remove(pos);
             return true;
@@ -189,6 +208,11 @@ impl Supervisor {
             };
             if Request::is_exit_of(&msg, handle) {
                 return true;
+            }
+            // What child `i`'s port says as it goes (how the stop ended it).
+            if let Some(event) = Request::event_of(&msg, handle) {
+                self.child_event(i, &event);
+                continue;
             }
             self.deferred.push_back(msg);
         }
@@ -225,26 +249,6 @@ impl Supervisor {
         }
     }
 
-    /// What a child's port sends its owner: output to log, and how it ended.
-    fn child_event(&mut self, i: usize, event: &Term) {
-        let child = &mut self.children[i];
-        let (id, os_pid) = (&child.spec.id, child.os_pid.unwrap_or(0));
-        match as_tuple(event) {
-            Some([tag, data]) if as_atom(tag) == Some("data") => {
-                let line = match as_tuple(data) {
-                    Some([_eol, line]) => text(line),
-                    _ => text(data),
-                };
-                info!(supervisor = %self.me.pid(), child = %id, os_pid, output = %line.trim_end(), "child output");
-            }
-            Some([tag, data]) if as_atom(tag) == Some("stderr") => {
-                warn!(supervisor = %self.me.pid(), child = %id, os_pid, stderr = %text(data).trim_end(), "child stderr");
-            }
-            Some([tag, _]) if matches!(as_atom(tag), Some("exit_status" | "exit_signal")) => child.ended = Some(event.clone()),
-            _ => {}
-        }
-    }
-
     async fn child_exited(&mut self, i: usize, reason: Term) -> Option<Term> {
         let child = &mut self.children[i];
         child.handle = None;
@@ -259,10 +263,12 @@ impl Supervisor {
             Restart::Temporary => false,
         };
         let (id, os_pid) = (child.spec.id.clone(), child.os_pid.unwrap_or(0));
+        // Which step ended it, when its port stopped it (a watchdog): its own exit otherwise.
+        let ended = child.stopped.take().map_or_else(|| "its own exit".to_owned(), |s| s.to_string());
         if abnormal {
-            warn!(supervisor = %self.me.pid(), child = %id, os_pid, reason = %reason, restart, "child terminated");
+            warn!(supervisor = %self.me.pid(), child = %id, os_pid, reason = %reason, ended = %ended, restart, "child terminated");
         } else {
-            info!(supervisor = %self.me.pid(), child = %id, os_pid, reason = %reason, restart, "child exited");
+            info!(supervisor = %self.me.pid(), child = %id, os_pid, reason = %reason, ended = %ended, restart, "child exited");
         }
         if restart {
             return self.restart(i).await;
@@ -368,7 +374,7 @@ impl Supervisor {
                 None => error(a("already_present")),
             };
         }
-        self.children.push(Child { spec, handle: None, os_pid: None, ended: None });
+        self.children.push(Child { spec, handle: None, os_pid: None, ended: None, stopped: None });
         let last = self.children.len() - 1;
         match self.start_child(last).await {
             Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),
@@ -386,14 +392,5 @@ fn is_normal(reason: &Term) -> bool {
         (Some("normal" | "shutdown"), _) => true,
         (_, Some([tag, _])) => as_atom(tag) == Some("shutdown"),
         _ => false,
-    }
-}
-
-/// Program output as text for a log line.
-fn text(data: &Term) -> String {
-    let mut bytes = Vec::new();
-    match etf::iodata(data, &mut bytes) {
-        Some(()) => String::from_utf8_lossy(&bytes).into_owned(),
-        None => data.to_string(),
     }
 }

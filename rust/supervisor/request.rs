@@ -50,6 +50,14 @@ impl Request {
         }
     }
 
+    /// What `handle` sent its owner, if `msg` is a port event of it (`{Handle, Event}`).
+    pub fn event_of(msg: &Term, handle: &Pid) -> Option<Term> {
+        match as_tuple(msg) {
+            Some([Term::Pid(from), event]) if from == handle => Some(event.clone()),
+            _ => None,
+        }
+    }
+
     /// True if this is the exit signal of `handle`.
     pub fn is_exit_of(msg: &Term, handle: &Pid) -> bool {
         matches!(as_tuple(msg), Some([tag, Term::Pid(from), _]) if as_atom(tag) == Some("EXIT") && from == handle)

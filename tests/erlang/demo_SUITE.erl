@@ -87,6 +87,10 @@ wait_until(Fun, Ms) ->
         _ -> timer:sleep(100), wait_until(Fun, Ms - 100)
     end.
 
+%% The OS pids of the processes named exactly `Name'.
+pgrep(Name) ->
+    [list_to_integer(P) || P <- string:lexemes(os:cmd("pgrep -x " ++ Name), "\n")].
+
 %% Waits for a service's OS pid to change; returns the new one.
 new_os_pid(Demo, Service, Old) ->
     T0 = erlang:monotonic_time(millisecond),
@@ -100,6 +104,13 @@ run_client_crash_and_heal(_) ->
     try
         ?assertEqual({0, "4960"}, client(Demo, "10", "100")),
         B = rpc(Demo, portnode_service, os_pid, [service_b]),
+        %% The services name their processes: pgrep finds them by name
+        %% (among any other demo's running on this machine).
+        ?assert(lists:member(B, pgrep("service_b"))),
+        ?assert(lists:member(rpc(Demo, portnode_service, os_pid, [service_a]), pgrep("service_a"))),
+        %% service_b started once: it checks service_a at its start, and it
+        %% started only once service_a was ready.
+        ?assertMatch(#{service_b := #{starts := 1}}, rpc(Demo, example_stats, counts, [])),
         {S, Crashed} = client(Demo, "3", "-1"),
         ?assertNotEqual(0, S, Crashed),
         {B2, _} = new_os_pid(Demo, service_b, B),

@@ -1,6 +1,8 @@
 %% @doc The two Python services, as in the original port_server: a
 %% one_for_one supervisor, 5 restarts in 5 s, permanent children with a
-%% 5000 ms shutdown. Each service is one line: `portnode:service/1'.
+%% 5000 ms shutdown. Each service is one line: `portnode:service/1'. Each
+%% says READY=1 once it listens (`{ready, notify}'), so service_b, which
+%% calls service_a, starts only once service_a is ready.
 -module(example_services_sup).
 -behaviour(supervisor).
 
@@ -25,7 +27,7 @@ init([]) ->
     Service = fun(Name) ->
                       portnode:service(#{id => Name,
                                          start => {{spawn_executable, priv(atom_to_list(Name))},
-                                                   [Env, {line, 4096}, {name, Name},
+                                                   [Env, {line, 4096}, {name, Name}, {ready, notify},
                                                     {output, {example_stats, output}}]},
                                          restart => permanent,
                                          shutdown => 5000})

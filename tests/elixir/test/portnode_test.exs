@@ -88,4 +88,30 @@ defmodule PortnodeTest do
     :ok = Supervisor.stop(sup)
     wait_until(fn -> not alive?(os_pid) end)
   end
+
+  test ":portnode.cmd reads as System.cmd: output and status, options as a keyword list" do
+    assert {"hi\n", 0} == :portnode.cmd({:spawn_executable, "/bin/echo"}, args: ["hi"])
+    assert {"1 two\n", 3} ==
+             :portnode.cmd({:spawn_executable, "/bin/sh"},
+               args: ["-c", "echo $X $Y >&2; exit 3"], env: [{"X", "1"}, {"Y", "two"}], stderr_to_stdout: true)
+    assert {"abc", 0} == :portnode.cmd({:spawn, "cat"}, input: "abc")
+    assert {"", :timeout} == :portnode.cmd({:spawn, "sleep 60"}, timeout: 200)
+    assert {"", {:signal, :sigkill}} == :portnode.cmd({:spawn_executable, "/bin/sh"}, args: ["-c", "kill -9 $$"])
+  end
+
+  test "a service with ready: :notify has started once its program says READY=1" do
+    # sd_notify with Python's standard library: READY=1 on $NOTIFY_SOCKET.
+    code = "import os, socket, time; time.sleep(0.3); " <>
+             "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); " <>
+             "time.sleep(600)"
+    t0 = System.monotonic_time(:millisecond)
+    {:ok, sup} =
+      Supervisor.start_link(
+        [{:portnode_service, id: :ready, program: System.find_executable("python3"), args: ["-c", code], ready: :notify, ready_timeout: 5000}],
+        strategy: :one_for_one)
+    assert System.monotonic_time(:millisecond) - t0 >= 300
+    [{:ready, pid, :worker, _}] = Supervisor.which_children(sup)
+    assert alive?(:portnode_service.os_pid(pid))
+    :ok = Supervisor.stop(sup)
+  end
 end
