@@ -18,7 +18,12 @@
 %% <li>`{node, Node}': the portnode node (default: the application's).</li>
 %% </ul>
 %% Unless given, the settings `{line, 4096}', `binary', `exit_status',
-%% `exit_signal' and `{stderr, message}' are added.
+%% `exit_signal', `exit_stats' and `{stderr, message}' are added.
+%%
+%% What the program used is in its exit report (`cpu_us', `memory_peak',
+%% and `memory_limit_hit' when its `{limits, [{memory, _}]}' killed it) and,
+%% while it runs, in `sys:get_status/1' (`cpu_us', `memory', `memory_peak',
+%% `processes'; see `portnode:stats/1' and docs/limits.md).
 %%
 %% A setting that is wrong fails the start with `{bad_setting, Setting}',
 %% so the supervisor's report names it. The service's reports (started,
@@ -47,7 +52,9 @@
                 handle :: pid() | undefined,
                 os_pid :: non_neg_integer() | undefined,
                 output :: output(),
-                grace :: non_neg_integer() | infinity}).
+                grace :: non_neg_integer() | infinity,
+                %% The program's `{exit_stats, Map}', once it has exited.
+                used = #{} :: map()}).
 
 %%% API
 
@@ -156,6 +163,8 @@ handle_info({H, {data, Data}}, State = #state{handle = H}) ->
 handle_info({H, {stderr, Data}}, State = #state{handle = H, output = Output}) ->
     Output =/= ignore andalso ?LOG_WARNING("~ts", [string:trim(Data, trailing)], #{stream => stderr}),
     {noreply, State};
+handle_info({H, {exit_stats, Used}}, State = #state{handle = H}) ->
+    {noreply, State#state{used = Used}};
 handle_info({H, {exit_status, 0}}, State = #state{handle = H}) ->
     ended(normal, State);
 handle_info({H, {Ended, _} = How}, State = #state{handle = H}) when Ended =:= exit_status; Ended =:= exit_signal ->
@@ -178,8 +187,13 @@ terminate(_Reason, #state{handle = H, grace = Grace}) ->
 
 %% Crash reports show the service, its program and OS pid.
 -spec format_status(gen_server:format_status()) -> gen_server:format_status().
-format_status(Status = #{state := #state{id = Id, name = Name, handle = H, os_pid = OsPid}}) ->
-    Status#{state => #{service => Id, program => Name, handle => H, os_pid => OsPid}};
+format_status(Status = #{state := #state{id = Id, name = Name, handle = H, os_pid = OsPid, used = Used}}) ->
+    %% A live look while it runs (sys:get_status), not while terminating.
+    Now = case is_map_key(reason, Status) orelse H =:= undefined of
+              true -> Used;
+              false -> live_stats(H, Used)
+          end,
+    Status#{state => maps:merge(#{service => Id, program => Name, handle => H, os_pid => OsPid}, Now)};
 format_status(Status) ->
     Status.
 
@@ -187,19 +201,38 @@ format_status(Status) ->
 -spec format_report(logger:report()) -> {io:format(), [term()]}.
 format_report(#{what := {portnode_service, started}, service := Id, os_pid := OsPid, program := Name}) ->
     {"service ~tp started: os pid ~b, program ~tp", [Id, OsPid, Name]};
-format_report(#{what := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How}) ->
-    {"service ~tp (os pid ~b) exited: ~tp", [Id, OsPid, How]}.
+format_report(#{what := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How} = Report) ->
+    {"service ~tp (os pid ~b) exited: ~tp~ts", [Id, OsPid, How, used_text(Report)]}.
 
 %%% Internal functions
 
-ended(How, State = #state{id = Id, os_pid = OsPid}) ->
-    Report = #{what => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How},
+ended(How, State = #state{id = Id, os_pid = OsPid, used = Used}) ->
+    Report = maps:merge(Used, #{what => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How}),
     Meta = #{report_cb => fun ?MODULE:format_report/1},
     case How of
         normal -> ?LOG_NOTICE(Report, Meta);
         _ -> ?LOG_ERROR(Report, Meta)
     end,
     {stop, How, State#state{handle = undefined}}.
+
+%% The program's use now, with its memory's peak; what it used at its exit
+%% (`Used') if its handle cannot say.
+live_stats(H, Used) ->
+    try gen_server:call(H, {stats, full}, 1000) of
+        Stats when is_map(Stats) -> Stats;
+        _ -> Used
+    catch exit:_ -> Used
+    end.
+
+%% "; cpu 0.52 s, peak memory 100.3 MiB" (and the memory limit, if it hit it).
+used_text(#{cpu_us := Cpu, memory_peak := Peak} = Report) ->
+    Hit = case Report of
+              #{memory_limit_hit := true} -> "; it hit its memory limit (the kernel's OOM killer ended it)";
+              _ -> ""
+          end,
+    io_lib:format("; cpu ~.2f s, peak memory ~.1f MiB~ts", [Cpu / 1.0e6, Peak / 1048576, Hit]);
+used_text(_) ->
+    "".
 
 %% The setting open_port's badarg names, from its error_info.
 bad_setting([{_M, _F, _Args, Info} | _]) ->
@@ -222,7 +255,7 @@ service_option(_) -> false.
 with_defaults(Settings) ->
     Framed = lists:any(fun({packet, _}) -> true; ({line, _}) -> true; (stream) -> true; (_) -> false end, Settings),
     NoStderr = lists:any(fun(S) -> lists:member(S, [stderr_to_stdout, nouse_stdio]) orelse element_is(S, stderr) end, Settings),
-    [binary, exit_status, exit_signal]
+    [binary, exit_status, exit_signal, exit_stats]
         ++ [{line, 4096} || not Framed]
         ++ [{stderr, message} || not NoStderr]
         ++ Settings.

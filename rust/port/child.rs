@@ -103,6 +103,11 @@ impl Running {
         self.terminate(Some(timeout)).await;
     }
 
+    /// The program's containment and its first process's pid, while held.
+    pub fn jail(&self) -> Option<(&Jail, u32)> {
+        self.program.as_ref().map(|(child, jail)| (jail, child.pid()))
+    }
+
     /// This guard still holds a program (it was not moved out or stopped).
     pub fn is_held(&self) -> bool {
         self.program.is_some()

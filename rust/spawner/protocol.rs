@@ -43,6 +43,13 @@ pub struct Command {
     /// `Reap` (its pid is its process group's id, which portnode may still
     /// signal); otherwise it is reaped as soon as its exit is reported.
     pub hold: bool,
+    /// A terminal's slave comes with the request (after the cgroup): the
+    /// program's stdin, stdout and (but with `Stderr::Message`) stderr,
+    /// and its controlling terminal, in a session of its own.
+    pub pty: bool,
+    /// How many `cgroup.procs` of v1 cgroups (its limits) come last: the
+    /// child writes itself into each before it execs.
+    pub join: u8,
 }
 
 /// portnode to spawner.
@@ -98,7 +105,7 @@ pub fn next_message(buf: &[u8]) -> io::Result<Option<(&[u8], usize)>> {
 impl Command {
     /// How many fds come with this request: pipe ends, then the cgroup.
     pub fn fd_count(&self) -> usize {
-        usize::from(self.stdin) + usize::from(self.stdout) + usize::from(self.stderr_pipe()) + usize::from(self.in_cgroup)
+        usize::from(self.stdin) + usize::from(self.stdout) + usize::from(self.stderr_pipe()) + usize::from(self.in_cgroup) + usize::from(self.pty) + usize::from(self.join)
     }
 
     /// A pipe of its own for stderr: for `{stderr, message}`, and for the
@@ -106,7 +113,8 @@ impl Command {
     pub fn stderr_pipe(&self) -> bool {
         match self.stderr {
             Stderr::Message => self.use_stdio,
-            Stderr::Log => true,
+            // On a terminal, stderr is the terminal.
+            Stderr::Log => !self.pty,
             Stderr::ToStdout => false,
         }
     }
@@ -121,13 +129,14 @@ impl Request {
                 w.list(&c.argv);
                 w.list(&c.envp);
                 w.opt_bytes(c.cwd.as_deref());
-                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4);
+                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4 | u8::from(c.pty) << 6);
                 w.u8(match c.stderr {
                     Stderr::Log => 0,
                     Stderr::ToStdout => 1,
                     Stderr::Message => 2,
                 });
                 privileges(w, &c.privileges);
+                w.u8(c.join);
             }
             Request::Reap(pid) => {
                 w.u8(REAP);
@@ -152,6 +161,7 @@ impl Request {
                     _ => return Err(bad("stderr mode")),
                 };
                 let privileges = read_privileges(&mut r)?;
+                let join = r.u8()?;
                 Request::Spawn(Command {
                     path,
                     argv,
@@ -162,6 +172,8 @@ impl Request {
                     use_stdio: flags & 4 != 0,
                     in_cgroup: flags & 8 != 0,
                     hold: flags & 16 != 0,
+                    pty: flags & 64 != 0,
+                    join,
                     stderr,
                     privileges,
                 })
@@ -367,6 +379,8 @@ mod tests {
             privileges: Privileges { uid: Some((65534, Some(65534))), gid: Some(7), nice: Some(-3), rlimits: vec![(7, 10, u64::MAX)], umask: Some(0o27) },
             in_cgroup: true,
             hold: true,
+            pty: true,
+            join: 2,
         }
     }
 
