@@ -121,7 +121,11 @@ handle(Server) ->
 -spec init({term(), portnode:port_name(), list(), list()}) -> {ok, #state{}} | {stop, term()}.
 init({Id, PortName, Settings, Options}) ->
     process_flag(trap_exit, true),
-    Node = proplists:get_value(node, Options, portnode:node()),
+    %% The application's node only when none is named: it waits for the bridge.
+    Node = case lists:keyfind(node, 1, Options) of
+               {node, N} -> N;
+               false -> portnode:node()
+           end,
     Output = proplists:get_value(output, Options, info),
     case valid_output(Output) of
         true -> open(Id, Node, PortName, Settings, Output);

@@ -20,9 +20,11 @@ groups() ->
     [{cgroup, [], Cases}, {process_group, [], Cases}].
 
 init_per_suite(Config) ->
+    %% The interpreter itself, not a wrapper (pyenv's shim is a shell
+    %% script that forks: it would count against a process limit).
     case os:find_executable("python3") of
         false -> {skip, "python3 is needed"};
-        Python -> [{python, Python} | Config]
+        Python -> [{python, string:trim(os:cmd(Python ++ " -c 'import sys; print(sys.executable)'"))} | Config]
     end.
 
 end_per_suite(_Config) ->
