@@ -296,6 +296,7 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
                 Next::Continue => {}
                 Next::Exit(reason) => return reason,
                 Next::Stop(grace, call) => {
+                    port.hang_up(out);
                     let mut program = port.program.detach();
                     stopping = Some(Box::new((Box::pin(async move { program.terminate(grace).await }), call)));
                 }
@@ -411,6 +412,15 @@ impl Port {
                 }
             }
         });
+    }
+
+    /// A terminal is hung up before a stop's SIGTERM, as before a close's:
+    /// its master's fds are closed (output is read no more).
+    fn hang_up(&mut self, out: &mut Output) {
+        if self.pty.take().is_some() {
+            out.pipe = None;
+            self.stdin = Stdin::new(None);
+        }
     }
 
     fn handle_pid(&self) -> Term {
