@@ -166,7 +166,7 @@ impl Places {
                 places.v2[c as usize] = true;
                 continue;
             }
-            match v1_subtree(c) {
+            match super::v1::subtree(c.name()) {
                 Ok(dir) => places.v1[c as usize] = Some(dir),
                 Err(why) => places.missing[c as usize] = why,
             }
@@ -312,60 +312,6 @@ fn write_v1(dir: &Path, c: Controller, limits: &Limits) -> io::Result<()> {
 
 fn open_procs(dir: &Path) -> io::Result<OwnedFd> {
     Ok(fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?.into())
-}
-
-/// Makes (or, if left by an earlier portnode with this pid, clears and
-/// makes again) `portnode-<pid>` under portnode's own cgroup in `c`'s v1
-/// hierarchy, removing on the way those of portnodes that are gone.
-fn v1_subtree(c: Controller) -> Result<PathBuf, String> {
-    let own = v1_own_dir(c).ok_or_else(|| format!("the {} controller is neither enabled for portnode's cgroup v2 subtree nor mounted as cgroup v1", c.name()))?;
-    let dir = own.join(format!("portnode-{}", std::process::id()));
-    remove_abandoned(&own, &dir);
-    if dir.exists() {
-        super::cgroup::remove_tree(&dir);
-    }
-    fs::create_dir(&dir).map_err(|e| format!("cannot make a cgroup in the {} v1 hierarchy ({}): {e}", c.name(), own.display()))?;
-    Ok(dir)
-}
-
-/// portnode's own cgroup directory in `c`'s v1 hierarchy: its mount point
-/// joined with the path `/proc/self/cgroup` gives, less the mount's root.
-fn v1_own_dir(c: Controller) -> Option<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let (root, mount) = mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mut right = right.split_whitespace();
-        if right.next() != Some("cgroup") {
-            return None;
-        }
-        let options = right.nth(1)?;
-        if !options.split(',').any(|o| o == c.name()) {
-            return None;
-        }
-        let mut left = left.split_whitespace();
-        Some((left.nth(3)?.to_owned(), left.next()?.to_owned()))
-    })?;
-    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let own = cgroups.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        controllers.split(',').any(|n| n == c.name()).then(|| path.to_owned())
-    })?;
-    let relative = own.strip_prefix(root.as_str()).unwrap_or(&own);
-    Some(Path::new(&mount).join(relative.trim_start_matches('/')))
-}
-
-/// Removes the empty v1 subtrees in `dir` of portnodes that are gone.
-fn remove_abandoned(dir: &Path, own: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("portnode-")).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        let path = entry.path();
-        if path != own && !Path::new(&format!("/proc/{pid}")).exists() {
-            super::cgroup::remove_tree(&path);
-        }
-    }
 }
 
 #[cfg(test)]

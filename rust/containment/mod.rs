@@ -22,6 +22,7 @@ pub mod cgroup;
 pub mod limits;
 pub mod stats;
 pub mod tree;
+pub mod v1;
 
 use std::io;
 use std::path::PathBuf;

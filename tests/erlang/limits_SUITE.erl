@@ -56,7 +56,7 @@ mode_flag(cgroup) -> "auto";
 mode_flag(process_group) -> "off".
 
 end_per_testcase(_Case, _Config) ->
-    [catch portnode:stop(H, brutal_kill) || {{handle, H}, _} <- erase()],
+    [stop_quietly(H) || {{handle, H}, _} <- erase()],
     _ = logger:remove_handler(limits_capture),
     ok.
 
@@ -187,6 +187,9 @@ limits_need_cgroups(Config) ->
     end.
 
 %%% Helpers
+
+stop_quietly(H) ->
+    try portnode:stop(H, brutal_kill) catch _:_ -> ok end.
 
 %% A program that takes `Mb' MiB (touched), says so, then waits for a line.
 hog(Config, Mb) ->

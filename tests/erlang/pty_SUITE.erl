@@ -48,7 +48,7 @@ mode_flag(process_group) -> "off".
 
 %% Every case closes what it opened, even when it fails.
 end_per_testcase(_Case, _Config) ->
-    [catch portnode:stop(H, brutal_kill) || {H, _} <- erase_handles()],
+    [stop_quietly(H) || {H, _} <- erase_handles()],
     ok.
 
 %% @doc stdin, stdout and stderr are a terminal, whose size is the setting's.
@@ -210,6 +210,9 @@ bad_pty_settings(Config) ->
     ?assertEqual(["pipe"], lines(H, 1)).
 
 %%% Helpers
+
+stop_quietly(H) ->
+    try portnode:stop(H, brutal_kill) catch _:_ -> ok end.
 
 sh(Script) ->
     {sh, Script}.

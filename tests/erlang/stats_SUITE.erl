@@ -46,7 +46,7 @@ mode_flag(cgroup) -> "auto";
 mode_flag(process_group) -> "off".
 
 end_per_testcase(_Case, _Config) ->
-    [catch portnode:stop(H, brutal_kill) || {{handle, H}, _} <- erase()],
+    [stop_quietly(H) || {{handle, H}, _} <- erase()],
     _ = logger:remove_handler(stats_capture),
     ok.
 
@@ -148,6 +148,9 @@ service_reports_what_it_used(Config) ->
     end.
 
 %%% Helpers
+
+stop_quietly(H) ->
+    try portnode:stop(H, brutal_kill) catch _:_ -> ok end.
 
 python(Config, Code) ->
     {python, {spawn_executable, ?config(python, Config)}, [{args, ["-c", Code]}]}.
