@@ -17,7 +17,7 @@ all() ->
 groups() ->
     [{cgroup, [], [memory_limit_stops_a_hog, a_service_says_it_hit_its_memory_limit, memory_under_the_limit_runs,
                    processes_limit_holds_to_5, cpu_limit_caps_a_busy_loop, limited_cgroups_are_removed,
-                   bad_limits_are_badarg]},
+                   v1_subtrees_go_when_portnode_is_killed, bad_limits_are_badarg]},
      {process_group, [], [limits_need_cgroups, bad_limits_are_badarg]}].
 
 init_per_suite(Config) ->
@@ -141,7 +141,7 @@ cpu_limit_caps_a_busy_loop(Config) ->
 
 %% @doc A limited program's v1 cgroups go with it.
 limited_cgroups_are_removed(Config) ->
-    Subtrees = v1_subtrees(Config),
+    Subtrees = v1_subtrees(?config(portnode, Config)),
     ?assertEqual(3, length(Subtrees)),
     H = open(Config, {spawn_executable, "/bin/sleep"}, [{args, ["100"]}, {limits, [{memory, 64 * ?MiB}, {processes, 10}, {cpu, 1}]}]),
     OsPid = portnode:os_pid(H),
@@ -150,6 +150,23 @@ limited_cgroups_are_removed(Config) ->
     ?assertEqual(3, length(Mine)),
     ok = portnode:stop(H),
     ok = os_process:poll(fun() -> not lists:any(fun filelib:is_dir/1, Mine) end, 5000).
+
+%% @doc When portnode is killed, its watchdog removes its v1 subtrees
+%% (once the program in them is gone with the v2 subtree).
+v1_subtrees_go_when_portnode_is_killed(_Config) ->
+    Pn = own_portnode:start("limits_killed", "auto"),
+    Subtrees = v1_subtrees(Pn),
+    ?assertEqual(3, length(Subtrees)),
+    %% An owner of its own: the test process must not be linked to a
+    %% handle whose node is killed.
+    {PortName, Settings} = {{spawn_executable, "/bin/sleep"}, [{args, ["100"]}, {limits, [{memory, 64 * ?MiB}, {processes, 10}, {cpu, 1}]}]},
+    _ = contained_owner:start(own_portnode:node(Pn), PortName, Settings, self()),
+    OsPid = receive {opened, _, P} -> P after 10000 -> ct:fail(not_opened) end,
+    ?assertEqual(3, length(lists:append([filelib:wildcard(S ++ "/q*") || S <- Subtrees]))),
+    os:cmd("kill -9 " ++ integer_to_list(own_portnode:os_pid(Pn))),
+    ?assertEqual([], os_process:wait_gone([OsPid], 5000)),
+    ok = os_process:poll(fun() -> not lists:any(fun filelib:is_dir/1, Subtrees) end, 5000),
+    own_portnode:stop(Pn).
 
 %% @doc A limit that is not one is a badarg naming the setting.
 bad_limits_are_badarg(Config) ->
@@ -206,9 +223,9 @@ open(Config, PortName, Settings) ->
     put({handle, H}, true),
     H.
 
-%% This portnode's subtrees in the memory, pids and cpu v1 hierarchies.
-v1_subtrees(Config) ->
-    PnPid = integer_to_list(own_portnode:os_pid(?config(portnode, Config))),
+%% Portnode `Pn''s subtrees in the memory, pids and cpu v1 hierarchies.
+v1_subtrees(Pn) ->
+    PnPid = integer_to_list(own_portnode:os_pid(Pn)),
     Lines = string:lexemes(read("/proc/" ++ PnPid ++ "/cgroup"), "\n"),
     [Dir || L <- Lines, [_, Controllers, Path] <- [string:split(L, ":", all)],
             C <- ["memory", "pids", "cpu"], lists:member(C, string:lexemes(Controllers, ",")),
