@@ -76,20 +76,18 @@ memory_limit_stops_a_hog(Config) ->
 %% and its exit report says that it hit its memory limit.
 a_service_says_it_hit_its_memory_limit(Config) ->
     ok = logger:add_handler(limits_capture, log_capture, #{config => #{pid => self()}}),
-    Trap = process_flag(trap_exit, true),
-    try
-        {python, PortName, Settings} = hog(Config, 256),
-        {ok, S} = portnode_service:start_link(hog, PortName, Settings ++ [{limits, [{memory, 64 * ?MiB}]}, {node, ?config(node, Config)}]),
-        receive {'EXIT', S, Reason} -> ?assertEqual({exit_signal, sigkill}, Reason) after 20000 -> ct:fail(service_did_not_exit) end,
-        #{msg := {report, R}, meta := Meta} = wait_log(fun(#{msg := {report, #{what := {portnode_service, exited}}}}) -> true; (_) -> false end),
-        ?assertMatch(#{how := {exit_signal, sigkill}, memory_limit_hit := true}, R),
-        {Format, Args} = (maps:get(report_cb, Meta))(R),
-        Text = lists:flatten(io_lib:format(Format, Args)),
-        ct:log("~s", [Text]),
-        ?assertNotEqual(nomatch, string:find(Text, "hit its memory limit"))
-    after
-        process_flag(trap_exit, Trap)
-    end.
+    %% The service is linked: its exit is a message, and this process
+    %% (the test case's own) goes with the test.
+    _ = process_flag(trap_exit, true),
+    {python, PortName, Settings} = hog(Config, 256),
+    {ok, S} = portnode_service:start_link(hog, PortName, Settings ++ [{limits, [{memory, 64 * ?MiB}]}, {node, ?config(node, Config)}]),
+    receive {'EXIT', S, Reason} -> ?assertEqual({exit_signal, sigkill}, Reason) after 20000 -> ct:fail(service_did_not_exit) end,
+    #{msg := {report, R}, meta := Meta} = wait_log(fun(#{msg := {report, #{what := {portnode_service, exited}}}}) -> true; (_) -> false end),
+    ?assertMatch(#{how := {exit_signal, sigkill}, memory_limit_hit := true}, R),
+    {Format, Args} = (maps:get(report_cb, Meta))(R),
+    Text = lists:flatten(io_lib:format(Format, Args)),
+    ct:log("~s", [Text]),
+    ?assertNotEqual(nomatch, string:find(Text, "hit its memory limit")).
 
 %% @doc Under its limit a program runs to its end, and stats/1 counts its
 %% memory with the controller.
@@ -193,15 +191,13 @@ limits_need_cgroups(Config) ->
          ct:log("~ts", [Text]),
          ?assertNotEqual(nomatch, string:find(Text, "process group"))
      end || {Limits, Expected} <- [{[{memory, 64 * ?MiB}], memory}, {[{processes, 5}, {cpu, 0.5}], processes}, {[{cpu, 1}], cpu}]],
-    Trap = process_flag(trap_exit, true),
-    try
-        ?assertEqual({error, {notsup, {limits, memory}}},
-                     portnode_service:start_link(limited, {spawn, "sleep 10"}, [{limits, [{memory, 64 * ?MiB}]}, {node, Node}])),
-        %% Its exit signal, before exits are no longer trapped.
-        receive {'EXIT', _, {notsup, {limits, memory}}} -> ok after 5000 -> ct:fail(no_exit_signal) end
-    after
-        process_flag(trap_exit, Trap)
-    end.
+    %% The service is linked: its exit is a message, and this process
+    %% (the test case's own) goes with the test.
+    _ = process_flag(trap_exit, true),
+    ?assertEqual({error, {notsup, {limits, memory}}},
+                 portnode_service:start_link(limited, {spawn, "sleep 10"}, [{limits, [{memory, 64 * ?MiB}]}, {node, Node}])),
+    %% Its exit signal, before exits are no longer trapped.
+    receive {'EXIT', _, {notsup, {limits, memory}}} -> ok after 5000 -> ct:fail(no_exit_signal) end.
 
 %%% Helpers
 

@@ -16,7 +16,7 @@ all() ->
 groups() ->
     Cases = [two_process_tree, cpu_of_exited_children_counts, stats_of_a_closed_handle_is_badarg,
              exit_stats_before_the_status, service_reports_what_it_used],
-    [{cgroup, [], Cases}, {process_group, [], Cases}].
+    [{cgroup, [], Cases ++ [a_reused_leaf_starts_from_zero]}, {process_group, [], Cases}].
 
 init_per_suite(Config) ->
     %% The interpreter itself, not a wrapper (pyenv's shim is a shell
@@ -119,35 +119,65 @@ service_reports_what_it_used(Config) ->
            "sys.stdin.readline()\n"
            "sys.exit(1)\n",
     ok = logger:add_handler(stats_capture, log_capture, #{config => #{pid => self()}}),
-    Trap = process_flag(trap_exit, true),
-    try
-        {python, PortName, Settings} = python(Config, Code),
-        {ok, S} = portnode_service:start_link(used, PortName, Settings ++ [{node, ?config(node, Config)}, {output, notice}]),
-        wait_log(fun(#{msg := {"~ts", [Line]}}) -> Line =:= <<"ready">>; (_) -> false end),
-        {status, _, _, [_, _, _, _, Misc]} = sys:get_status(S),
-        [State] = [St || {data, Data} <- Misc, {"State", St} <- Data],
-        ct:log("~p", [State]),
-        #{cpu_us := Cpu, memory := Memory, memory_peak := Peak, processes := 1} = State,
-        ?assert(Cpu >= 300000),
-        ?assert(Memory >= 60 * ?MB),
-        ?assert(Peak >= Memory),
-        true = portnode:port_command(portnode_service:handle(S), "bye\n"),
-        Report = wait_log(fun(#{msg := {report, #{what := {portnode_service, exited}}}}) -> true; (_) -> false end),
-        #{msg := {report, R}, meta := Meta} = Report,
-        ct:log("~p", [R]),
-        ?assertMatch(#{how := {exit_status, 1}, memory_limit_hit := false}, R),
-        ?assert(maps:get(cpu_us, R) >= 300000),
-        ?assert(maps:get(memory_peak, R) >= 60 * ?MB),
-        {Format, Args} = (maps:get(report_cb, Meta))(R),
-        Text = lists:flatten(io_lib:format(Format, Args)),
-        ct:log("~s", [Text]),
-        ?assertNotEqual(nomatch, string:find(Text, "peak memory")),
-        receive {'EXIT', S, {exit_status, 1}} -> ok after 5000 -> ct:fail(service_did_not_exit) end
-    after
-        process_flag(trap_exit, Trap)
+    %% The service is linked: its exit is a message, and this process
+    %% (the test case's own) goes with the test.
+    _ = process_flag(trap_exit, true),
+    {python, PortName, Settings} = python(Config, Code),
+    {ok, S} = portnode_service:start_link(used, PortName, Settings ++ [{node, ?config(node, Config)}, {output, notice}]),
+    wait_log(fun(#{msg := {"~ts", [Line]}}) -> Line =:= <<"ready">>; (_) -> false end),
+    {status, _, _, [_, _, _, _, Misc]} = sys:get_status(S),
+    [State] = [St || {data, Data} <- Misc, {"State", St} <- Data],
+    ct:log("~p", [State]),
+    #{cpu_us := Cpu, memory := Memory, memory_peak := Peak, processes := 1} = State,
+    ?assert(Cpu >= 300000),
+    ?assert(Memory >= 60 * ?MB),
+    ?assert(Peak >= Memory),
+    true = portnode:port_command(portnode_service:handle(S), "bye\n"),
+    Report = wait_log(fun(#{msg := {report, #{what := {portnode_service, exited}}}}) -> true; (_) -> false end),
+    #{msg := {report, R}, meta := Meta} = Report,
+    ct:log("~p", [R]),
+    ?assertMatch(#{how := {exit_status, 1}, memory_limit_hit := false}, R),
+    ?assert(maps:get(cpu_us, R) >= 300000),
+    ?assert(maps:get(memory_peak, R) >= 60 * ?MB),
+    {Format, Args} = (maps:get(report_cb, Meta))(R),
+    Text = lists:flatten(io_lib:format(Format, Args)),
+    ct:log("~s", [Text]),
+    ?assertNotEqual(nomatch, string:find(Text, "peak memory")),
+    receive {'EXIT', S, {exit_status, 1}} -> ok after 5000 -> ct:fail(service_did_not_exit) end.
+
+%% @doc Leaf cgroups are reused (a pool): the CPU time a leaf's earlier
+%% program burned is not counted for the next one.
+a_reused_leaf_starts_from_zero(Config) ->
+    Burn = python(Config, "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n"),
+    reused_leaf(Config, Burn, 10).
+
+reused_leaf(_Config, _Burn, 0) ->
+    ct:fail(no_leaf_was_reused);
+reused_leaf(Config, Burn, Tries) ->
+    B = open(Config, Burn, []),
+    Leaf = leaf_of(portnode:os_pid(B)),
+    Ref = erlang:monitor(process, B),
+    receive {'DOWN', Ref, process, B, _} -> ok after 10000 -> ct:fail(burner_did_not_end) end,
+    %% Its leaf goes back to the pool once its program is reaped.
+    timer:sleep(200),
+    H = open(Config, {spawn_executable, "/bin/sleep"}, [{args, ["100"]}]),
+    case leaf_of(portnode:os_pid(H)) of
+        Leaf ->
+            #{cpu_us := Cpu} = portnode:stats(H),
+            ct:log("leaf ~s reused: ~b us", [Leaf, Cpu]),
+            ?assert(Cpu < 200000);
+        Other ->
+            ct:log("leaf ~s, then ~s: again", [Leaf, Other]),
+            stop_quietly(H),
+            reused_leaf(Config, Burn, Tries - 1)
     end.
 
 %%% Helpers
+
+%% The cgroup v2 leaf of process `OsPid'.
+leaf_of(OsPid) ->
+    {ok, Text} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/cgroup"),
+    hd([binary_to_list(L) || <<"0::", L/binary>> <- binary:split(Text, <<"\n">>, [global])]).
 
 stop_quietly(H) ->
     try portnode:stop(H, brutal_kill) catch _:_ -> ok end.
