@@ -153,6 +153,13 @@ limited_cgroups_are_removed(Config) ->
 %% (once the program in them is gone with the v2 subtree).
 v1_subtrees_go_when_portnode_is_killed(_Config) ->
     Pn = own_portnode:start("limits_killed", "auto"),
+    try
+        killed(Pn)
+    after
+        own_portnode:stop(Pn)
+    end.
+
+killed(Pn) ->
     Subtrees = v1_subtrees(Pn),
     ?assertEqual(3, length(Subtrees)),
     %% An owner of its own: the test process must not be linked to a
@@ -163,8 +170,7 @@ v1_subtrees_go_when_portnode_is_killed(_Config) ->
     ?assertEqual(3, length(lists:append([filelib:wildcard(S ++ "/q*") || S <- Subtrees]))),
     os:cmd("kill -9 " ++ integer_to_list(own_portnode:os_pid(Pn))),
     ?assertEqual([], os_process:wait_gone([OsPid], 5000)),
-    ok = os_process:poll(fun() -> not lists:any(fun filelib:is_dir/1, Subtrees) end, 5000),
-    own_portnode:stop(Pn).
+    ok = os_process:poll(fun() -> not lists:any(fun filelib:is_dir/1, Subtrees) end, 5000).
 
 %% @doc A limit that is not one is a badarg naming the setting.
 bad_limits_are_badarg(Config) ->
