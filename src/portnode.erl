@@ -21,6 +21,8 @@
 -export([os_pid/1, kill/2, close_stdin/1, stop/1, stop/2, stop_report/2]).
 %% Run to completion
 -export([cmd/2, cmd/3]).
+%% Terminals and resources (docs/pty.md, docs/limits.md)
+-export([winsz/3, stats/1]).
 %% Supervision
 -export([service/1, service/3, supervisor/3, start_supervisor/2, start_supervisor/3]).
 %% error_info
@@ -130,6 +132,8 @@ open(Node, PortName, Settings, Args) ->
 %% Raises what an open that did not return a handle says, as `open_port' would.
 -spec open_error({error, term()}, list()) -> no_return().
 open_error({error, {badarg, Bad}}, Args) -> badarg(Args, {bad_argument, Bad});
+open_error({error, {notsup, {limits, _} = What, Why}}, Args) ->
+    erlang:error({notsup, What}, Args, [{error_info, #{module => ?MODULE, cause => {notsup, Why}}}]);
 open_error({error, Reason}, Args) -> erlang:error(Reason, Args).
 
 %% @doc Sends `Data' to the program, as `erlang:port_command/2': it waits
@@ -299,6 +303,31 @@ cmd(PortName, Settings) ->
 cmd(Node, PortName, Settings) ->
     portnode_cmd:cmd(Node, PortName, Settings).
 
+%% @doc Resizes the terminal of a `{pty, _}' handle to `Rows' x `Cols'; the
+%% program gets SIGWINCH (see docs/pty.md). `badarg' for a size out of
+%% 1..65535, a handle without a terminal, or a closed handle.
+-spec winsz(handle(), 1..65535, 1..65535) -> ok.
+winsz(Handle, Rows, Cols) when is_integer(Rows), Rows > 0, Rows =< 65535, is_integer(Cols), Cols > 0, Cols =< 65535 ->
+    case call(Handle, {winsz, Rows, Cols}, [Handle, Rows, Cols]) of
+        ok -> ok;
+        _ -> erlang:error(badarg, [Handle, Rows, Cols])
+    end;
+winsz(Handle, Rows, Cols) ->
+    erlang:error(badarg, [Handle, Rows, Cols]).
+
+%% @doc What the program's whole tree of processes uses now: CPU time in
+%% microseconds (that of its processes that have exited too), memory in
+%% bytes and how many processes. The figures come from its cgroup where
+%% there is one, else from `/proc' (see docs/limits.md for which, and how
+%% they differ). `badarg' for a closed handle, or one whose program is
+%% being stopped.
+-spec stats(handle()) -> #{cpu_us := non_neg_integer(), memory := non_neg_integer(), processes := non_neg_integer()}.
+stats(Handle) ->
+    case call(Handle, stats, [Handle]) of
+        Stats when is_map(Stats) -> Stats;
+        _ -> erlang:error(badarg, [Handle])
+    end.
+
 %%% Supervision
 
 %% @doc A child spec for a supervisor: the program runs as a
@@ -369,6 +398,8 @@ format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
             #{general => unicode:characters_to_binary(io_lib:format("bad or unsupported open_port argument: ~tp", [Bad]))};
         #{cause := {not_plain_data, _}} ->
             #{general => <<"open_port arguments must be plain data (no funs, pids, ports or references)">>};
+        #{cause := {notsup, Why}} when is_binary(Why) ->
+            #{general => Why};
         _ ->
             #{}
     end;

@@ -18,7 +18,12 @@
 %% <li>`{node, Node}': the portnode node (default: the application's).</li>
 %% </ul>
 %% Unless given, the settings `{line, 4096}', `binary', `exit_status',
-%% `exit_signal' and `{stderr, message}' are added.
+%% `exit_signal', `exit_stats' and `{stderr, message}' are added.
+%%
+%% What the program used is in its exit report (`cpu_us', `memory_peak',
+%% and `memory_limit_hit' when its `{limits, [{memory, _}]}' killed it) and,
+%% while it runs, in `sys:get_status/1' (`cpu_us', `memory', `memory_peak',
+%% `processes'; see `portnode:stats/1' and docs/limits.md).
 %%
 %% A service is a service as systemd runs one, when its settings say so
 %% (see docs/services.md):
@@ -86,7 +91,9 @@
                 errno :: integer() | undefined,
                 main_pid :: non_neg_integer() | undefined,
                 %% Which step ended it, when its handle stopped it (a watchdog).
-                stopped :: portnode:ended() | undefined}).
+                stopped :: portnode:ended() | undefined,
+                %% The program's `{exit_stats, Map}', once it has exited.
+                used = #{} :: map()}).
 
 %%% API
 
@@ -220,6 +227,8 @@ handle_info({H, {mainpid, MainPid}}, State = #state{handle = H}) ->
     {noreply, State#state{main_pid = MainPid}};
 handle_info({H, {stopped, Ended}}, State = #state{handle = H}) ->
     {noreply, State#state{stopped = Ended}};
+handle_info({H, {exit_stats, Used}}, State = #state{handle = H}) ->
+    {noreply, State#state{used = Used}};
 handle_info({H, {exit_status, 0}}, State = #state{handle = H}) ->
     ended(normal, State);
 handle_info({H, {Ended, _} = How}, State = #state{handle = H}) when Ended =:= exit_status; Ended =:= exit_signal ->
@@ -253,8 +262,13 @@ terminate(Reason, State = #state{id = Id, os_pid = OsPid, handle = H, grace = Gr
 
 %% Crash reports show the service, its program and OS pid.
 -spec format_status(gen_server:format_status()) -> gen_server:format_status().
-format_status(Status = #{state := State = #state{id = Id, name = Name, handle = H, os_pid = OsPid}}) ->
-    Status#{state => with_said(#{service => Id, program => Name, handle => H, os_pid => OsPid}, State)};
+format_status(Status = #{state := State = #state{id = Id, name = Name, handle = H, os_pid = OsPid, used = Used}}) ->
+    %% A live look while it runs (sys:get_status), not while terminating.
+    Now = case is_map_key(reason, Status) orelse H =:= undefined of
+              true -> Used;
+              false -> live_stats(H, Used)
+          end,
+    Status#{state => with_said(maps:merge(#{service => Id, program => Name, handle => H, os_pid => OsPid}, Now), State)};
 format_status(Status) ->
     Status.
 
@@ -263,7 +277,7 @@ format_status(Status) ->
 format_report(#{what := {portnode_service, started}, service := Id, os_pid := OsPid, program := Name} = R) ->
     {"service ~tp started: os pid ~b, program ~tp~ts", [Id, OsPid, Name, [", ready" || maps:get(ready, R, false)]]};
 format_report(#{what := {portnode_service, exited}, service := Id, os_pid := OsPid, how := How} = R) ->
-    {"service ~tp (os pid ~b) exited: ~tp~ts", [Id, OsPid, How, said_text(R)]};
+    {"service ~tp (os pid ~b) exited: ~tp~ts~ts", [Id, OsPid, How, used_text(R), said_text(R)]};
 format_report(#{what := {portnode_service, stopped}, service := Id, os_pid := OsPid, reason := Reason, ended := Ended} = R) ->
     {"service ~tp (os pid ~b) stopped (~tp): ~ts~ts", [Id, OsPid, Reason, ended_text(Ended), said_text(R)]};
 format_report(#{what := {portnode_service, said}, service := Id, os_pid := OsPid} = R) ->
@@ -271,8 +285,8 @@ format_report(#{what := {portnode_service, said}, service := Id, os_pid := OsPid
 
 %%% Internal functions
 
-ended(How, State = #state{id = Id, os_pid = OsPid}) ->
-    Report = with_said(#{what => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How}, State),
+ended(How, State = #state{id = Id, os_pid = OsPid, used = Used}) ->
+    Report = with_said(maps:merge(Used, #{what => {portnode_service, exited}, service => Id, os_pid => OsPid, how => How}), State),
     Meta = #{report_cb => fun ?MODULE:format_report/1},
     case How of
         normal -> ?LOG_NOTICE(Report, Meta);
@@ -313,6 +327,25 @@ ended_text({sigkill, 0}) -> "killed with SIGKILL at once";
 ended_text({sigkill, Ms}) -> io_lib:format("killed with SIGKILL after ~b ms", [Ms]);
 ended_text(Other) -> io_lib:format("~tp", [Other]).
 
+%% The program's use now, with its memory's peak; what it used at its exit
+%% (`Used') if its handle cannot say.
+live_stats(H, Used) ->
+    try gen_server:call(H, {stats, full}, 1000) of
+        Stats when is_map(Stats) -> Stats;
+        _ -> Used
+    catch exit:_ -> Used
+    end.
+
+%% "; cpu 0.52 s, peak memory 100.3 MiB" (and the memory limit, if it hit it).
+used_text(#{cpu_us := Cpu, memory_peak := Peak} = Report) ->
+    Hit = case Report of
+              #{memory_limit_hit := true} -> "; it hit its memory limit (the kernel's OOM killer ended it)";
+              _ -> ""
+          end,
+    io_lib:format("; cpu ~.2f s, peak memory ~.1f MiB~ts", [Cpu / 1.0e6, Peak / 1048576, Hit]);
+used_text(_) ->
+    "".
+
 %% The setting open_port's badarg names, from its error_info.
 bad_setting([{_M, _F, _Args, Info} | _]) ->
     case proplists:get_value(error_info, Info, #{}) of
@@ -334,7 +367,7 @@ service_option(_) -> false.
 with_defaults(Settings) ->
     Framed = lists:any(fun({packet, _}) -> true; ({line, _}) -> true; (stream) -> true; (_) -> false end, Settings),
     NoStderr = lists:any(fun(S) -> lists:member(S, [stderr_to_stdout, nouse_stdio]) orelse element_is(S, stderr) end, Settings),
-    [binary, exit_status, exit_signal]
+    [binary, exit_status, exit_signal, exit_stats]
         ++ [{line, 4096} || not Framed]
         ++ [{stderr, message} || not NoStderr]
         ++ Settings.

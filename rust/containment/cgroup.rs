@@ -31,6 +31,8 @@ struct Shared {
     next: AtomicU64,
     /// Empty leaves, by number.
     pool: Mutex<Vec<u64>>,
+    /// Where the controllers that limits need are.
+    places: super::limits::Places,
 }
 
 impl Shared {
@@ -75,7 +77,8 @@ impl Subtree {
             let _ = fs::remove_dir(&path);
             return Err(io::Error::other(format!("{} has no cgroup.kill (Linux 5.14 or later is needed)", path.display())));
         }
-        Ok(Subtree { shared: Arc::new(Shared { path, next: AtomicU64::new(1), pool: Mutex::new(Vec::new()) }) })
+        let places = super::limits::Places::find(&path);
+        Ok(Subtree { shared: Arc::new(Shared { path, next: AtomicU64::new(1), pool: Mutex::new(Vec::new()), places }) })
     }
 
     /// The subtree's directory.
@@ -83,9 +86,17 @@ impl Subtree {
         &self.shared.path
     }
 
+    /// Where the controllers are (see [`super::limits`]).
+    pub fn places(&self) -> &super::limits::Places {
+        &self.shared.places
+    }
+
     /// An empty leaf for one program.
     pub fn leaf(&self) -> io::Result<Leaf> {
-        let reused = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        // A leaf that accounts memory is never reused: its peak would be
+        // another program's.
+        let pooled = !self.shared.places.v2_memory();
+        let reused = if pooled { self.shared.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() } else { None };
         let number = match reused {
             Some(number) => number,
             None => {
@@ -95,10 +106,12 @@ impl Subtree {
             }
         };
         let dir = self.shared.leaf_dir(number);
+        // A reused leaf's cpu.stat still counts its earlier programs' time.
+        let cpu_base = if reused.is_some() { super::stats::cgroup_cpu_us(&dir) } else { 0 };
         use std::os::unix::fs::OpenOptionsExt;
         let handle = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir);
         match handle {
-            Ok(f) => Ok(Leaf { number, handle: Some(f.into()), killed: false.into(), emptied: false.into(), shared: self.shared.clone() }),
+            Ok(f) => Ok(Leaf { number, handle: Some(f.into()), killed: false.into(), emptied: false.into(), cpu_base, limits: None, shared: self.shared.clone() }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
@@ -109,6 +122,7 @@ impl Subtree {
     /// Kills what is left and removes the subtree (at shutdown).
     pub fn remove(&self) {
         kill_and_remove(&self.shared.path);
+        self.shared.places.remove();
     }
 }
 
@@ -126,6 +140,10 @@ pub struct Leaf {
     /// It was seen empty (`populated 0`) after the program started: nothing
     /// can enter it again, so `release` need not look a second time.
     emptied: std::sync::atomic::AtomicBool,
+    /// Its `cpu.stat` usage before the program (see [`Subtree::leaf`]).
+    cpu_base: u64,
+    /// The program's limits, applied (boxed: most programs have none).
+    limits: Option<Box<super::limits::Applied>>,
     shared: Arc<Shared>,
 }
 
@@ -134,9 +152,53 @@ impl Leaf {
         self.shared.leaf_dir(self.number)
     }
 
+    /// The leaf's directory.
+    pub fn path(&self) -> PathBuf {
+        self.dir()
+    }
+
     /// The leaf's directory, open, for the program to start in.
     pub fn take_dir(&mut self) -> Option<OwnedFd> {
         self.handle.take()
+    }
+
+    /// Applies the program's limits, before it starts.
+    pub fn limit(&mut self, limits: &super::limits::Limits) -> Result<(), super::limits::Refused> {
+        if !limits.is_empty() {
+            self.limits = Some(Box::new(self.shared.places.apply(&self.dir(), limits)?));
+        }
+        Ok(())
+    }
+
+    /// The `cgroup.procs` of the program's v1 cgroups, for its child to join.
+    pub fn take_joins(&mut self) -> Vec<OwnedFd> {
+        self.limits.as_mut().map(|l| l.take_joins()).unwrap_or_default()
+    }
+
+    /// Where the program's memory is counted.
+    fn memory<'a>(&'a self, dir: &'a Path) -> super::stats::Memory<'a> {
+        use super::stats::Memory;
+        match self.limits.as_deref().and_then(|l| l.v1_memory()) {
+            _ if self.shared.places.v2_memory() => Memory::V2(dir),
+            Some(v1) => Memory::V1(v1),
+            None => Memory::Rss,
+        }
+    }
+
+    /// What the program uses now (see [`super::stats`]).
+    pub fn usage(&self) -> super::stats::Usage {
+        let dir = self.dir();
+        super::stats::of_cgroup(&dir, self.cpu_base, &self.memory(&dir))
+    }
+
+    /// Its memory's peak, where a controller keeps one; and its memory
+    /// limit, if it hit it (how many of its processes the OOM killer took).
+    pub fn memory_peak_and_limit_hit(&self) -> (Option<u64>, Option<u64>) {
+        let dir = self.dir();
+        let memory = self.memory(&dir);
+        let limit = self.limits.as_deref().and_then(|l| l.memory);
+        let hit = limit.filter(|_| super::stats::oom_kills(&memory) > 0);
+        (super::stats::peak(&memory), hit)
     }
 
     /// The child is in (or failed to start): the fd is no longer needed.
@@ -196,8 +258,12 @@ impl Leaf {
     }
 
     /// Returns the empty leaf to the pool, or removes it.
-    pub fn release(self) {
-        if self.killed.load(Ordering::Relaxed) {
+    pub fn release(mut self) {
+        let limited = self.limits.take().is_some_and(|mut l| {
+            l.release();
+            l.in_leaf
+        });
+        if self.killed.load(Ordering::Relaxed) || limited || self.shared.places.v2_memory() {
             if let Err(e) = fs::remove_dir(&self.dir()) {
                 warn!(cgroup = %self.dir().display(), error = %e, "cannot remove a program's cgroup");
             }
@@ -280,7 +346,7 @@ pub fn kill_and_remove(dir: &Path) {
     remove_tree(dir);
 }
 
-fn remove_tree(dir: &Path) {
+pub(super) fn remove_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

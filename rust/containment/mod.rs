@@ -19,7 +19,10 @@
 //!   environment that dropped the marker.
 
 pub mod cgroup;
+pub mod limits;
+pub mod stats;
 pub mod tree;
+pub mod v1;
 
 use std::io;
 use std::path::PathBuf;
@@ -109,6 +112,14 @@ impl Containment {
         })
     }
 
+    /// Where each limit's controller is: `cgroup2`, `cgroup1` or `none`.
+    pub fn limit_places(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Containment::Cgroup(subtree) => subtree.places().describe(),
+            Containment::ProcessGroup(_) => limits::Places::none("").describe(),
+        }
+    }
+
     /// Removes what this node created (called at shutdown, once every program is gone).
     pub fn close(&self) {
         if let Containment::Cgroup(subtree) = self {
@@ -131,6 +142,54 @@ impl Jail {
         match self {
             Jail::Cgroup(leaf) => leaf.take_dir(),
             Jail::Group { .. } => None,
+        }
+    }
+
+    /// Applies the program's limits (see [`limits`]), before it starts.
+    pub fn limit(&mut self, wanted: &limits::Limits) -> Result<(), limits::Refused> {
+        match self {
+            Jail::Cgroup(leaf) => leaf.limit(wanted),
+            Jail::Group { .. } if wanted.is_empty() => Ok(()),
+            Jail::Group { .. } => Err(limits::Refused::all(
+                wanted,
+                "portnode contains programs by process group (--cgroup off, or no writable cgroup v2): limits need cgroups \
+                 ({rlimit, [{as, Bytes}, {nproc, N}, {cpu, Seconds}]} limits each process instead)",
+            )),
+        }
+    }
+
+    /// The `cgroup.procs` of the program's v1 cgroups, for its child to join.
+    pub fn take_joins(&mut self) -> Vec<std::os::fd::OwnedFd> {
+        match self {
+            Jail::Cgroup(leaf) => leaf.take_joins(),
+            Jail::Group { .. } => Vec::new(),
+        }
+    }
+
+    /// What the program's whole tree uses now; `leader` is its first
+    /// process (alive, or a zombie not reaped yet, whose time still counts
+    /// in process-group mode).
+    pub fn usage(&self, leader: u32) -> stats::Usage {
+        match self {
+            Jail::Cgroup(leaf) => leaf.usage(),
+            Jail::Group { pgid, mark } => stats::of_tree(leader as i32, &tree::members(*pgid, mark)),
+        }
+    }
+
+    /// The peak of its memory, where a memory controller keeps one, and its
+    /// memory limit if the OOM killer ended any of its processes for it.
+    pub fn memory_peak_and_limit_hit(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            Jail::Cgroup(leaf) => leaf.memory_peak_and_limit_hit(),
+            Jail::Group { .. } => (None, None),
+        }
+    }
+
+    /// What a sampler needs to measure the program's memory on its own.
+    pub fn probe(&self, leader: u32) -> Probe {
+        match self {
+            Jail::Cgroup(leaf) => Probe::Leaf(leaf.path()),
+            Jail::Group { pgid, mark } => Probe::Tree { leader: leader as i32, pgid: *pgid, mark: mark.clone() },
         }
     }
 
@@ -247,6 +306,23 @@ impl Jail {
         match self {
             Jail::Cgroup(_) => WatchId::Cgroup,
             Jail::Group { pgid, .. } => WatchId::Group(*pgid),
+        }
+    }
+}
+
+/// A program's processes, found again at each look (for a sampler that
+/// outlives nothing: it stops with its port).
+pub enum Probe {
+    Leaf(PathBuf),
+    Tree { leader: i32, pgid: u32, mark: String },
+}
+
+impl Probe {
+    /// The sum of the resident sets of the program's processes now.
+    pub fn memory(&self) -> u64 {
+        match self {
+            Probe::Leaf(dir) => stats::rss_of(stats::procs(dir)),
+            Probe::Tree { leader, pgid, mark } => stats::rss_of(std::iter::once(*leader).chain(tree::members(*pgid, mark))),
         }
     }
 }

@@ -139,7 +139,7 @@ pub async fn wait_empty(pgid: u32, mark: &str) {
 
 /// The live processes of a program other than its leader: the leader's
 /// descendants and portnode's orphans marked `mark`, with theirs.
-fn members(pgid: u32, mark: &str) -> Vec<i32> {
+pub fn members(pgid: u32, mark: &str) -> Vec<i32> {
     let mut roots = children_of(pgid as i32);
     roots.extend(orphans().into_iter().filter(|&pid| carries(pid, mark)));
     let mut seen = HashSet::new();

@@ -114,6 +114,7 @@ fn info(node: &Node) -> Term {
         (a("process_count"), int(node.process_count() as i64)),
         (a("uptime_ms"), int(node.uptime().as_millis() as i64)),
         (a("containment"), a(crate::containment::get().name())),
+        (a("limits"), Term::from(Map::from(crate::containment::get().limit_places().into_iter().map(|(l, at)| (a(l), a(at))).collect::<HashMap<_, _>>()))),
         (a("dist_flags"), crate::etf::uint(crate::distribution::flags::OFFERED)),
         (a("peer_dist_flags"), Term::from(Map::from(peers))),
     ]

@@ -137,6 +137,11 @@ impl Running {
         self.program.as_ref().is_some_and(|(_, jail)| jail.holds(pid))
     }
 
+    /// The program's containment and its first process's pid, while held.
+    pub fn jail(&self) -> Option<(&Jail, u32)> {
+        self.program.as_ref().map(|(child, jail)| (jail, child.pid()))
+    }
+
     /// This guard still holds a program (it was not moved out or stopped).
     pub fn is_held(&self) -> bool {
         self.program.is_some()

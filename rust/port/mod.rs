@@ -15,6 +15,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod lookups;
 pub mod privileges;
+pub mod pty;
 pub mod request;
 pub mod settings;
 pub mod spawn;
@@ -24,6 +25,7 @@ pub mod watchdog;
 mod outbound;
 mod output;
 mod process;
+mod usage;
 
 pub(crate) use request::grace_period;
 
@@ -106,10 +108,17 @@ fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>
         })?),
         false => None,
     };
-    let jail = crate::containment::get().prepare().map_err(|e| {
+    let mut jail = crate::containment::get().prepare().map_err(|e| {
         warn!(owner = %owner, error = %e, "open_port: cannot prepare the program's containment");
         a(spawn::errno_name(&e))
     })?;
+    if let Err(refused) = jail.limit(&spec.limits) {
+        jail.release();
+        warn!(owner = %owner, program = %spec.name, limit = refused.limit, why = %refused.why, "open_port: a limit cannot be applied");
+        // `portnode:open_port` raises `{notsup, {limits, Name}}`, with why in its error_info.
+        let why = crate::etf::binary(refused.why.into_bytes());
+        return Err(tuple(vec![a("notsup"), tuple(vec![a("limits"), a(refused.limit)]), why]));
+    }
     let starting = spawn::start(&spec, jail, notify.as_ref().map(NotifySocket::path)).map_err(fail)?;
     Ok((spec, starting, notify))
 }

@@ -27,6 +27,7 @@ use super::settings::{Framing, PortSpec};
 use super::spawn::{self, Spawned, Starting};
 use super::OnStart;
 use super::stdin::Stdin;
+use super::usage;
 use crate::etf::{self, a, int, tuple};
 use crate::backlog::Backlog;
 use crate::distribution::connection::{Outbox, Outgoing};
@@ -92,6 +93,10 @@ struct Port {
     health: Option<Box<Health>>,
     /// Who waits for the program to be ready, to hear of its start then.
     awaiting_start: Option<Box<OnStart>>,
+    /// The program's terminal (its master), with `{pty, _}`.
+    pty: Option<std::os::fd::OwnedFd>,
+    /// Its memory's peak, sampled, with `exit_stats` (see [`usage`]).
+    peak: Option<Box<usage::Peak>>,
 }
 
 /// What the port keeps of its open settings once the program runs: the
@@ -111,13 +116,14 @@ struct Settings {
     eof: bool,
     /// The program's stderr is logged by portnode (the default).
     stderr_log: bool,
+    exit_stats: bool,
 }
 
 impl Settings {
     fn of(spec: PortSpec) -> Settings {
         let stderr_log = spec.stderr == super::settings::Stderr::Log;
-        let PortSpec { name, kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof, .. } = spec;
-        Settings { name: name.into_boxed_str(), kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof, stderr_log }
+        let PortSpec { name, kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof, exit_stats, .. } = spec;
+        Settings { name: name.into_boxed_str(), kill_timeout, close_grace, framing, binary, exit_status, exit_signal, input, output, eof, stderr_log, exit_stats }
     }
 }
 
@@ -212,12 +218,13 @@ impl Port {
                 None
             }
         };
-        let Spawned { child, jail, os_pid, stdin, stdout, stderr } = spawned;
+        let Spawned { child, jail, os_pid, stdin, stdout, stderr, pty } = spawned;
         let program = Running::new(child, jail, spec.kill_timeout, spec.lifecycle.stop_signal);
+        let peak = if spec.exit_stats { usage::Peak::start(&program) } else { None };
         let owner_backlog = me.node().backlog_of(&owner);
         let stdin = Stdin::new(stdin);
         let settings = Settings::of(spec);
-        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None, health, awaiting_start });
+        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None, health, awaiting_start, pty, peak });
         Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
 }
@@ -275,6 +282,8 @@ fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u32>, Term>) 
 async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
     let reason = relay(&mut port, &mut outputs).await;
     let reason = port.settle_start(reason);
+    // Read no more: on a terminal, closing the master's last fd hangs it up (see `closed`).
+    outputs.0.pipe = None;
     let err = &mut outputs.1;
     let stderr = if port.settings.stderr_log { err.pipe.take().map(|pipe| (pipe, std::mem::take(&mut err.buf))) } else { None };
     port.closed(stderr);
@@ -287,7 +296,7 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
     // (and its exit status is known, if asked for); an `out` port stays
     // open, reporting nothing, until it is closed.
     let ends_with_output = port.settings.input;
-    let need_status = port.settings.exit_status;
+    let need_status = port.settings.exit_status || port.settings.exit_stats;
     let mut status: Option<ExitStatus> = None;
     // Boxed, as everything the loop keeps: a port's task is its largest state.
     let mut stopping: Option<Box<(Stopping, Box<Stop>)>> = None;
@@ -303,7 +312,7 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
         }
         // Until it is ready (or has exited), a program that waits to be is not over.
         if output_over && !port.done && stopping.is_none() && port.awaiting_start.is_none() && (status.is_some() || !need_status) {
-            if let Next::Exit(reason) = port.output_ended(status.unwrap_or_default()) {
+            if let Next::Exit(reason) = port.output_ended(status) {
                 return reason;
             }
         }
@@ -371,6 +380,7 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
                     under_way.1.more_calls.extend(stop.call);
                     continue;
                 }
+                port.hang_up(out);
                 let mut program = port.program.detach();
                 let grace = stop.grace;
                 stopping = Some(Box::new((Box::pin(async move { program.terminate(grace).await }), stop)));
@@ -419,11 +429,17 @@ impl Port {
     /// a program that says goodbye on stderr as it is stopped must not die
     /// of SIGPIPE halfway through its cleanup. The log ends at its EOF, or
     /// shortly after the program is gone.
+    ///
+    /// A terminal is hung up first: the master's last fd is the input's,
+    /// closed once that is written (the kernel sends the session leader
+    /// SIGHUP), before any stop's SIGTERM.
     fn closed(self: Box<Self>, stderr: Option<(pipe::Receiver, Vec<u8>)>) {
-        let Port { mut program, stdin, settings, bytes_out, os_pid, .. } = *self;
+        let Port { mut program, stdin, settings, bytes_out, os_pid, pty, .. } = *self;
+        drop(pty);
         let grace = settings.close_grace;
         let linger = !grace.is_zero() && program.is_held() && (bytes_out > 0 || stdin.has_queued());
         if !linger && (stderr.is_none() || !program.is_held()) {
+            drop(stdin);
             return; // `program` drops: it is stopped in the background now.
         }
         let name = settings.name;
@@ -451,6 +467,15 @@ impl Port {
                 }
             }
         });
+    }
+
+    /// A terminal is hung up before a stop's SIGTERM, as before a close's:
+    /// its master's fds are closed (output is read no more).
+    fn hang_up(&mut self, out: &mut Output) {
+        if self.pty.take().is_some() {
+            out.pipe = None;
+            self.stdin = Stdin::new(None);
+        }
     }
 
     fn handle_pid(&self) -> Term {
@@ -595,7 +620,13 @@ impl Port {
     }
 
     /// The program's output has ended and (when asked for) its status is known.
-    fn output_ended(&mut self, status: ExitStatus) -> Next {
+    fn output_ended(&mut self, exited: Option<ExitStatus>) -> Next {
+        let status = exited.unwrap_or_default();
+        if exited.is_some() {
+            if let Some(stats) = usage::at_exit(&self.program, self.peak.as_deref(), &self.settings.name, self.os_pid, self.settings.exit_stats) {
+                self.to_owner(stats);
+            }
+        }
         if self.settings.exit_status {
             self.to_owner(child::exit_report(status, self.settings.exit_signal));
         }
@@ -698,9 +729,19 @@ impl Port {
             CallRequest::OsPid => int(i64::from(self.os_pid)),
             CallRequest::KillTimeout => int(self.settings.kill_timeout.as_millis() as i64),
             CallRequest::CloseStdin => {
+                if self.pty.is_some() {
+                    // A terminal's input ends as a user ends it: Ctrl-D.
+                    self.stdin.queue(vec![super::pty::EOF]);
+                }
                 self.stdin.close();
                 a("ok")
             }
+            CallRequest::Winsz(Some(size)) => match self.pty.as_ref().map(|fd| super::pty::resize(std::os::fd::AsRawFd::as_raw_fd(fd), size)) {
+                Some(Ok(())) => a("ok"),
+                _ => a("badarg"),
+            },
+            CallRequest::Winsz(None) => a("badarg"),
+            CallRequest::Stats { full } => usage::stats(&self.program, self.peak.as_deref(), full),
             CallRequest::Info => {
                 let items = ["name", "links", "id", "connected", "input", "output", "os_pid"];
                 etf::list(items.iter().map(|i| tuple(vec![a(i), self.info(i)])).collect())

@@ -51,6 +51,10 @@ pub enum CallRequest {
     FlowCommand { data: Term, mode: FlowMode },
     /// `{kill, Signal}`: `None` if the signal is not one.
     Kill(Option<i32>),
+    /// `{winsz, Rows, Cols}`: `None` if the size is not one.
+    Winsz(Option<super::pty::Size>),
+    /// `stats`, or `{stats, full}` (with the memory's peak).
+    Stats { full: bool },
     Unknown(Term),
 }
 
@@ -111,12 +115,17 @@ impl CallRequest {
                 "kill_timeout" => CallRequest::KillTimeout,
                 "close_stdin" => CallRequest::CloseStdin,
                 "info" => CallRequest::Info,
+                "stats" => CallRequest::Stats { full: false },
                 _ => CallRequest::Unknown(take(request)),
             };
         }
         let Term::Tuple(t) = request else { return CallRequest::Unknown(take(request)) };
         match t.elements.as_mut_slice() {
             [op, item] if as_atom(op) == Some("info") => CallRequest::InfoItem(item.clone()),
+            [op, full] if as_atom(op) == Some("stats") && as_atom(full) == Some("full") => CallRequest::Stats { full: true },
+            [op, rows, cols] if as_atom(op) == Some("winsz") => {
+                CallRequest::Winsz(as_int(rows).zip(as_int(cols)).and_then(|(r, c)| super::pty::Size::of(r, c)))
+            }
             [op, Term::Pid(new)] if as_atom(op) == Some("connect") => CallRequest::Connect(new.clone()),
             [op, grace] if as_atom(op) == Some("stop") => match grace_period(grace) {
                 Some(grace) => CallRequest::Stop(grace),
@@ -210,5 +219,9 @@ mod tests {
         assert!(matches!(force, CallRequest::FlowCommand { mode: FlowMode::Force, .. }));
         assert!(matches!(Request::parse(tuple(vec![a("a"), a("b")])), Request::NotProtocol(_)));
         assert!(matches!(call(a("what")), CallRequest::Unknown(_)));
+        assert!(matches!(call(a("stats")), CallRequest::Stats { full: false }));
+        assert!(matches!(call(tuple(vec![a("stats"), a("full")])), CallRequest::Stats { full: true }));
+        assert!(matches!(call(tuple(vec![a("winsz"), int(40), int(132)])), CallRequest::Winsz(Some(s)) if (s.rows, s.cols) == (40, 132)));
+        assert!(matches!(call(tuple(vec![a("winsz"), int(0), int(132)])), CallRequest::Winsz(None)));
     }
 }

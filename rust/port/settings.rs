@@ -74,6 +74,13 @@ pub struct PortSpec {
     pub privileges: Privileges,
     /// `{ready, _}`, `{ready_timeout, _}`, `{watchdog, _}`, `{stop_signal, _}`.
     pub lifecycle: Lifecycle,
+    /// `{pty, true | {Rows, Cols}}`: a terminal (see [`super::pty`]).
+    pub pty: Option<super::pty::Size>,
+    /// `{limits, [...]}` (see [`crate::containment::limits`]).
+    pub limits: crate::containment::limits::Limits,
+    /// `exit_stats`: the owner gets `{H, {exit_stats, Map}}` before the
+    /// exit status (see `port::usage`).
+    pub exit_stats: bool,
     /// The caller's working directory, when it asked for its own (see
     /// [`PortSpec::apply_caller`]): a relative executable and `cd` are
     /// resolved against it, and the program starts in it if there is no `cd`.
@@ -135,6 +142,9 @@ impl PortSpec {
             name,
             privileges: Privileges::default(),
             lifecycle: Lifecycle::default(),
+            pty: None,
+            limits: Default::default(),
+            exit_stats: false,
             caller_cwd: None,
         };
         let (mut only_in, mut only_out) = (false, false);
@@ -144,6 +154,7 @@ impl PortSpec {
                 (Some("binary"), _) => spec.binary = true,
                 (Some("exit_status"), _) => spec.exit_status = true,
                 (Some("exit_signal"), _) => spec.exit_signal = true,
+                (Some("exit_stats"), _) => spec.exit_stats = true,
                 (Some("use_stdio"), _) => spec.use_stdio = true,
                 (Some("nouse_stdio"), _) => spec.use_stdio = false,
                 (Some("stderr_to_stdout"), _) => spec.stderr = Stderr::ToStdout,
@@ -166,6 +177,16 @@ impl PortSpec {
         }
         if spec.stderr != Stderr::Log && !spec.use_stdio {
             return Err(bad(settings));
+        }
+        if spec.pty.is_some() {
+            // A terminal is both ways, on stdio.
+            if !spec.use_stdio || only_in || only_out {
+                let pty = as_list(settings).into_iter().flatten().filter(|s| as_tuple(s).is_some_and(|t| t.len() == 2 && as_atom(&t[0]) == Some("pty"))).last();
+                return Err(bad(&pty.unwrap_or_else(|| settings.clone())));
+            }
+            // No terminal type the program could act on unless the `env`
+            // setting (after this) names one: no colours, no escapes.
+            spec.env.insert(0, ("TERM".into(), Some("dumb".into())));
         }
         if spec.privileges.check().is_err() {
             // A uid with no passwd entry and no `{group, _}`: name the user setting.
@@ -206,6 +227,8 @@ impl PortSpec {
                 Some(ms) if ms >= 0 => self.kill_timeout = Duration::from_millis(ms as u64),
                 _ => return Err(()),
             },
+            "pty" => self.pty = super::pty::parse(value)?,
+            "limits" => self.limits = crate::containment::limits::Limits::parse(value)?,
             "close_grace" => match as_int(value) {
                 Some(ms) if ms >= 0 => self.close_grace = Duration::from_millis(ms as u64),
                 _ => return Err(()),

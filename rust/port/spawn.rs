@@ -24,6 +24,8 @@ pub struct Spawned {
     pub stdin: Option<std::os::fd::OwnedFd>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
+    /// A terminal's master, for resizing (`stdin` and `stdout` are two more fds of it).
+    pub pty: Option<std::os::fd::OwnedFd>,
 }
 
 /// A program we started and have not reaped yet. Its exit is observed
@@ -108,6 +110,7 @@ pub struct Starting {
     stdin: Option<std::os::fd::OwnedFd>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
+    pty: Option<std::os::fd::OwnedFd>,
 }
 
 /// The spawner's answer to come, and the program's jail. Dropped before the
@@ -182,6 +185,8 @@ pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::
         stderr: spec.stderr,
         privileges: spec.privileges.clone(),
         in_cgroup: false,
+        pty: spec.pty.is_some(),
+        join: 0,
         // Every program stays a zombie until portnode has processed its
         // exit and asks for it to be reaped: until then its pid is ours
         // and no other process's, so signalling it is safe (and in
@@ -192,7 +197,14 @@ pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::
     };
     // The program's ends go to the spawner, in the order it takes them.
     let mut given = Vec::with_capacity(4);
-    let (mut stdin, mut stdout, mut stderr) = (None, None, None);
+    let (mut stdin, mut stdout, mut stderr, mut pty) = (None, None, None, None);
+    let mut slave = None;
+    if let Some(size) = spec.pty {
+        let pair = super::pty::open(size, spec.framing)?;
+        let (read, write, control) = super::pty::split(pair.master)?;
+        (stdin, stdout, pty, slave) = (Some(write), Some(reader(read)?), Some(control), Some(pair.slave));
+    }
+    let command = Command { stdin: command.stdin && slave.is_none(), stdout: command.stdout && slave.is_none(), ..command };
     if command.stdin {
         let (r, w) = spawner::exec::pipe_pair()?;
         spawner::exec::set_new_pipe_nonblocking(w.as_raw_fd())?;
@@ -210,10 +222,13 @@ pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::
         given.push(w);
     }
     let cgroup = jail.take_cgroup_dir();
-    let command = Command { in_cgroup: cgroup.is_some(), ..command };
+    let joins = jail.take_joins();
+    let command = Command { in_cgroup: cgroup.is_some(), join: joins.len() as u8, ..command };
     given.extend(cgroup);
+    given.extend(slave);
+    given.extend(joins);
     match spawner::client::spawn(command, given) {
-        Ok(answer) => Ok(Starting { pending: Pending { answer: Some(answer), jail: Some(jail) }, stdin, stdout, stderr }),
+        Ok(answer) => Ok(Starting { pending: Pending { answer: Some(answer), jail: Some(jail) }, stdin, stdout, stderr, pty }),
         Err(e) => {
             jail.release();
             Err(e)
@@ -225,7 +240,7 @@ impl Starting {
     /// Waits for the spawner's answer: the program runs, or the errno of
     /// why it does not (see [`failed_in_child`]).
     pub async fn started(self) -> io::Result<Spawned> {
-        let Starting { mut pending, stdin, stdout, stderr } = self;
+        let Starting { mut pending, stdin, stdout, stderr, pty } = self;
         let Some(answer) = pending.answer.as_mut() else { return Err(io::Error::other("started twice")) };
         // Cancelled here, `pending` stops the program once it runs.
         let answer = answer.await;
@@ -245,7 +260,7 @@ impl Starting {
         let pid = started.pid;
         jail.started(pid as u32);
         let child = Child { pid, exit: started.exit, reaped: false };
-        Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr })
+        Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr, pty })
     }
 }
 

@@ -137,7 +137,9 @@ impl Stdin {
                     // (a registered pipe's readiness is cleared: it waits).
                     if matches!(self.pipe, Some(Way::Direct(_))) {
                         if let Some(Way::Direct(fd)) = self.pipe.take() {
-                            match pipe::Sender::from_owned_fd(fd) {
+                            // Unchecked: a terminal's master is no pipe, and the fd
+                            // is non-blocking already (see `Stdin::new`).
+                            match pipe::Sender::from_owned_fd_unchecked(fd) {
                                 Ok(sender) => self.pipe = Some(Way::Registered(sender)),
                                 Err(e) => return Poll::Ready(Err(e)),
                             }

@@ -28,6 +28,9 @@ const REMOVE_GROUP: u8 = b'-';
 const CGROUP: u8 = b'C';
 const MARKER: u8 = b'M';
 const RUNTIME_DIR: u8 = b'R';
+/// A subtree of this node's in a cgroup v1 hierarchy (limits): removed once
+/// the v2 subtree is empty.
+const V1_SUBTREE: u8 = b'V';
 
 /// Forks the watchdog and returns its pid. Call once, at the start of
 /// `main`, while the process has a single thread.
@@ -79,6 +82,10 @@ pub fn contain(containment: &Containment) {
         Containment::Cgroup(subtree) => {
             let path = subtree.path().as_os_str().as_encoded_bytes();
             send(CGROUP, path.len() as u32, path);
+            for v1 in subtree.places().v1_subtrees() {
+                let path = v1.as_os_str().as_encoded_bytes();
+                send(V1_SUBTREE, path.len() as u32, path);
+            }
         }
         Containment::ProcessGroup(marker) => {
             let prefix = marker.prefix();
@@ -127,7 +134,7 @@ fn watch(mut read: std::fs::File) -> ! {
         }
     }
     let mut groups = HashSet::new();
-    let (mut subtree, mut marker, mut runtime_dir) = (None, None, None);
+    let (mut subtree, mut marker, mut runtime_dir, mut v1) = (None, None, None, Vec::new());
     let mut head = [0u8; 5];
     while read.read_exact(&mut head).is_ok() {
         let value = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
@@ -138,12 +145,14 @@ fn watch(mut read: std::fs::File) -> ! {
             REMOVE_GROUP => {
                 groups.remove(&value);
             }
-            op @ (CGROUP | MARKER | RUNTIME_DIR) => {
+            op @ (CGROUP | MARKER | RUNTIME_DIR | V1_SUBTREE) => {
                 let mut bytes = vec![0; value as usize];
                 if read.read_exact(&mut bytes).is_err() {
                     break;
                 }
-                if op == CGROUP {
+                if op == V1_SUBTREE {
+                    v1.push(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()));
+                } else if op == CGROUP {
                     subtree = Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()));
                 } else if op == RUNTIME_DIR {
                     runtime_dir = Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)));
@@ -156,6 +165,10 @@ fn watch(mut read: std::fs::File) -> ! {
     }
     if let Some(subtree) = subtree {
         cgroup::kill_and_remove(&subtree);
+    }
+    // Its processes are gone with the v2 subtree's: these are empty now.
+    for dir in v1 {
+        cgroup::kill_and_remove(&dir);
     }
     for pgid in groups {
         // SAFETY: signalling process groups this portnode created.

@@ -63,6 +63,10 @@ pub struct Given {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     pub cgroup: Option<OwnedFd>,
+    /// A terminal's slave, for stdin, stdout and (but for a stderr pipe) stderr.
+    pub pty: Option<OwnedFd>,
+    /// `cgroup.procs` of the program's v1 cgroups, to join before exec.
+    pub join: Vec<OwnedFd>,
 }
 
 fn c_string(s: &[u8]) -> Result<CString, i32> {
@@ -95,11 +99,23 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
     let argv: Vec<CString> = command.argv.iter().map(|a| c_string(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = command.envp.iter().map(|e| c_string(e)).collect::<Result<_, _>>()?;
     let cwd = command.cwd.as_deref().map(c_string).transpose()?;
-    let Given { stdin: to_child, stdout: from_child, stderr, cgroup } = given;
+    let Given { stdin: to_child, stdout: from_child, stderr, cgroup, pty, join } = given;
+    let session = pty.is_some();
+    let joins: [RawFd; 3] = match join.len() {
+        0..=3 => std::array::from_fn(|i| join.get(i).map_or(-1, |fd| fd.as_raw_fd())),
+        _ => return Err(Failure::from(libc::EINVAL)),
+    };
 
     // The program's stdio: [stdin, stdout, stderr, fd 3, fd 4].
     let mut stdio: [Option<OwnedFd>; 5] = Default::default();
-    if command.use_stdio {
+    if let Some(tty) = pty {
+        stdio[2] = match stderr {
+            Some(pipe) => Some(pipe),
+            None => Some(tty.try_clone().map_err(errno)?),
+        };
+        stdio[0] = Some(tty.try_clone().map_err(errno)?);
+        stdio[1] = Some(tty);
+    } else if command.use_stdio {
         stdio[2] = match (&from_child, command.stderr) {
             (Some(w), Stderr::ToStdout) => Some(w.try_clone().map_err(errno)?),
             // `out` with `stderr_to_stdout`: where stdout goes.
@@ -134,6 +150,8 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
         cwd,
         stdio: std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd())),
         cgroup_procs: -1,
+        joins,
+        session,
         // SAFETY: getpid cannot fail.
         parent: unsafe { libc::getpid() },
         privileges: command.privileges.clone(),
@@ -156,6 +174,7 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
     }
     .map_err(errno)?;
     drop(procs);
+    drop(join);
     drop(stdio); // the child's ends of the pipes
     drop(watchdog_pid); // the child has exec'd (its copy is its own) or failed
     match plan.errno.load(Ordering::Relaxed) {
@@ -263,6 +282,11 @@ struct Plan {
     /// `cgroup.procs` of the program's leaf cgroup, which the child joins
     /// before exec (-1: none, or the child was cloned into its cgroup).
     cgroup_procs: RawFd,
+    /// `cgroup.procs` of v1 cgroups to join before exec (-1: none).
+    joins: [RawFd; 3],
+    /// A session of its own, with fd 0 (a terminal) as its controlling
+    /// terminal; otherwise a process group of its own.
+    session: bool,
     /// The spawner's pid: the child checks that its death signal was armed in time.
     parent: libc::pid_t,
     /// User, group, nice, limits, umask: applied just before exec.
@@ -309,13 +333,19 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         if libc::getppid() != plan.parent {
             libc::_exit(1);
         }
-        if libc::setpgid(0, 0) != 0 {
+        // A session leader leads its process group too: its pid is the pgid either way.
+        if (if plan.session { libc::setsid() } else { libc::setpgid(0, 0) }) < 0 {
             fail(plan, Step::Setup);
         }
         // Into the program's cgroup before anything of the program runs:
         // whatever it starts later (setsid, double forks) starts inside.
         if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
             fail(plan, Step::Setup);
+        }
+        for &procs in plan.joins.iter().filter(|&&fd| fd >= 0) {
+            if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                fail(plan, Step::Setup);
+            }
         }
         // Move every source above the targets first, so that none is
         // clobbered, then put each in place (dup2 clears close-on-exec).
@@ -332,6 +362,9 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
             if fd >= 0 && libc::dup2(fd, target as RawFd) < 0 {
                 fail(plan, Step::Setup);
             }
+        }
+        if plan.session && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+            fail(plan, Step::Setup);
         }
         // The directory first, while the child still has portnode's
         // privileges (as sudo does): a user's program may start in a

@@ -50,6 +50,13 @@ pub struct Command {
     /// Add `WATCHDOG_PID=<the program's pid>` to its environment (sd_notify's
     /// watchdog names the process it watches, known only once it is cloned).
     pub watchdog_pid: bool,
+    /// A terminal's slave comes with the request (after the cgroup): the
+    /// program's stdin, stdout and (but with `Stderr::Message`) stderr,
+    /// and its controlling terminal, in a session of its own.
+    pub pty: bool,
+    /// How many `cgroup.procs` of v1 cgroups (its limits) come last: the
+    /// child writes itself into each before it execs.
+    pub join: u8,
 }
 
 /// portnode to spawner.
@@ -127,7 +134,7 @@ pub fn next_message(buf: &[u8]) -> io::Result<Option<(&[u8], usize)>> {
 impl Command {
     /// How many fds come with this request: pipe ends, then the cgroup.
     pub fn fd_count(&self) -> usize {
-        usize::from(self.stdin) + usize::from(self.stdout) + usize::from(self.stderr_pipe()) + usize::from(self.in_cgroup)
+        usize::from(self.stdin) + usize::from(self.stdout) + usize::from(self.stderr_pipe()) + usize::from(self.in_cgroup) + usize::from(self.pty) + usize::from(self.join)
     }
 
     /// A pipe of its own for stderr: for `{stderr, message}`, and for the
@@ -135,7 +142,8 @@ impl Command {
     pub fn stderr_pipe(&self) -> bool {
         match self.stderr {
             Stderr::Message => self.use_stdio,
-            Stderr::Log => true,
+            // On a terminal, stderr is the terminal.
+            Stderr::Log => !self.pty,
             Stderr::ToStdout => false,
         }
     }
@@ -153,13 +161,14 @@ impl Request {
                 w.list(&c.argv)?;
                 w.list(&c.envp)?;
                 w.opt_bytes(c.cwd.as_deref())?;
-                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4 | u8::from(c.watchdog_pid) << 5)?;
+                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4 | u8::from(c.watchdog_pid) << 5 | u8::from(c.pty) << 6)?;
                 w.u8(match c.stderr {
                     Stderr::Log => 0,
                     Stderr::ToStdout => 1,
                     Stderr::Message => 2,
                 })?;
-                privileges(w, &c.privileges)
+                privileges(w, &c.privileges)?;
+                w.u8(c.join)
             }
             Request::Reap(pid) => {
                 w.u8(REAP)?;
@@ -184,6 +193,7 @@ impl Request {
                     _ => return Err(bad("stderr mode")),
                 };
                 let privileges = read_privileges(&mut r)?;
+                let join = r.u8()?;
                 Request::Spawn(Command {
                     path,
                     argv,
@@ -195,6 +205,8 @@ impl Request {
                     in_cgroup: flags & 8 != 0,
                     hold: flags & 16 != 0,
                     watchdog_pid: flags & 32 != 0,
+                    pty: flags & 64 != 0,
+                    join,
                     stderr,
                     privileges,
                 })
@@ -423,6 +435,8 @@ mod tests {
             in_cgroup: true,
             hold: true,
             watchdog_pid: true,
+            pty: true,
+            join: 2,
         }
     }
 

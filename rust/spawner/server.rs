@@ -181,11 +181,15 @@ impl Server {
                         stdout: take(command.stdout),
                         stderr: take(command.stderr_pipe()),
                         cgroup: take(command.in_cgroup),
+                        pty: take(command.pty),
+                        join: (0..command.join).filter_map(|_| take(true)).collect(),
                     };
                     let complete = (given.stdin.is_some() || !command.stdin)
                         && (given.stdout.is_some() || !command.stdout)
                         && (given.stderr.is_some() || !command.stderr_pipe())
-                        && (given.cgroup.is_some() || !command.in_cgroup);
+                        && (given.cgroup.is_some() || !command.in_cgroup)
+                        && (given.pty.is_some() || !command.pty)
+                        && given.join.len() == usize::from(command.join);
                     let reply = if !complete {
                         // Fds that did not arrive (our fd table was full).
                         Reply::Failed { errno: libc::EMFILE, step: 0 }

@@ -9,8 +9,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// The most fds one send carries (a `Spawn` brings up to four).
-const MAX_FDS: usize = 4;
+/// The most fds one send carries: a `Spawn` brings up to seven (stdin,
+/// stdout, stderr, its cgroup, and the cgroup.procs of up to three v1
+/// cgroups for its limits). The control buffers (64 bytes) hold twelve.
+const MAX_FDS: usize = 8;
 
 /// A pair of connected unix stream sockets, close-on-exec.
 pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
