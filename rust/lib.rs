@@ -19,6 +19,7 @@ pub mod names;
 pub mod node;
 pub mod notify;
 pub mod port;
+pub mod program;
 pub mod shutdown;
 pub mod spawner;
 pub mod supervisor;

@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(got.bytes, b"WATCHDOG=1");
         // An fd passed along (BARRIER=1) is kept with its datagram, then
         // closed, not kept: the pipe's reader then sees EOF.
-        let (reader, writer) = crate::spawner::exec::pipe_pair().unwrap();
+        let (reader, writer) = crate::spawner::pipes::pipe_pair().unwrap();
         send_with_fd(&sender, socket.path(), b"BARRIER=1", writer.as_raw_fd());
         drop(writer);
         let got = std::future::poll_fn(|cx| socket.poll_recv(cx)).await.unwrap();

@@ -8,12 +8,13 @@
 //! program to be gone, and it also runs from `Drop`: a port process that is
 //! killed or aborted still stops its program.
 
-use super::spawn::Child;
 use super::watchdog;
 use crate::containment::Jail;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::OnceLock;
+use crate::spawner::{self, ExitSlot};
+use std::io;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -306,4 +307,68 @@ pub fn signal_number(name: &str) -> Option<i32> {
         "WINCH" => libc::SIGWINCH,
         _ => return None,
     })
+}
+
+/// A program we started and have not reaped yet. Its exit is observed
+/// without reaping it (the spawner tells, and keeps it a zombie, in both
+/// containment modes), so that its pid (and, as a group leader, its pgid)
+/// cannot be reused while we may still signal it; [`Child::reap`] ends
+/// that. Dropping an unreaped child kills it and has it reaped.
+pub struct Child {
+    pid: libc::pid_t,
+    exit: Arc<ExitSlot>,
+    reaped: bool,
+}
+
+impl Child {
+    /// A program the spawner has started (and holds until [`Child::reap`]).
+    pub fn started(pid: libc::pid_t, exit: Arc<ExitSlot>) -> Child {
+        Child { pid, exit, reaped: false }
+    }
+
+    /// Waits for the program to exit, without reaping it. Cancel-safe.
+    pub async fn exited(&mut self) -> io::Result<ExitStatus> {
+        Ok(self.exit.wait().await)
+    }
+
+    /// [`Child::exited`] as a poll function.
+    pub fn poll_exited(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<ExitStatus>> {
+        self.exit.poll_wait(cx).map(Ok)
+    }
+
+    /// The exit status, if the program has exited (it stays unreaped).
+    pub fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        Ok(self.exit.get())
+    }
+
+    /// Has the program reaped once it has exited (it must have, or have
+    /// been sent SIGKILL). From here on its pid is not ours to signal.
+    pub fn reap(&mut self) {
+        if !self.reaped {
+            self.reaped = true;
+            spawner::client::reap(self.pid);
+        }
+    }
+
+    /// Sends `signal` to the program's first process only: not once it is
+    /// reaped, when its pid may be another's.
+    pub fn signal(&self, signal: i32) -> bool {
+        // SAFETY: kill(2) on our own child, not reaped yet (the spawner
+        // holds every program a zombie until `reap`): the pid is still ours.
+        !self.reaped && unsafe { libc::kill(self.pid, signal) == 0 }
+    }
+
+    /// The program's pid (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.signal(libc::SIGKILL);
+            self.reap();
+        }
+    }
 }

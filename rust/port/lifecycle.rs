@@ -76,7 +76,7 @@ fn ready(value: &Term) -> Result<Ready, ()> {
     }
     match as_tuple(value) {
         Some([tag, prefix]) if as_atom(tag) == Some("line") => {
-            let prefix = super::settings::string(prefix).ok_or(())?.into_encoded_bytes();
+            let prefix = crate::etf::os_string(prefix).ok_or(())?.into_encoded_bytes();
             // An empty prefix would be any line: say so with a line of your own.
             if prefix.is_empty() || prefix.contains(&b'\n') {
                 return Err(());

@@ -151,7 +151,7 @@ fn group_now(value: &Term) -> Result<libc::gid_t, ()> {
 fn name(value: &Term) -> Result<CString, ()> {
     let text = match as_atom(value) {
         Some(atom) => OsString::from(atom),
-        None => super::settings::string(value).ok_or(())?,
+        None => crate::etf::os_string(value).ok_or(())?,
     };
     CString::new(text.into_encoded_bytes()).map_err(|_| ())
 }

@@ -1,24 +1,11 @@
-//! Per-program privileges and limits: `{user, U}`, `{group, G}`, `{nice, N}`,
-//! `{rlimit, [{Resource, Limit}]}`, `{umask, M}`. Parsed (names resolved to
-//! ids) in portnode, applied in the child between clone and exec.
+//! Per-program privileges and limits from a port's settings: `{user, U}`,
+//! `{group, G}`, `{nice, N}`, `{rlimit, [{Resource, Limit}]}`, `{umask, M}`,
+//! parsed (names resolved to ids, see [`super::lookups`]) into a
+//! [`Privileges`], which the spawner's child applies before exec.
 
 use crate::etf::{as_atom, as_int, as_list, as_tuple};
-use crate::spawner::step::Step;
+pub use crate::program::Privileges;
 use eetf::Term;
-
-/// What the child changes about itself before exec. Plain data: the child
-/// only reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Privileges {
-    /// `{user, _}`: the uid, and the user's primary gid when it has one.
-    pub uid: Option<(libc::uid_t, Option<libc::gid_t>)>,
-    /// `{group, _}`: the gid (else the user's primary group).
-    pub gid: Option<libc::gid_t>,
-    pub nice: Option<libc::c_int>,
-    /// (resource, soft, hard); `RLIM_INFINITY` for `infinity`.
-    pub rlimits: Vec<(u32, libc::rlim_t, libc::rlim_t)>,
-    pub umask: Option<libc::mode_t>,
-}
 
 impl Privileges {
     /// Parses one setting `{Key, Value}` if it is one of ours: `None` if the
@@ -47,16 +34,6 @@ impl Privileges {
         Ok(())
     }
 
-    /// Once every setting is parsed: a uid with no passwd entry has no
-    /// primary group, and must be given one with `{group, _}` (else the
-    /// program would keep portnode's group, root's 0 as a rule).
-    pub fn check(&self) -> Result<(), ()> {
-        match (self.uid, self.gid) {
-            (Some((_, None)), None) => Err(()),
-            _ => Ok(()),
-        }
-    }
-
     fn rlimits(&mut self, value: &Term) -> Result<(), ()> {
         for item in as_list(value).ok_or(())? {
             let Some([resource, limit]) = as_tuple(&item) else { return Err(()) };
@@ -80,50 +57,6 @@ impl Privileges {
         Ok(())
     }
 
-    /// In the child, between clone and exec: system calls only, no
-    /// allocation. Limits, nice and umask first, while the child may still
-    /// be root (a negative nice or a higher hard limit needs it), then
-    /// supplementary groups dropped, the group, the user. `Err` names the
-    /// step that failed, with errno set.
-    ///
-    /// # Safety
-    /// Only in the child `spawn` clones.
-    pub unsafe fn apply(&self) -> Result<(), Step> {
-        // SAFETY: plain system calls on values prepared by the parent.
-        unsafe {
-            for &(resource, soft, hard) in &self.rlimits {
-                let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-                if libc::setrlimit(resource as _, &limit) != 0 {
-                    return Err(Step::Rlimit);
-                }
-            }
-            if let Some(nice) = self.nice {
-                if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                    return Err(Step::Nice);
-                }
-            }
-            if let Some(mask) = self.umask {
-                libc::umask(mask);
-            }
-            let gid = self.gid.or(self.uid.and_then(|(_, primary)| primary));
-            if self.uid.is_some() || gid.is_some() {
-                if libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err(Step::Setgroups);
-                }
-            }
-            if let Some(gid) = gid {
-                if libc::setgid(gid) != 0 {
-                    return Err(Step::Setgid);
-                }
-            }
-            if let Some((uid, _)) = self.uid {
-                if libc::setuid(uid) != 0 {
-                    return Err(Step::Setuid);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 fn rlim(term: &Term) -> Result<libc::rlim_t, ()> {

@@ -137,7 +137,7 @@ pub fn resize(fd: RawFd, size: Size) -> io::Result<()> {
 /// the runtime on its own), and the original kept for resizing. All three
 /// share one open file: the terminal hangs up once all are closed.
 pub fn split(master: OwnedFd) -> io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
-    crate::spawner::exec::set_nonblocking(master.as_raw_fd())?;
+    crate::spawner::pipes::set_nonblocking(master.as_raw_fd())?;
     let reader = master.try_clone()?;
     let writer = master.try_clone()?;
     Ok((reader, writer, master))

@@ -6,7 +6,6 @@ use super::privileges::Privileges;
 use crate::etf::{as_atom, as_int, as_list, as_tuple};
 use eetf::Term;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::time::Duration;
 
 /// What to run.
@@ -28,20 +27,7 @@ pub enum Framing {
     Line(usize),
 }
 
-/// Where the program's stderr goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Stderr {
-    /// The default: a pipe of its own, whose lines portnode logs, each
-    /// with the program's name and quoted as text (a plain port writes to
-    /// the VM's stderr; a program must not write into portnode's own log,
-    /// nor choose the level of a line there).
-    #[default]
-    Log,
-    /// `stderr_to_stdout`.
-    ToStdout,
-    /// `{stderr, message}`: the owner gets `{H, {stderr, Data}}`.
-    Message,
-}
+pub use crate::program::Stderr;
 
 /// A parsed `open_port` request.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,25 +283,7 @@ fn env_list(value: &Term) -> Result<Vec<(OsString, Option<OsString>)>, ()> {
     Ok(env)
 }
 
-/// An Erlang string (a list of code points, or a binary) as OS bytes in
-/// UTF-8, the way a VM with `+fnu` encodes file names and arguments.
-pub fn string(term: &Term) -> Option<OsString> {
-    let bytes = match term {
-        Term::Binary(b) => b.bytes.clone(),
-        Term::ByteList(b) => b.bytes.iter().map(|&c| char::from(c)).collect::<String>().into_bytes(),
-        Term::List(l) => l
-            .elements
-            .iter()
-            .map(|e| as_int(e).and_then(|c| u32::try_from(c).ok()).and_then(char::from_u32))
-            .collect::<Option<String>>()?
-            .into_bytes(),
-        _ => return None,
-    };
-    if bytes.contains(&0) {
-        return None;
-    }
-    Some(OsString::from_vec(bytes))
-}
+pub use crate::etf::os_string as string;
 
 #[cfg(test)]
 mod tests {

@@ -5,14 +5,12 @@
 
 use super::settings::{PortSpec, Program};
 use crate::containment::Jail;
-use crate::spawner::{self, protocol::Command, ExitSlot};
+use crate::spawner::{self, protocol::Command};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::process::ExitStatus;
-use std::sync::Arc;
 use std::time::Duration;
-use super::child::Running;
+use super::child::{Child, Running};
 use tokio::net::unix::pipe;
 
 /// A started program and our ends of its pipes.
@@ -28,65 +26,6 @@ pub struct Spawned {
     pub pty: Option<std::os::fd::OwnedFd>,
 }
 
-/// A program we started and have not reaped yet. Its exit is observed
-/// without reaping it (the spawner tells, and keeps it a zombie, in both
-/// containment modes), so that its pid (and, as a group leader, its pgid)
-/// cannot be reused while we may still signal it; [`Child::reap`] ends
-/// that. Dropping an unreaped child kills it and has it reaped.
-pub struct Child {
-    pid: libc::pid_t,
-    exit: Arc<ExitSlot>,
-    reaped: bool,
-}
-
-impl Child {
-    /// Waits for the program to exit, without reaping it. Cancel-safe.
-    pub async fn exited(&mut self) -> io::Result<ExitStatus> {
-        Ok(self.exit.wait().await)
-    }
-
-    /// [`Child::exited`] as a poll function.
-    pub fn poll_exited(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<ExitStatus>> {
-        self.exit.poll_wait(cx).map(Ok)
-    }
-
-    /// The exit status, if the program has exited (it stays unreaped).
-    pub fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
-        Ok(self.exit.get())
-    }
-
-    /// Has the program reaped once it has exited (it must have, or have
-    /// been sent SIGKILL). From here on its pid is not ours to signal.
-    pub fn reap(&mut self) {
-        if !self.reaped {
-            self.reaped = true;
-            spawner::client::reap(self.pid);
-        }
-    }
-
-    /// Sends `signal` to the program's first process only: not once it is
-    /// reaped, when its pid may be another's.
-    pub fn signal(&self, signal: i32) -> bool {
-        // SAFETY: kill(2) on our own child, not reaped yet (the spawner
-        // holds every program a zombie until `reap`): the pid is still ours.
-        !self.reaped && unsafe { libc::kill(self.pid, signal) == 0 }
-    }
-
-    /// The program's pid (and process group id).
-    pub fn pid(&self) -> u32 {
-        self.pid as u32
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if !self.reaped {
-            self.signal(libc::SIGKILL);
-            self.reap();
-        }
-    }
-}
-
 fn bytes(s: &OsStr) -> io::Result<Vec<u8>> {
     let b = s.as_encoded_bytes();
     if b.contains(&0) {
@@ -99,7 +38,7 @@ fn bytes(s: &OsStr) -> io::Result<Vec<u8>> {
 /// non-blocking with one `fcntl`, without tokio's checks of what it is
 /// (an `fstat` and an `F_GETFL`, for an fd we know).
 fn reader(r: std::os::fd::OwnedFd) -> io::Result<pipe::Receiver> {
-    spawner::exec::set_new_pipe_nonblocking(r.as_raw_fd())?;
+    spawner::pipes::set_new_pipe_nonblocking(r.as_raw_fd())?;
     pipe::Receiver::from_owned_fd_unchecked(r)
 }
 
@@ -141,7 +80,7 @@ fn stop_when_started(answer: spawner::client::Starting, mut jail: Jail) {
         match answer.await {
             Ok(Ok(started)) => {
                 jail.started(started.pid as u32);
-                let child = Child { pid: started.pid, exit: started.exit, reaped: false };
+                let child = Child::started(started.pid, started.exit);
                 Running::new(child, jail, Duration::ZERO, libc::SIGKILL).terminate(Some(Duration::ZERO)).await;
             }
             _ => jail.release(),
@@ -206,18 +145,18 @@ pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::
     }
     let command = Command { stdin: command.stdin && slave.is_none(), stdout: command.stdout && slave.is_none(), ..command };
     if command.stdin {
-        let (r, w) = spawner::exec::pipe_pair()?;
-        spawner::exec::set_new_pipe_nonblocking(w.as_raw_fd())?;
+        let (r, w) = spawner::pipes::pipe_pair()?;
+        spawner::pipes::set_new_pipe_nonblocking(w.as_raw_fd())?;
         stdin = Some(w);
         given.push(r);
     }
     if command.stdout {
-        let (r, w) = spawner::exec::pipe_pair()?;
+        let (r, w) = spawner::pipes::pipe_pair()?;
         stdout = Some(reader(r)?);
         given.push(w);
     }
     if command.stderr_pipe() {
-        let (r, w) = spawner::exec::pipe_pair()?;
+        let (r, w) = spawner::pipes::pipe_pair()?;
         stderr = Some(reader(r)?);
         given.push(w);
     }
@@ -259,7 +198,7 @@ impl Starting {
         };
         let pid = started.pid;
         jail.started(pid as u32);
-        let child = Child { pid, exit: started.exit, reaped: false };
+        let child = Child::started(pid, started.exit);
         Ok(Spawned { child, jail, os_pid: pid as u32, stdin, stdout, stderr, pty })
     }
 }
@@ -328,7 +267,7 @@ pub fn precheck(spec: &PortSpec) -> io::Result<()> {
 /// reports as the exit status rather than from open_port (E2BIG too: an
 /// environment or arguments too large open the port, which exits with 7).
 pub fn failed_in_child(e: &io::Error) -> Option<i32> {
-    match crate::spawner::step::errno_of(e) {
+    match crate::program::step::errno_of(e) {
         Some(n @ (libc::EACCES | libc::ENOEXEC | libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EISDIR | libc::E2BIG)) => Some(n),
         _ => None,
     }
@@ -336,7 +275,7 @@ pub fn failed_in_child(e: &io::Error) -> Option<i32> {
 
 /// The POSIX name of an errno, as Erlang reports it (`enoent`, `eacces`, ...).
 pub fn errno_name(e: &io::Error) -> &'static str {
-    match crate::spawner::step::errno_of(e) {
+    match crate::program::step::errno_of(e) {
         Some(libc::ENOENT) => "enoent",
         Some(libc::EACCES) => "eacces",
         Some(libc::ENOTDIR) => "enotdir",

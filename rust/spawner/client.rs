@@ -105,7 +105,7 @@ pub fn attach() -> io::Result<()> {
     let Some((sock, pid)) = FORKED.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return Err(io::Error::other("portnode has no spawner (it is forked at the start of main)"));
     };
-    super::exec::set_nonblocking(sock.as_raw_fd())?;
+    super::pipes::set_nonblocking(sock.as_raw_fd())?;
     // SAFETY: the AsyncFd owns the socket from here on; nothing else closes or replaces it.
     let sock = unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)?;
     let client = Client { sock, pid, state: Mutex::new(State::default()), queued: Notify::new(), answered: Notify::new() };
@@ -299,8 +299,8 @@ impl Client {
                     let waiter = state.waiting.pop_front();
                     drop(state);
                     if let Some((w, _)) = waiter {
-                        let error = match super::step::Step::from_u8(step) {
-                            Some(step) => super::step::ChildFailed { step, errno }.into_io(),
+                        let error = match crate::program::Step::from_u8(step) {
+                            Some(step) => crate::program::ChildFailed { step, errno }.into_io(),
                             None => io::Error::from_raw_os_error(errno),
                         };
                         let _ = w.send(Err(error));

@@ -12,13 +12,14 @@
 
 use super::pid_var::PidVar;
 use super::protocol::Command;
-use crate::port::privileges::Privileges;
-use crate::port::settings::Stderr;
+use crate::program::Privileges;
+use crate::program::Stderr;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
-use super::step::Step;
+use crate::program::Step;
+use super::pipes::dev_null;
 
 /// Signals whose disposition in this process is not the default, as
 /// [`note_signal_dispositions`] found them: the only ones a child resets
@@ -228,44 +229,6 @@ pub fn exited(pid: libc::pid_t) -> io::Result<Option<i32>> {
         libc::CLD_DUMPED => (status & 0x7f) | 0x80,
         _ => status & 0x7f,
     }))
-}
-
-/// Makes `fd` non-blocking.
-pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an fd the caller owns.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Makes one end of a pipe just made by [`pipe_pair`] non-blocking: one
-/// `fcntl`, as such an end has no other status flag to keep.
-pub fn set_new_pipe_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an fd the caller owns.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// A pipe as (read end, write end), both close-on-exec.
-pub fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills two fds on success; each is owned exactly once below.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are not owned elsewhere.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// /dev/null, close-on-exec, for the stdio a program is not given a pipe for.
-fn dev_null() -> io::Result<OwnedFd> {
-    Ok(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into())
 }
 
 /// What the child does between clone and exec, all of it prepared before.

@@ -18,8 +18,8 @@
 
 pub mod client;
 pub mod exec;
+pub mod pipes;
 mod pid_var;
-pub mod step;
 pub mod protocol;
 pub mod socket;
 mod server;
