@@ -4,7 +4,7 @@
 //! OTP 25, 27 and 29), written out here rather than taken from erl_dist:
 //! erl_dist 0.8 puts `MANDATORY_25_DIGEST` at bit 36, which in OTP is the
 //! internal `LOCAL_EXT`; OTP's `DFLAG_MANDATORY_25_DIGEST` is bit 26. A peer
-//! sees only these bits; `tests/erlang/dist_flags_SUITE` checks them against
+//! sees only these bits; `tests/erlang/dist_SUITE` checks them against
 //! what the running OTP requires and knows.
 
 pub const EXTENDED_REFERENCES: u64 = 0x04;
