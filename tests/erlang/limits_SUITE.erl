@@ -202,8 +202,9 @@ limits_need_cgroups(Config) ->
     _ = process_flag(trap_exit, true),
     ?assertEqual({error, {notsup, {limits, memory}}},
                  portnode_service:start_link(limited, {spawn, "sleep 10"}, [{limits, [{memory, 64 * ?MiB}]}, {node, Node}])),
-    %% Its exit signal, before exits are no longer trapped.
-    receive {'EXIT', _, {notsup, {limits, memory}}} -> ok after 5000 -> ct:fail(no_exit_signal) end.
+    %% Up to OTP 25 the failed start also leaves its exit signal here (from
+    %% OTP 26, proc_lib takes it): flush it, if any, while exits are trapped.
+    receive {'EXIT', _, {notsup, {limits, memory}}} -> ok after 200 -> ok end.
 
 %%% Helpers
 
