@@ -10,7 +10,7 @@ impl Port {
     /// closes the program's stdin, a program that was sent input gets all
     /// of it, then EOF, and has `close_grace` to exit on its own (a filter
     /// that writes its result at EOF: `gzip -c > f`); only then is what is
-    /// left of it stopped (SIGTERM, SIGKILL after `kill_timeout`). A
+    /// left of it stopped (its stop signal, SIGKILL after `kill_timeout`). A
     /// program that was sent nothing (a server, a daemon: it would not
     /// finish on EOF) is stopped at once, as is one stopped by
     /// `portnode:stop`. Nothing of it outlives the handle by more than
