@@ -96,7 +96,7 @@ open_port(PortName, Settings) ->
 open_port(Node, PortName, Settings) ->
     Args = [PortName, Settings],
     plain(PortName) andalso plain(Settings) orelse badarg(Args, {not_plain_data, Args}),
-    case gen_server:call({portnode, Node}, open_request(open_port_nowait, Node, PortName, Settings), infinity) of
+    case call_open(open_port_nowait, Node, PortName, Settings) of
         {ok, Handle} -> Handle;
         Error -> open_error(Error, Args)
     end.
@@ -124,7 +124,7 @@ open(Node, PortName, Settings) ->
 
 open(Node, PortName, Settings, Args) ->
     plain(PortName) andalso plain(Settings) orelse badarg(Args, {not_plain_data, [PortName, Settings]}),
-    case gen_server:call({portnode, Node}, open_request(open_port, Node, PortName, Settings), infinity) of
+    case call_open(open_port, Node, PortName, Settings) of
         {ok, Handle, OsPid} -> {Handle, OsPid};
         Error -> open_error(Error, Args)
     end.
@@ -408,12 +408,26 @@ format_error(_Reason, _Stack) ->
 
 %%% Internal functions
 
-%% The open_port call: with the caller's environment and directory for the
-%% portnode this VM's bridge launched.
-open_request(Op, Node, PortName, Settings) ->
+%% Asks portnode `Node' for a handle, with a relay for it (see
+%% portnode_relay); the relay goes again if there is no handle.
+call_open(Op, Node, PortName, Settings) ->
+    Relay = portnode_relay:start(),
+    try gen_server:call({portnode, Node}, open_request(Op, Node, PortName, Settings, Relay), infinity) of
+        {error, _} = Error -> portnode_relay:stop(Relay), Error;
+        Opened -> Opened
+    catch
+        Class:Reason:Stack ->
+            portnode_relay:stop(Relay),
+            erlang:raise(Class, Reason, Stack)
+    end.
+
+%% The open_port call: with the relay that will deliver the handle's
+%% output in this VM (see portnode_relay), and the caller's environment and
+%% directory for the portnode this VM's bridge launched.
+open_request(Op, Node, PortName, Settings, Relay) ->
     case portnode_bridge:start_env(Node) of
         undefined ->
-            {Op, self(), PortName, Settings};
+            {Op, self(), PortName, Settings, [{relay, Relay}]};
         {StartEnv, LaunchEnv, LaunchChanges, VmOsPid} ->
             %% Unchanged since the launch (the usual case): no need to compare.
             Changes = case os:getenv() of
@@ -423,7 +437,7 @@ open_request(Op, Node, PortName, Settings) ->
             %% The directory is read by portnode, from /proc/<VmOsPid>/cwd:
             %% file:get_cwd/0 here would run on a dirty I/O scheduler, whose
             %% busy wait took a fifth of the CPU while 5,000 ports opened.
-            {Op, self(), PortName, Settings, [{cwd_of, VmOsPid}, {env, Changes}]}
+            {Op, self(), PortName, Settings, [{relay, Relay}, {cwd_of, VmOsPid}, {env, Changes}]}
     end.
 
 %% How the VM's environment `Env' differs from `Start' (a map): set or changed, then unset.

@@ -25,6 +25,7 @@ pub mod watchdog;
 mod outbound;
 mod output;
 mod process;
+mod relay;
 mod usage;
 
 pub(crate) use request::grace_period;
@@ -65,19 +66,27 @@ pub enum OnStart {
 /// VM sent of itself (see [`PortSpec::apply_caller`]), if anything.
 /// `on_start` hears when the program runs; on an error it is given back.
 pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>, on_start: OnStart) -> Result<Pid, (Term, OnStart)> {
-    let (spec, starting, notify) = match prepare(owner, port_name, settings, caller) {
+    let (mut spec, starting, notify) = match prepare(owner, port_name, settings, caller) {
         Ok(prepared) => prepared,
         Err(reason) => return Err((reason, on_start)),
     };
+    // A relay serves an owner in its own VM, which is not this node.
+    spec.relay = spec.relay.take().filter(|r| r.node == owner.node && r.node != *node.name());
     let (on_start, answer_now) = match on_start {
         OnStart::ReplyHandle(call) if spec.privileges == privileges::Privileges::default() => (OnStart::Nobody, Some(call)),
         other => (other, None),
     };
     let owner_pid = owner.clone();
+    let relay = spec.relay.clone();
     let pid = node.spawn(move |me| process::run(me, owner_pid, spec, starting, notify, on_start));
     // Before the owner hears of the handle: trap exits, and link to the owner.
     node.set_trap_exit(&pid, true);
     node.link(&pid, owner);
+    if let Some(relay) = &relay {
+        // Linked first: a relay that is already gone breaks the link at once.
+        node.link(&pid, relay);
+        node.send(Some(&pid), relay, tuple(vec![a("$portnode_relay_hello"), Term::from(pid.clone())]));
+    }
     if let Some(call) = answer_now {
         node.send(Some(&pid), &call.from, tuple(vec![call.tag.clone(), tuple(vec![a("ok"), Term::from(pid.clone())])]));
     }

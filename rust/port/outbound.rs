@@ -88,41 +88,25 @@ impl Outbound {
     /// Appends the whole frame of a message carrying `data` to `out`.
     pub(crate) fn push(&self, kind: Kind, data: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
-        self.push_head(kind, data.len(), out);
-        match (self.binary, data.len()) {
-            (true, _) | (false, 0..=0xffff) => out.extend_from_slice(data),
-            (false, _) => {
-                for &b in data {
-                    out.extend_from_slice(&[SMALL_INTEGER_EXT, b]);
-                }
-                out.push(NIL_EXT);
-            }
-        }
+        self.push_frame_head(kind, data.len(), out);
+        push_data(self.binary, data, out);
         debug_assert_eq!(out.len() - start, self.frame_len(kind, data.len()));
     }
 
     /// Appends a frame's bytes up to its data's bytes; with binaries, the
     /// data can then be written as a piece of its own.
     pub(crate) fn push_head(&self, kind: Kind, len: usize, out: &mut Vec<u8>) {
+        self.push_frame_head(kind, len, out);
+        push_data_head(self.binary, len, out);
+    }
+
+    /// Appends a frame's bytes up to its data.
+    fn push_frame_head(&self, kind: Kind, len: usize, out: &mut Vec<u8>) {
         let (common, piece) = self.head(kind);
         let frame = (self.frame_len(kind, len) - 4) as u32;
         out.extend_from_slice(&frame.to_be_bytes());
         out.extend_from_slice(&common[4..]);
         out.extend_from_slice(piece);
-        match (self.binary, len) {
-            (true, _) => {
-                out.push(BINARY_EXT);
-                out.extend_from_slice(&(len as u32).to_be_bytes());
-            }
-            (false, 0..=0xffff) => {
-                out.push(STRING_EXT);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            (false, _) => {
-                out.push(LIST_EXT);
-                out.extend_from_slice(&(len as u32).to_be_bytes());
-            }
-        }
     }
 
     /// Bytes the whole frame of a message with `len` bytes of data takes.
@@ -134,6 +118,39 @@ impl Outbound {
     /// True if data is a binary: a payload can go as a piece of its own.
     pub(crate) fn binary(&self) -> bool {
         self.binary
+    }
+}
+
+/// Appends the data of a port message, encoded as `erlang:open_port/2`'s
+/// `binary` setting says: a binary, or a list of bytes.
+pub(crate) fn push_data(binary: bool, data: &[u8], out: &mut Vec<u8>) {
+    push_data_head(binary, data.len(), out);
+    match (binary, data.len()) {
+        (true, _) | (false, 0..=0xffff) => out.extend_from_slice(data),
+        (false, _) => {
+            for &b in data {
+                out.extend_from_slice(&[SMALL_INTEGER_EXT, b]);
+            }
+            out.push(NIL_EXT);
+        }
+    }
+}
+
+/// Appends data's tag and length (a list's elements and tail follow it).
+fn push_data_head(binary: bool, len: usize, out: &mut Vec<u8>) {
+    match (binary, len) {
+        (true, _) => {
+            out.push(BINARY_EXT);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        (false, 0..=0xffff) => {
+            out.push(STRING_EXT);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        (false, _) => {
+            out.push(LIST_EXT);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
     }
 }
 

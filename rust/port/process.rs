@@ -22,6 +22,7 @@ use super::codec::{self, Frame, Kind};
 use super::health::{Health, Stream};
 use super::outbound::Outbound;
 use super::output::{read_some, Output, MAX_READ, READ_CHUNK};
+use super::relay::Relay;
 use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::{self, Spawned, Starting};
@@ -58,6 +59,7 @@ enum Written {
 mod calls;
 mod closing;
 mod delivery;
+mod relayed;
 mod start;
 mod stop;
 mod watched;
@@ -104,6 +106,10 @@ struct Port {
     pty: Option<std::os::fd::OwnedFd>,
     /// Its memory's peak, sampled, with `exit_stats` (see [`usage`]).
     peak: Option<Box<usage::Peak>>,
+    /// The owner's relay, which output to its VM goes through in batches (see [`super::relay`]).
+    relay: Option<Box<Relay>>,
+    /// Exit signals waiting for the relay to catch up.
+    deferred: Vec<(Pid, Term)>,
 }
 
 /// What the port keeps of its open settings once the program runs: the
@@ -137,17 +143,20 @@ impl Settings {
 /// Serves the port until it closes; returns its exit reason. The program
 /// then gets what it was sent, and time to finish (see [`Port::closed`]).
 async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
-    let reason = relay(&mut port, &mut outputs).await;
+    let reason = pump(&mut port, &mut outputs).await;
     let reason = port.settle_start(reason);
     // Read no more: on a terminal, closing the master's last fd hangs it up (see `closed`).
     outputs.0.pipe = None;
     let err = &mut outputs.1;
     let stderr = if port.settings.stderr_log { err.pipe.take().map(|pipe| (pipe, std::mem::take(&mut err.buf))) } else { None };
+    // Its exit signals go after what the relay has yet to forward (in
+    // moments: the program is stopped after).
+    let reason = port.relay_drained(reason).await;
     port.closed(stderr);
     reason
 }
 
-async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
+async fn pump(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
     let (out, err) = outputs;
     // As erts: a port with the program's output ends when that output does
     // (and its exit status is known, if asked for); an `out` port stays
@@ -173,12 +182,14 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
                 return reason;
             }
         }
-        let room = port.owner_has_room();
+        let backlog_full = !port.backlog_has_room(0);
+        // A relay behind: its acknowledgements come to the mailbox.
+        let room = !backlog_full && port.relay.as_ref().is_none_or(|r| r.has_room());
         let cap = port.read_cap();
         let output_waits = out.blocked || out.pipe.is_some() || err.pipe.is_some();
         // Boxed, and made only while output waits for a busy owner: the
         // loop holds this future all along.
-        let mut backlog_room = (!room && output_waits).then(|| port.owner_backlog.clone()).flatten().map(|b| Box::pin(async move { b.room().await }));
+        let mut backlog_room = (backlog_full && output_waits).then(|| port.owner_backlog.clone()).flatten().map(|b| Box::pin(async move { b.room().await }));
         let next = tokio::select! {
             msg = port.me.recv() => port.handle(Request::parse(msg)),
             read = read_some(out.pipe.as_mut(), &mut out.buf, cap), if out.pipe.is_some() && !out.blocked && room => {
@@ -213,7 +224,7 @@ async fn relay(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
                 }
                 Next::Continue
             },
-            _ = std::future::poll_fn(|cx| backlog_room.as_mut().map_or(Poll::Pending, |f| f.as_mut().poll(cx))), if !room && output_waits => Next::Continue,
+            _ = std::future::poll_fn(|cx| backlog_room.as_mut().map_or(Poll::Pending, |f| f.as_mut().poll(cx))), if backlog_room.is_some() => Next::Continue,
             written = port.stdin.write_some(), if port.stdin.has_work() => {
                 port.stdin.wrote(written, &port.me);
                 Next::Continue
@@ -252,7 +263,33 @@ impl Port {
     }
 
     fn to_owner(&self, msg: Term) {
-        self.me.send(&self.owner, tuple(vec![self.handle_pid(), msg]));
+        self.send_to(&self.owner, tuple(vec![self.handle_pid(), msg]));
+    }
+
+    /// Sends `msg` to `to`: through the relay while it has batches to
+    /// forward and `to` is in its VM, so that it comes after them.
+    fn send_to(&self, to: &Pid, msg: Term) {
+        match self.relay.as_deref().filter(|r| r.busy() && r.serves(to)) {
+            Some(relay) => {
+                self.me.send(relay.pid(), relay.message(to, msg));
+                relay.sent();
+            }
+            None => self.me.send(to, msg),
+        }
+    }
+
+    /// Answers a call, after the output sent before it (see [`Port::send_to`]).
+    fn reply(&self, call: &Call, reply: Term) {
+        self.send_to(&call.from, tuple(vec![call.tag.clone(), reply]));
+    }
+
+    /// Sends an exit signal, after the output sent before it: one for the
+    /// relay's VM waits until the relay has forwarded all it was sent.
+    fn exit_signal(&mut self, to: &Pid, reason: Term) {
+        match self.relay.as_deref() {
+            Some(relay) if relay.busy() && relay.serves(to) => self.deferred.push((to.clone(), reason)),
+            _ => self.me.exit_signal(to, reason),
+        }
     }
 
     /// The frames' encoder for a remote owner; `None` if the pids do not encode.

@@ -27,6 +27,8 @@ pub enum Request {
     Exit { from: Pid, reason: Term },
     /// A gen_server call.
     Call(Call, CallRequest),
+    /// `'$portnode_relayed'`: the owner's relay has forwarded a batch.
+    Relayed,
     /// A cast, or anything else: not port protocol (`badsig`, as erts).
     NotProtocol(Term),
 }
@@ -81,6 +83,9 @@ impl Request {
                 [tag, data] if as_atom(tag) == Some("$port_command") => return Request::PortCommand(take(data)),
                 _ => {}
             }
+        }
+        if as_atom(&msg) == Some("$portnode_relayed") {
+            return Request::Relayed;
         }
         match as_tuple(&msg) {
             Some([Term::Pid(from), cmd]) => {

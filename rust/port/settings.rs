@@ -4,7 +4,7 @@
 use super::lifecycle::Lifecycle;
 use super::privileges::Privileges;
 use crate::etf::{as_atom, as_int, as_list, as_tuple};
-use eetf::Term;
+use eetf::{Pid, Term};
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -71,6 +71,9 @@ pub struct PortSpec {
     /// [`PortSpec::apply_caller`]): a relative executable and `cd` are
     /// resolved against it, and the program starts in it if there is no `cd`.
     pub caller_cwd: Option<OsString>,
+    /// The caller's relay for this port's output (see `src/portnode_relay.erl`
+    /// and [`crate::port::relay`]), if it sent one.
+    pub relay: Option<Pid>,
 }
 
 /// A bad argument: the offending term, to be named in the error.
@@ -132,6 +135,7 @@ impl PortSpec {
             limits: Default::default(),
             exit_stats: false,
             caller_cwd: None,
+            relay: None,
         };
         let (mut only_in, mut only_out) = (false, false);
         for setting in as_list(settings).ok_or_else(|| bad(settings))? {
@@ -239,6 +243,7 @@ impl PortSpec {
                     let pid = as_int(pid).filter(|&p| p > 0 && p <= i64::from(i32::MAX)).ok_or_else(bad)?;
                     self.caller_cwd = Some(cwd_of(pid));
                 }
+                Some([k, Term::Pid(relay)]) if as_atom(k) == Some("relay") => self.relay = Some(relay.clone()),
                 Some([k, env]) if as_atom(k) == Some("env") => {
                     let mut changes = env_list(env).map_err(|()| bad())?;
                     changes.append(&mut self.env);

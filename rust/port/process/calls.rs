@@ -19,6 +19,8 @@ impl Port {
     pub(super) fn handle(&mut self, request: Request) -> Next {
         match request {
             Request::Call(call, request) => self.call(call, request),
+            Request::Relayed if self.relay.is_some() => self.relayed(),
+            Request::Exit { from, reason } if self.is_relay(&from) => self.relay_lost(reason),
             // The port message protocol names the owner (erts checks the pid in the message, not the sender).
             Request::Close { from } if from == self.owner => {
                 // erts sends `{Port, closed}` after the port's exit signal.
@@ -31,7 +33,7 @@ impl Port {
                 let old = self.owner.clone();
                 self.set_owner(new_owner.clone());
                 self.me.link(&new_owner);
-                self.me.send(&old, tuple(vec![self.handle_pid(), a("connected")]));
+                self.send_to(&old, tuple(vec![self.handle_pid(), a("connected")]));
                 Next::Continue
             }
             Request::PortCommand(data) => self.command(&data),
@@ -57,13 +59,14 @@ impl Port {
                 debug!(port = %self.me.pid(), message = %crate::etf::brief(&msg, crate::etf::LOGGED_TERM), "not port protocol: badsig");
                 self.badsig()
             }
-            Request::BadStop => self.badsig(),
+            Request::BadStop | Request::Relayed => self.badsig(),
         }
     }
 
     /// What erts does with a bad message to a port: `badsig` to the owner.
-    pub(super) fn badsig(&self) -> Next {
-        self.me.exit_signal(&self.owner, a("badsig"));
+    pub(super) fn badsig(&mut self) -> Next {
+        let owner = self.owner.clone();
+        self.exit_signal(&owner, a("badsig"));
         Next::Continue
     }
 
@@ -82,7 +85,7 @@ impl Port {
     pub(super) fn call(&mut self, call: Call, request: CallRequest) -> Next {
         let reply = match request {
             CallRequest::Close => {
-                self.me.reply(&call, a("true"));
+                self.reply(&call, a("true"));
                 return Next::Exit(a("normal"));
             }
             CallRequest::OsPid => int(i64::from(self.os_pid)),
@@ -131,9 +134,9 @@ impl Port {
                         Written::Queued => {
                             // Answered now if the port is not busy (or forced), else once it drains.
                             if mode == FlowMode::Force {
-                                self.me.reply(&call, crate::port::stdin::credit_reply());
+                                self.reply(&call, crate::port::stdin::credit_reply());
                             } else if let Some(call) = self.stdin.answer_when_not_busy(call) {
-                                self.me.reply(&call, crate::port::stdin::credit_reply());
+                                self.reply(&call, crate::port::stdin::credit_reply());
                             }
                             return Next::Continue;
                         }
@@ -145,14 +148,14 @@ impl Port {
             CallRequest::Kill(None) => tuple(vec![a("error"), a("badarg")]),
             CallRequest::Unknown(request) => tuple(vec![a("error"), tuple(vec![a("unknown_call"), request])]),
         };
-        self.me.reply(&call, reply);
+        self.reply(&call, reply);
         Next::Continue
     }
 
     /// As `erlang:port_command/2` on a packet too large for its header: it
     /// returns, and the port exits with `einval`.
     pub(super) fn too_large(&self, call: Call, reply: Term) -> Next {
-        self.me.reply(&call, reply);
+        self.reply(&call, reply);
         Next::Exit(a("einval"))
     }
 

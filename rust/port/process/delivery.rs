@@ -2,12 +2,9 @@
 //! for a remote owner, as long as the owner has room.
 
 use super::*;
+use crate::port::relay::Batch;
 
 impl Port {
-    pub(super) fn owner_has_room(&self) -> bool {
-        self.owner_has_room_for(0)
-    }
-
     /// The most one read may take: one chunk, or for a remote owner what
     /// its connection can queue before its high-water mark, so that a read
     /// never takes the backlog further past the mark than one chunk.
@@ -19,14 +16,23 @@ impl Port {
         }
     }
 
-    /// Room for `extra` bytes more than are queued (frames encoded, not queued yet).
+    /// Room for `extra` bytes more than are queued (frames encoded, not
+    /// queued yet), and for another batch if the owner has a relay.
     pub(super) fn owner_has_room_for(&self, extra: usize) -> bool {
+        self.backlog_has_room(extra) && self.relay.as_ref().is_none_or(|r| r.has_room())
+    }
+
+    /// Room for `extra` bytes in what a message to the owner waits behind.
+    pub(super) fn backlog_has_room(&self, extra: usize) -> bool {
         self.owner_backlog.as_ref().is_none_or(|b| b.has_room_for(extra))
     }
 
     pub(super) fn set_owner(&mut self, new: Pid) {
         self.owner_backlog = self.me.node().backlog_of(&new);
         self.outbound = OnceCell::new();
+        if let Some(relay) = self.relay.as_mut() {
+            relay.owner_changed();
+        }
         self.owner = new;
     }
 
@@ -63,10 +69,20 @@ impl Port {
     /// Sends the frames at the front of `out`'s buffer, checking before
     /// each one that the owner has room (counting what is encoded and not
     /// queued yet); returns the bytes they took up.
+    ///
+    /// A remote owner's frames are encoded here, and for an owner in its
+    /// relay's VM the frames of a read go as batches (see [`super::super::relay`]),
+    /// but for a lone frame while nothing is in flight: a reply line goes
+    /// straight to the owner, without the relay's hop. A local owner gets terms.
     pub(super) fn send_frames(&mut self, out: &mut Output) -> Result<usize, Term> {
-        // A remote owner's frames are encoded here; a local owner gets terms.
         let outbox = self.me.node().outbox_of(&self.owner).zip(self.outbound());
+        let relay = self.relay.as_deref().filter(|r| r.serves(&self.owner) && outbox.is_some());
+        let lines = matches!(self.settings.framing, Framing::Line(_));
+        let binary = self.settings.binary;
         let mut batch = Vec::new();
+        let mut open: Option<Batch> = None;
+        // The first frame, held until a second shows it is not alone.
+        let mut first: Option<(Kind, std::ops::Range<usize>)> = None;
         let mut pos = 0;
         let result = loop {
             if !self.owner_has_room_for(batch.len()) {
@@ -81,27 +97,66 @@ impl Port {
                     break Err(a("einval"));
                 }
             };
-            if pos == 0 && cut.payload == (0..out.buf.len()) {
+            if pos == 0 && cut.payload == (0..out.buf.len()) && !relay.is_some_and(|r| r.busy()) {
                 // The whole buffer is one frame (stream output): it goes as it was read.
-                if let Some((outbox, _)) = &outbox {
-                    flush(outbox, &mut batch);
-                }
                 self.send_whole(outbox.as_ref(), cut.kind, std::mem::take(&mut out.buf));
                 break Ok(0);
             }
-            let data = &out.buf[pos..][cut.payload.clone()];
-            match &outbox {
-                Some((outbox, outbound)) => {
-                    outbound.push(cut.kind, data, &mut batch);
+            let range = pos + cut.payload.start..pos + cut.payload.end;
+            match (&outbox, relay) {
+                (Some((outbox, _)), Some(relay)) => {
+                    if open.is_none() && first.is_none() && !relay.busy() {
+                        first = Some((cut.kind, range));
+                    } else {
+                        if open.is_none() {
+                            open = relay.open(self.me.pid(), &self.owner, lines, &mut batch);
+                        }
+                        match open.as_mut() {
+                            Some(b) => {
+                                if let Some((kind, r)) = first.take() {
+                                    b.push(kind, binary, &out.buf[r], &mut batch);
+                                }
+                                b.push(cut.kind, binary, &out.buf[range], &mut batch);
+                            }
+                            // The pids do not encode (never, for a node name that is an atom).
+                            None => {
+                                if let Some((kind, r)) = first.take() {
+                                    self.deliver(frame_of(kind, out.buf[r].to_vec()));
+                                }
+                                self.deliver(frame_of(cut.kind, out.buf[range].to_vec()));
+                            }
+                        }
+                        if batch.len() >= BATCH {
+                            if let Some(b) = open.take() {
+                                b.close(&mut batch, relay.head_len());
+                                relay.sent();
+                            }
+                            flush(outbox, &mut batch);
+                        }
+                    }
+                }
+                (Some((outbox, outbound)), None) => {
+                    outbound.push(cut.kind, &out.buf[range], &mut batch);
                     if batch.len() >= BATCH {
                         flush(outbox, &mut batch);
                     }
                 }
-                None => self.deliver(frame_of(cut.kind, data.to_vec())),
+                (None, _) => self.deliver(frame_of(cut.kind, out.buf[range].to_vec())),
             }
             pos += cut.used;
         };
-        if let Some((outbox, _)) = &outbox {
+        if let Some((outbox, outbound)) = &outbox {
+            match (open, relay) {
+                (Some(b), Some(relay)) => {
+                    b.close(&mut batch, relay.head_len());
+                    relay.sent();
+                }
+                _ => {
+                    if let Some((kind, r)) = first {
+                        outbound.push(kind, &out.buf[r], &mut batch);
+                    }
+                }
+            }
             flush(outbox, &mut batch);
         }
         result

@@ -53,7 +53,7 @@ impl Port {
     /// The port for a program that has started, with its output pipes, or
     /// why there is none. Tells `on_start` either way.
     pub(super) fn start(launch: Box<Launch>, outcome: std::io::Result<Spawned>) -> Result<(Box<Port>, Box<(Output, Output)>), Failed> {
-        let Launch { me, owner, spec, notify, on_start } = *launch;
+        let Launch { me, owner, mut spec, notify, on_start } = *launch;
         let spawned = match outcome {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -100,8 +100,9 @@ impl Port {
         let peak = if spec.exit_stats { usage::Peak::start(&program) } else { None };
         let owner_backlog = me.node().backlog_of(&owner);
         let stdin = Stdin::new(stdin);
+        let relay = spec.relay.take().map(|pid| Box::new(Relay::new(pid)));
         let settings = Settings::of(spec);
-        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None, health, awaiting_start, pty, peak });
+        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None, health, awaiting_start, pty, peak, relay, deferred: Vec::new() });
         Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
 }

@@ -47,7 +47,7 @@ impl Port {
         }
         let reply = ended_term.clone().map_or_else(|| a("ok"), |e| tuple(vec![a("ok"), e]));
         for call in stop.call.iter().chain(&stop.more_calls) {
-            self.me.reply(call, reply.clone());
+            self.reply(call, reply.clone());
         }
         if let (true, Some(ended)) = (stop.tell_owner, ended_term) {
             self.to_owner(tuple(vec![a("stopped"), ended]));

@@ -1,0 +1,78 @@
+//! The handle's side of its relay (see [`crate::port::relay`]): its
+//! acknowledgements, its loss, and the wait for it before the handle exits.
+
+use super::*;
+
+/// How long an ending handle waits for its relay to forward what it was
+/// sent. A relay that is there forwards in moments; one whose VM stopped
+/// answering is cut off by the connection's tick well before this.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+impl Port {
+    /// True if `pid` is the handle's relay.
+    pub(super) fn is_relay(&self, pid: &Pid) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.pid() == pid)
+    }
+
+    /// The relay has forwarded a batch: once it has forwarded them all,
+    /// the exit signals that waited for it go.
+    pub(super) fn relayed(&mut self) -> Next {
+        if self.relay.as_ref().is_some_and(|r| r.acked()) {
+            for (to, reason) in std::mem::take(&mut self.deferred) {
+                self.me.exit_signal(&to, reason);
+            }
+        }
+        Next::Continue
+    }
+
+    /// The relay went. With nothing in flight the handle sends directly
+    /// from now on; with batches lost, its owner would miss output: the
+    /// handle ends with `{relay_down, Reason}`.
+    pub(super) fn relay_lost(&mut self, reason: Term) -> Next {
+        let Some(relay) = self.relay.take() else { return Next::Continue };
+        for (to, reason) in std::mem::take(&mut self.deferred) {
+            self.me.exit_signal(&to, reason);
+        }
+        if relay.busy() {
+            warn!(port = %self.me.pid(), relay = %relay.pid(), reason = %etf::brief(&reason, etf::LOGGED_TERM), "the owner's relay went with output in flight");
+            return Next::Exit(tuple(vec![a("relay_down"), reason]));
+        }
+        debug!(port = %self.me.pid(), relay = %relay.pid(), "the owner's relay went; sending directly");
+        Next::Continue
+    }
+
+    /// Waits until the relay has forwarded everything it was sent (or is
+    /// gone), so that the handle's exit signals come after it; returns the
+    /// exit reason. Calls made meanwhile are not answered: their callers
+    /// hear of the exit.
+    pub(super) async fn relay_drained(&mut self, reason: Term) -> Term {
+        if !self.relay.as_ref().is_some_and(|r| r.busy()) {
+            return reason;
+        }
+        let drained = async {
+            while self.relay.as_ref().is_some_and(|r| r.busy()) {
+                match Request::parse(self.me.recv().await) {
+                    Request::Relayed => {
+                        self.relayed();
+                    }
+                    Request::Exit { from, reason } if self.is_relay(&from) => {
+                        if let Next::Exit(lost) = self.relay_lost(reason) {
+                            return Some(lost);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(DRAIN_LIMIT, drained).await {
+            // The output in flight is lost: that is the handle's exit reason.
+            Ok(Some(lost)) => lost,
+            Ok(None) => reason,
+            Err(_) => {
+                warn!(port = %self.me.pid(), "the owner's relay did not forward its output in time");
+                reason
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+%% @private
+%% @doc A port's relay: one small process in the owner's VM, per handle,
+%% that turns batches of port messages back into the messages an erts port
+%% sends.
+%%
+%% Why: through portnode, each `{Port, {data, Line}}' is one distribution
+%% message, and the owner's VM decodes and schedules each one. A relay
+%% lets portnode send one distribution message with the lines of a whole
+%% read; the relay, in the owner's VM, sends each as an ordinary local
+%% message. `portnode:open_port' (and `open') starts one before it asks
+%% for the handle and names it in the request; the handle links to it and
+%% says hello. A handle whose owner is on another node than its relay
+%% sends directly, as does one whose relay is gone (see below).
+%%
+%% == Ordering ==
+%% The owner must see exactly what an erts port sends, in its order: data,
+%% then `exit_status', `eof', `closed', and the handle's `'EXIT'' after the
+%% last of them. The argument:
+%% <ol>
+%% <li>Everything the handle sends to a process in this VM while a batch is
+%%     unacknowledged goes through the relay, as a batch (data) or as a
+%%     message batch (anything else): the relay forwards batches in the
+%%     order it receives them, and Erlang orders messages between one pair
+%%     of processes (handle to relay over one connection, relay to owner
+%%     locally).</li>
+%% <li>The relay acknowledges each batch after it has forwarded all of it.
+%%     Only when every batch is acknowledged does the handle send directly
+%%     again (a single line, a stream read, a reply), or send a signal
+%%     (`badsig', its exit, a monitor's `DOWN'): those go out only after
+%%     the relay's local sends were made, and the runtime enqueues a local
+%%     send in the receiver's queue as it is made. (Erlang promises order
+%%     only per pair of processes; an owner with `message_queue_data'
+%%     `off_heap' under heavy contention has OTP's parallel send buffers,
+%%     which may merge two senders' messages out of that order.)</li>
+%% <li>An exit signal cannot go through a relay (it must come from the
+%%     handle), so a handle that is ending waits for its last
+%%     acknowledgement before it exits. The one exception is
+%%     `exit(Handle, kill)', which ends it at once: batches still here are
+%%     then forwarded after its `'EXIT''.</li>
+%% </ol>
+%%
+%% == Faults ==
+%% <ul>
+%% <li>The relay killed: the handle, linked to it, hears. With nothing
+%%     unacknowledged, it goes on sending directly. With batches lost, the
+%%     owner would miss output, so the handle exits with reason
+%%     `{relay_down, Reason}' (its program stopped, as for any exit).</li>
+%% <li>The connection to portnode dropped: the owner gets its `'EXIT''
+%%     (`noconnection') from the runtime, and this relay drops what it has
+%%     not forwarded yet: before each batch it checks that the handle's
+%%     node is still connected. (A drop while it is forwarding one batch
+%%     can still put the rest of that batch after the `'EXIT''.)</li>
+%% <li>The opener gone before the handle said hello (an open that failed
+%%     or was never made): the relay exits.</li>
+%% </ul>
+-module(portnode_relay).
+
+-export([start/0, stop/1]).
+-export([init/1]).
+
+%% @doc Starts a relay for a handle the caller is about to open.
+-spec start() -> pid().
+start() ->
+    %% Off the heap: a batch is one large message, not worth a GC each.
+    spawn_opt(?MODULE, init, [self()], [{message_queue_data, off_heap}]).
+
+%% @doc Ends a relay whose handle was never opened.
+-spec stop(pid()) -> ok.
+stop(Relay) ->
+    exit(Relay, kill),
+    ok.
+
+%% @private
+-spec init(pid()) -> no_return().
+init(Opener) ->
+    process_flag(trap_exit, true),
+    Ref = erlang:monitor(process, Opener),
+    receive
+        {'$portnode_relay_hello', Port} when is_pid(Port) ->
+            erlang:demonitor(Ref, [flush]),
+            loop(Port, node(Port));
+        {'DOWN', Ref, process, Opener, _} ->
+            exit(normal)
+    end.
+
+loop(Port, Node) ->
+    receive
+        {'$portnode_relay', Dest, Kind, Items} ->
+            %% A batch from a node that is gone is dropped: its owner has
+            %% had (or is having) its 'EXIT' from the runtime.
+            case lists:member(Node, nodes(connected)) of
+                true ->
+                    forward(Port, Dest, Kind, Items),
+                    Port ! '$portnode_relayed';
+                false ->
+                    ok
+            end,
+            loop(Port, Node);
+        {'EXIT', Port, _} ->
+            %% After every batch the handle sent: all of them are forwarded.
+            exit(normal);
+        _ ->
+            loop(Port, Node)
+    end.
+
+forward(Port, Dest, line, [Line | Rest]) when is_tuple(Line) ->
+    Dest ! {Port, {data, Line}},
+    forward(Port, Dest, line, Rest);
+forward(Port, Dest, line, [Line | Rest]) ->
+    Dest ! {Port, {data, {eol, Line}}},
+    forward(Port, Dest, line, Rest);
+forward(Port, Dest, data, [Data | Rest]) ->
+    Dest ! {Port, {data, Data}},
+    forward(Port, Dest, data, Rest);
+forward(Port, Dest, msg, [Msg | Rest]) ->
+    Dest ! Msg,
+    forward(Port, Dest, msg, Rest);
+forward(_, _, _, _) ->
+    ok.
