@@ -162,7 +162,8 @@ impl Port {
     pub(super) fn info(&self, item: &str) -> Term {
         match item {
             "name" => etf::list(self.settings.name.chars().map(|c| int(i64::from(c as u32))).collect()),
-            "links" => etf::list(self.me.node().links_of(self.me.pid()).into_iter().map(Term::from).collect()),
+            // Not its relay: that link is portnode's, not the owner's (erts has no such thing).
+            "links" => etf::list(self.me.node().links_of(self.me.pid()).into_iter().filter(|p| !self.is_relay(p)).map(Term::from).collect()),
             "id" => int(i64::from(self.me.pid().id)),
             "connected" => Term::from(self.owner.clone()),
             "input" => int(self.bytes_in as i64),

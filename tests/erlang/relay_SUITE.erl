@@ -1,0 +1,310 @@
+%% @doc Batched delivery through the owner's relay (src/portnode_relay.erl):
+%% the owner sees exactly what an erts port sends, in its order, under load
+%% and under faults: data, then `exit_status', `eof', `closed', `connected',
+%% the reply to a close, and the handle's `'EXIT'' after the last of them;
+%% the relay killed, with output in flight or not; the connection dropped
+%% mid-batch; and an owner in a VM without the portnode application.
+%% Each case runs against a portnode of its own.
+-module(relay_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+all() ->
+    [lines_then_status_then_exit, lines_as_lists_in_order, small_packets_in_order,
+     eof_then_closed_and_nothing_after, port_close_returns_after_the_last_line,
+     connect_hands_over_in_order, killed_relay_with_output_in_flight_ends_the_handle,
+     killed_relay_while_idle_the_handle_goes_on, dropped_connection_mid_batch,
+     owner_without_the_application_gets_direct_messages, a_failed_open_leaves_no_relay].
+
+init_per_testcase(_Case, Config) ->
+    Pn = own_portnode:start("relay", "auto"),
+    [{pn, Pn}, {node, own_portnode:node(Pn)} | Config].
+
+end_per_testcase(_Case, Config) ->
+    process_flag(trap_exit, false),
+    own_portnode:stop(?config(pn, Config)).
+
+-define(SEQ, "/usr/bin/seq").
+
+%% @doc 300,000 lines in many batches: every line in order, then the exit
+%% status, then the handle's 'EXIT' (the owner traps exits); nothing else.
+lines_then_status_then_exit(Config) ->
+    process_flag(trap_exit, true),
+    N = 300000,
+    H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ},
+                           [{args, ["1", integer_to_list(N)]}, {line, 80}, binary, exit_status]),
+    {Lines, Rest} = numbered_lines(H, 1, 20000),
+    ?assertEqual(N, Lines),
+    ?assertEqual([{H, {exit_status, 0}}, {'EXIT', H, normal}], Rest),
+    ?assertEqual([], after_end(H, 300)).
+
+%% @doc Lines as lists (no `binary'), with a piece of a long line as
+%% `noeol': the same messages erts sends for the same output, in order.
+lines_as_lists_in_order(Config) ->
+    Node = ?config(node, Config),
+    Script = "seq 1 50000; seq -s '' 1 120; seq 50001 100000",
+    Settings = [{args, ["-c", Script]}, {line, 100}, exit_status],
+    %% The messages, less the handle (a port on one side, a pid on the other).
+    Erts = [M || {_, M} <- all_messages(erlang:open_port({spawn_executable, "/bin/sh"}, Settings))],
+    Pn = [M || {_, M} <- all_messages(portnode:open_port(Node, {spawn_executable, "/bin/sh"}, Settings))],
+    ?assert(length(Erts) > 100000),
+    ?assert(lists:member({data, {noeol, lists:sublist(lists:append([integer_to_list(I) || I <- lists:seq(1, 120)]), 100)}}, Erts)),
+    ?assertEqual(Erts, Pn).
+
+%% @doc 100,000 small `{packet, 2}' packets from Python: in order, then the status.
+small_packets_in_order(Config) ->
+    Python = os:find_executable("python3"),
+    Code = "import sys,struct\nw=sys.stdout.buffer\nfor i in range(1,100001):\n"
+           "    b=str(i).encode(); w.write(struct.pack('>H',len(b))+b)\nw.flush()\n",
+    H = portnode:open_port(?config(node, Config), {spawn_executable, Python},
+                           [{args, ["-c", Code]}, {packet, 2}, binary, exit_status]),
+    ?assertEqual({100000, {exit_status, 0}}, packets(H, 1)).
+
+%% @doc With `eof': lines, status, eof; the handle stays open; a close by
+%% message gets `{H, closed}' after its 'EXIT', and nothing after.
+eof_then_closed_and_nothing_after(Config) ->
+    process_flag(trap_exit, true),
+    N = 100000,
+    H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ},
+                           [{args, ["1", integer_to_list(N)]}, {line, 80}, binary, exit_status, eof]),
+    {N, [{H, {exit_status, 0}}, {H, eof}]} = numbered_lines(H, 1, 500),
+    H ! {self(), close},
+    ?assertEqual([{'EXIT', H, normal}, {H, closed}], after_end(H, 1000)).
+
+%% @doc portnode:port_close while output flows: when it returns, every
+%% line the program was read for is in the mailbox, in order; none after.
+port_close_returns_after_the_last_line(Config) ->
+    H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ},
+                           [{args, ["1", "1000000000"]}, {line, 80}, binary]),
+    wait_for_line(H, 50000),
+    true = portnode:port_close(H),
+    Queued = mailbox(H),
+    ct:log("~b lines in the mailbox when port_close returned", [length(Queued)]),
+    ?assert(lists:all(fun({P, {data, {eol, _}}}) -> P =:= H; (_) -> false end, Queued)),
+    Numbers = [binary_to_integer(L) || {_, {data, {eol, L}}} <- Queued],
+    ?assertEqual(lists:seq(50001, 50000 + length(Numbers)), Numbers),
+    ?assertEqual([], after_end(H, 500)).
+
+%% @doc The owner hands the handle over mid-stream (`{Owner, {connect, New}}'): its lines, then
+%% `{H, connected}', last; the new owner's lines go on from the next number.
+connect_hands_over_in_order(Config) ->
+    Self = self(),
+    New = spawn_link(fun() -> Self ! {new_owner, collect_until_exit_status([])} end),
+    H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ},
+                           [{args, ["1", "400000"]}, {line, 80}, binary, exit_status]),
+    wait_for_line(H, 20000),
+    H ! {self(), {connect, New}},
+    Old = old_owner_messages(H, []),
+    ?assertEqual({H, connected}, lists:last(Old)),
+    OldNumbers = [binary_to_integer(L) || {_, {data, {eol, L}}} <- Old],
+    ?assertEqual(lists:seq(20001, 20000 + length(OldNumbers)), OldNumbers),
+    NewMsgs = receive {new_owner, Ms} -> Ms after 30000 -> ct:fail(new_owner_timeout) end,
+    NewNumbers = [binary_to_integer(L) || {_, {data, {eol, L}}} <- NewMsgs],
+    ?assertEqual(lists:seq(20001 + length(OldNumbers), 400000), NewNumbers),
+    ?assertEqual({H, {exit_status, 0}}, lists:last(NewMsgs)).
+
+%% @doc The relay killed while output floods through it: the handle ends
+%% with `{relay_down, killed}' after an unbroken run of lines, its program
+%% is stopped, and nothing comes after the 'EXIT'.
+killed_relay_with_output_in_flight_ends_the_handle(Config) ->
+    process_flag(trap_exit, true),
+    {H, OsPid} = portnode:open(?config(node, Config), {spawn_executable, ?SEQ},
+                               [{args, ["1", "1000000000"]}, {line, 80}, binary]),
+    wait_for_line(H, 100000),
+    %% Held, the relay keeps the batches the handle sends it: they are in flight.
+    Relay = relay_of(H),
+    erlang:suspend_process(Relay),
+    timer:sleep(300),
+    exit(Relay, kill),
+    {_Last, Rest} = numbered_lines(H, 100001, 5000),
+    ?assertEqual([{'EXIT', H, {relay_down, killed}}], Rest),
+    ?assertEqual([], after_end(H, 300)),
+    ?assertEqual([], os_process:wait_gone([OsPid], 10000)).
+
+%% @doc The relay killed while nothing is in flight: the handle goes on,
+%% sending directly; its links are the owner's alone, as erts reports.
+killed_relay_while_idle_the_handle_goes_on(Config) ->
+    H = portnode:open_port(?config(node, Config), {spawn_executable, "/bin/cat"}, [{line, 80}, binary]),
+    true = portnode:port_command(H, <<"one\n">>),
+    ?assertEqual({H, {data, {eol, <<"one">>}}}, next(H)),
+    ?assertEqual({links, [self()]}, portnode:port_info(H, links)),
+    Relay = relay_of(H),
+    Ref = monitor(process, Relay),
+    exit(Relay, kill),
+    receive {'DOWN', Ref, process, Relay, killed} -> ok after 5000 -> ct:fail(relay_not_down) end,
+    true = portnode:port_command(H, [lists:duplicate(200, <<"x\n">>), <<"two\n">>]),
+    [?assertEqual({H, {data, {eol, <<"x">>}}}, next(H)) || _ <- lists:seq(1, 200)],
+    ?assertEqual({H, {data, {eol, <<"two">>}}}, next(H)),
+    true = portnode:port_close(H).
+
+%% @doc The connection to portnode dropped mid-stream: an unbroken run of
+%% lines, then `{'EXIT', H, noconnection}', and no line after it.
+dropped_connection_mid_batch(Config) ->
+    process_flag(trap_exit, true),
+    Node = ?config(node, Config),
+    {H, OsPid} = portnode:open(Node, {spawn_executable, ?SEQ}, [{args, ["1", "1000000000"]}, {line, 80}, binary]),
+    wait_for_line(H, 100000),
+    %% Held, the relay keeps batches that arrived before the drop: it must
+    %% not forward them once the connection is gone.
+    Relay = relay_of(H),
+    erlang:suspend_process(Relay),
+    timer:sleep(300),
+    true = erlang:disconnect_node(Node),
+    %% The 'EXIT' is in the mailbox now; what the relay forwards would come after it.
+    timer:sleep(1000),
+    erlang:resume_process(Relay),
+    {_Last, Rest} = numbered_lines(H, 100001, 5000),
+    ?assertEqual([{'EXIT', H, noconnection}], Rest),
+    ?assertEqual([], after_end(H, 500)),
+    %% portnode stops the program of an owner it lost.
+    ?assertEqual([], os_process:wait_gone([OsPid], 10000)),
+    pong = net_adm:ping(Node).
+
+%% @doc An owner on a node that does not run portnode's code (a bare peer)
+%% gets its lines as direct messages, every one, in order.
+owner_without_the_application_gets_direct_messages(Config) ->
+    {ok, Peer, PeerNode} = peer:start(#{name => peer:random_name(relay_bare)}),
+    try
+        ?assertEqual(non_existing, erpc:call(PeerNode, code, which, [portnode_relay])),
+        %% portnode answers connections; the bare VM makes this one.
+        pong = erpc:call(PeerNode, net_adm, ping, [?config(node, Config)]),
+        %% This suite's code only, for the owner's fun.
+        {?MODULE, Bin, File} = code:get_object_code(?MODULE),
+        {module, ?MODULE} = erpc:call(PeerNode, code, load_binary, [?MODULE, File, Bin]),
+        Self = self(),
+        Counter = erlang:spawn(PeerNode, fun() -> receive {go, H} -> Self ! {counted, count_in_order(H, 1)} end end),
+        H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ},
+                               [{args, ["1", "200000"]}, {line, 80}, binary, exit_status]),
+        H ! {self(), {connect, Counter}},
+        Counter ! {go, H},
+        %% The lines this VM's relay forwarded before the connect are this owner's.
+        Mine = old_owner_messages(H, []),
+        MineCount = length(Mine) - 1,
+        ?assertEqual(lists:seq(1, MineCount), [binary_to_integer(L) || {_, {data, {eol, L}}} <- Mine]),
+        receive
+            {counted, Result} -> ?assertEqual({MineCount + 1, 200000, {exit_status, 0}}, Result)
+        after 60000 -> ct:fail(counter_timeout)
+        end
+    after
+        peer:stop(Peer)
+    end.
+
+%% @doc An open that fails (a bad argument) leaves no relay behind.
+a_failed_open_leaves_no_relay(Config) ->
+    Before = relays(),
+    ?assertError(badarg, portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ}, [{line, -1}])),
+    ?assertError(enoent, portnode:open(?config(node, Config), {spawn_executable, "/nonexistent/x"}, [])),
+    timer:sleep(100),
+    ?assertEqual(Before, relays()).
+
+%%% Helpers
+
+%% Lines numbered from `I' on: how many arrived, unbroken, and the
+%% messages after the last (up to the 'EXIT' or `eof', whichever ends it).
+numbered_lines(H, I, Timeout) ->
+    receive
+        {H, {data, {eol, L}}} ->
+            case binary_to_integer(L) of
+                I -> numbered_lines(H, I + 1, Timeout);
+                Other -> ct:fail({out_of_order, expected, I, got, Other})
+            end;
+        {H, {exit_status, _}} = S -> {I - 1, [S | ends(H, Timeout)]};
+        {H, eof} = E -> {I - 1, [E]};
+        {'EXIT', H, _} = X -> {I - 1, [X]};
+        {H, Other} -> ct:fail({unexpected, Other})
+    after Timeout -> ct:fail({no_line, I})
+    end.
+
+ends(H, Timeout) ->
+    receive
+        {H, eof} = E -> [E];
+        {'EXIT', H, _} = X -> [X];
+        {H, _} = M -> ct:fail({after_status, M})
+    after Timeout -> []
+    end.
+
+%% Anything from or about `H' that comes within `Ms'.
+after_end(H, Ms) ->
+    receive
+        {H, _} = M -> [M | after_end(H, Ms)];
+        {'EXIT', H, _} = M -> [M | after_end(H, Ms)]
+    after Ms -> []
+    end.
+
+%% What is in the mailbox from `H' now.
+mailbox(H) ->
+    receive {H, _} = M -> [M | mailbox(H)] after 0 -> [] end.
+
+all_messages(P) ->
+    receive
+        {P, {exit_status, _}} = S -> [S];
+        {P, _} = M -> [M | all_messages(P)]
+    after 20000 -> ct:fail(timeout)
+    end.
+
+packets(H, I) ->
+    receive
+        {H, {data, D}} ->
+            case binary_to_integer(D) of
+                I -> packets(H, I + 1);
+                Other -> ct:fail({out_of_order, I, Other})
+            end;
+        {H, {exit_status, _} = S} -> {I - 1, S}
+    after 20000 -> ct:fail({no_packet, I})
+    end.
+
+wait_for_line(H, N) ->
+    receive
+        {H, {data, {eol, L}}} ->
+            case binary_to_integer(L) of
+                N -> ok;
+                _ -> wait_for_line(H, N)
+            end
+    after 20000 -> ct:fail({no_line, N})
+    end.
+
+next(H) ->
+    receive {H, _} = M -> M after 5000 -> ct:fail(no_message) end.
+
+collect_until_exit_status(Acc) ->
+    receive
+        {_, {exit_status, _}} = S -> lists:reverse([S | Acc]);
+        {_, {data, _}} = M -> collect_until_exit_status([M | Acc])
+    after 30000 -> lists:reverse(Acc)
+    end.
+
+%% The old owner's messages after a connect, up to `{H, connected}'.
+old_owner_messages(H, Acc) ->
+    receive
+        {H, connected} = C -> lists:reverse([C | Acc]);
+        {H, _} = M -> old_owner_messages(H, [M | Acc])
+    after 30000 -> ct:fail(no_connected)
+    end.
+
+%% On a bare peer: lines from `I' on, in order; {First, Last, Status}.
+count_in_order(H, I) ->
+    receive
+        {H, {data, {eol, L}}} -> count_in_order(H, binary_to_integer(L), binary_to_integer(L));
+        {H, {exit_status, _} = S} -> {I, none, S}
+    after 30000 -> timeout
+    end.
+count_in_order(H, First, Last) ->
+    receive
+        {H, {data, {eol, L}}} ->
+            case binary_to_integer(L) of
+                N when N =:= Last + 1 -> count_in_order(H, First, N);
+                N -> {out_of_order, Last, N}
+            end;
+        {H, {exit_status, _} = S} -> {First, Last, S}
+    after 30000 -> timeout
+    end.
+
+%% The relay of handle `H': the relay process linked to it.
+relay_of(H) ->
+    [Relay] = [R || R <- relays(), lists:member(H, element(2, process_info(R, links)))],
+    Relay.
+
+relays() ->
+    lists:sort([P || P <- processes(), process_info(P, initial_call) =:= {initial_call, {portnode_relay, init, 1}}]).
