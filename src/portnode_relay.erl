@@ -56,7 +56,7 @@
 -module(portnode_relay).
 
 -export([start/0, stop/1]).
--export([init/1]).
+-export([init/1, loop/1]).
 
 %% @doc Starts a relay for a handle the caller is about to open.
 -spec start() -> pid().
@@ -79,11 +79,15 @@ init(Opener) ->
     receive
         {'$portnode_relay_hello', Port} when is_pid(Port) ->
             erlang:demonitor(Ref, [flush]),
-            loop(Port);
+            %% Until its first batch, as small as a process gets: many
+            %% handles (a sleeping service, a held program) never send one.
+            erlang:hibernate(?MODULE, loop, [Port]);
         {'DOWN', Ref, process, Opener, _} ->
             exit(normal)
     end.
 
+%% @private
+-spec loop(pid()) -> no_return().
 loop(Port) ->
     receive
         {'$portnode_relay', Dest, Kind, Items} ->
