@@ -1,7 +1,6 @@
-%% @private
-%% @doc A port's relay: one small process in the owner's VM, per handle,
-%% that turns batches of port messages back into the messages an erts port
-%% sends.
+%% @doc A handle's relay (internal to portnode: nothing here is an API):
+%% one small process in the owner's VM, per handle, that turns batches of
+%% port messages back into the messages an erts port sends.
 %%
 %% Why: through portnode, each `{Port, {data, Line}}' is one distribution
 %% message, and the owner's VM decodes and schedules each one. A relay
