@@ -29,6 +29,10 @@ main(_Args) ->
     %% Hundreds of crash reports would cost every case time: keep the logs quiet.
     logger:set_primary_config(level, critical),
     {ok, _} = application:ensure_all_started(portnode),
+    %% The targets are for cgroup mode, the default wherever a cgroup v2
+    %% hierarchy is writable (as root): see docs/containment.md.
+    Mode = maps:get(containment, portnode:info()),
+    io:format("containment: ~s~s~n", [Mode, [" (not cgroup: run as root for the mode the targets are for)" || Mode =/= cgroup]]),
     process_flag(trap_exit, true),
     Watch = start_watch(),
     Flags = #{strategy => one_for_one, intensity => 100000, period => 1},
@@ -47,8 +51,8 @@ main(_Args) ->
                application:stop(portnode)
            end,
     [{_, {AnchorFork, AnchorExec, _}} | _] = Rows,
-    io:format("~n| restart after kill -9 (~b kills each; kernel timestamps) | to fork: median ms | mean | p99 | to exec: median ms | median vs plain port (fork, exec) | target (to fork) |~n|---|---|---|---|---|---|---|~n", [?KILLS]),
-    Targets = [{"anchor", fun(_) -> "-" end}, {"<= 1.5x", fun(R) -> met(R =< 1.5) end}, {"< 1.0x", fun(R) -> met(R < 1.0) end}],
+    io:format("~n| restart after kill -9 (~b kills each; kernel timestamps; ~s mode) | to fork: median ms | mean | p99 | to exec: median ms | median vs plain port (fork, exec) | target (to fork, cgroup mode) |~n|---|---|---|---|---|---|---|~n", [?KILLS, Mode]),
+    Targets = [{"anchor", fun(_) -> "-" end}, {"<= 1.0x", fun(R) -> met(Mode, R =< 1.0) end}, {"<= 0.6x", fun(R) -> met(Mode, R =< 0.6) end}],
     [io:format("| ~s | ~.3f | ~.3f | ~.3f | ~.3f | ~.2fx, ~.2fx | ~s |~n",
                [N, median(F), mean(F), p99(F), median(E), median(F) / median(AnchorFork), median(E) / median(AnchorExec),
                 case T of "anchor" -> T; _ -> T ++ ": " ++ Met(median(F) / median(AnchorFork)) end])
@@ -115,8 +119,9 @@ stop(Sup) ->
     Ref = monitor(process, Sup),
     receive {'DOWN', Ref, _, _, _} -> ok end.
 
-met(true) -> "met";
-met(false) -> "**NOT met**".
+met(cgroup, true) -> "met";
+met(cgroup, false) -> "**NOT met**";
+met(_, _) -> "not measured (not cgroup mode)".
 
 median(S) -> lists:nth((length(S) + 1) div 2, lists:sort(S)).
 mean(S) -> lists:sum(S) / length(S).

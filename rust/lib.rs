@@ -73,6 +73,7 @@ pub async fn run(mut cli: cli::Cli, env_cookie: Option<cookie::Secret>) -> anyho
     // Every program is stopped within its kill timeout.
     port::child::reapers().close();
     port::child::reapers().wait().await;
+    spawner::client::send_reaps();
     containment.close();
     notify::runtime_dir::remove();
     drop(registration);

@@ -29,8 +29,10 @@ pub struct Subtree {
 struct Shared {
     path: PathBuf,
     next: AtomicU64,
-    /// Empty leaves, by number.
-    pool: Mutex<Vec<u64>>,
+    /// Empty leaves: their number, and the CPU time their `cpu.stat` has
+    /// counted so far (read as a leaf comes back, not as it is taken: the
+    /// read would delay a restart).
+    pool: Mutex<Vec<(u64, u64)>>,
     /// Where the controllers that limits need are.
     places: super::limits::Places,
 }
@@ -97,17 +99,16 @@ impl Subtree {
         // another program's.
         let pooled = !self.shared.places.v2_memory();
         let reused = if pooled { self.shared.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() } else { None };
-        let number = match reused {
-            Some(number) => number,
+        // A reused leaf's cpu.stat still counts its earlier programs' time.
+        let (number, cpu_base) = match reused {
+            Some(reused) => reused,
             None => {
                 let number = self.shared.next.fetch_add(1, Ordering::Relaxed);
                 fs::create_dir(self.shared.leaf_dir(number))?;
-                number
+                (number, 0)
             }
         };
         let dir = self.shared.leaf_dir(number);
-        // A reused leaf's cpu.stat still counts its earlier programs' time.
-        let cpu_base = if reused.is_some() { super::stats::cgroup_cpu_us(&dir) } else { 0 };
         use std::os::unix::fs::OpenOptionsExt;
         let handle = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir);
         match handle {
@@ -189,6 +190,11 @@ impl Leaf {
     pub fn usage(&self) -> super::stats::Usage {
         let dir = self.dir();
         super::stats::of_cgroup(&dir, self.cpu_base, &self.memory(&dir))
+    }
+
+    /// The CPU time of the program's processes, in µs.
+    pub fn cpu_us(&self) -> u64 {
+        super::stats::cgroup_cpu_us(&self.dir()).saturating_sub(self.cpu_base)
     }
 
     /// Its memory's peak, where a controller keeps one; and its memory
@@ -278,7 +284,8 @@ impl Leaf {
         }
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < POOL {
-            pool.push(self.number);
+            // Empty: no process can add to its CPU time before its next program.
+            pool.push((self.number, super::stats::cgroup_cpu_us(&self.dir())));
         } else if let Err(e) = fs::remove_dir(&self.dir()) {
             warn!(cgroup = %self.dir().display(), error = %e, "cannot remove a program's cgroup");
         }

@@ -176,6 +176,15 @@ impl Jail {
         }
     }
 
+    /// The CPU time of the program's processes (see [`stats`]), in µs: the
+    /// part of [`Jail::usage`] a program's exit reports, with less to read.
+    pub fn cpu_us(&self, leader: u32) -> u64 {
+        match self {
+            Jail::Cgroup(leaf) => leaf.cpu_us(),
+            Jail::Group { .. } => self.usage(leader).cpu_us,
+        }
+    }
+
     /// The peak of its memory, where a memory controller keeps one, and its
     /// memory limit if the OOM killer ended any of its processes for it.
     pub fn memory_peak_and_limit_hit(&self) -> (Option<u64>, Option<u64>) {

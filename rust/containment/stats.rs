@@ -69,8 +69,14 @@ pub fn oom_kills(memory: &Memory<'_>) -> u64 {
 }
 
 /// The CPU time of every process that was ever in cgroup v2 `dir`, in µs.
+/// One `read` of `cpu.stat` (a few hundred bytes, whole in one read): it
+/// is read at every exit of a program that reports its use.
 pub fn cgroup_cpu_us(dir: &Path) -> u64 {
-    fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default().lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let Ok(n) = fs::File::open(dir.join("cpu.stat")).and_then(|mut f| f.read(&mut buf)) else { return 0 };
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
 /// A program contained by process group: `leader` (alive, or a zombie not

@@ -162,6 +162,11 @@ impl Running {
         match tokio::runtime::Handle::try_current() {
             Ok(_) => {
                 reapers().spawn(async move {
+                    // After the tasks that are ready and what the next poll
+                    // of the runtime's I/O finds: a restart's open that has
+                    // arrived meanwhile goes first (the usual end here, a
+                    // program that has exited, costs two cgroup file reads).
+                    tokio::task::yield_now().await;
                     stop(&mut child, &mut jail, stop_signal, Some(timeout)).await;
                     release(jail);
                 });

@@ -205,35 +205,60 @@ impl Starting {
 
 /// portnode's environment with the settings' changes (`None` unsets), the
 /// sd_notify variables (`NOTIFY_SOCKET`, `WATCHDOG_USEC`; the spawner adds
-/// `WATCHDOG_PID`) and the containment's marker (`NAME=VALUE`) if it has one.
+/// `WATCHDOG_PID`) and the containment's marker (`NAME=VALUE`) if it has one:
+/// portnode's own variables in their order, less those any of these name,
+/// then these in the order they apply.
 fn environment(spec: &PortSpec, marker: Option<&str>, notify_socket: Option<&std::path::Path>) -> io::Result<Vec<Vec<u8>>> {
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    for (key, value) in &spec.env {
-        vars.retain(|(k, _)| k != key);
+    // Names the settings touch, and what survives of what they set.
+    let mut touched: Vec<OsString> = Vec::new();
+    let mut set: Vec<(OsString, OsString)> = Vec::new();
+    let mut apply = |key: OsString, value: Option<OsString>| {
+        set.retain(|(k, _)| *k != key);
         if let Some(v) = value {
-            vars.push((key.clone(), v.clone()));
+            set.push((key.clone(), v));
         }
+        touched.push(key);
+    };
+    for (key, value) in &spec.env {
+        apply(key.clone(), value.clone());
     }
     // After the settings, so that none can point the program elsewhere.
     if let Some(path) = notify_socket {
-        let watchdog = spec.lifecycle.watchdog.map(|w| OsString::from(w.as_micros().to_string()));
-        vars.retain(|(k, _)| !matches!(k.to_str(), Some("NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")));
-        vars.push(("NOTIFY_SOCKET".into(), path.as_os_str().to_owned()));
-        vars.extend(watchdog.map(|usec| ("WATCHDOG_USEC".into(), usec)));
+        apply("WATCHDOG_PID".into(), None);
+        apply("NOTIFY_SOCKET".into(), Some(path.as_os_str().to_owned()));
+        apply("WATCHDOG_USEC".into(), spec.lifecycle.watchdog.map(|w| OsString::from(w.as_micros().to_string())));
     }
     // Last, so that no setting can take it away.
     if let Some((name, value)) = marker.and_then(|m| m.split_once('=')) {
-        vars.retain(|(k, _)| k != name);
-        vars.push((name.into(), value.into()));
+        apply(name.into(), Some(value.into()));
     }
-    vars.into_iter()
-        .map(|(k, v)| {
-            let mut kv = k;
-            kv.push("=");
-            kv.push(v);
-            bytes(&kv)
-        })
-        .collect()
+    let own = own_environment().iter().filter(|(kv, name)| !touched.iter().any(|t| t.as_encoded_bytes() == &kv[..*name])).map(|(kv, _)| Ok(kv.clone()));
+    let set = set.into_iter().map(|(k, v)| {
+        let mut kv = k;
+        kv.push("=");
+        kv.push(v);
+        bytes(&kv)
+    });
+    own.chain(set).collect()
+}
+
+/// portnode's own environment, as `NAME=VALUE` entries and each name's
+/// length, read once: nothing changes it once the runtime runs (the
+/// cookie's variable is removed before), and reading it at each start
+/// cost a restart about a sixth of its open (perf, `bench/run restart`).
+fn own_environment() -> &'static [(Vec<u8>, usize)] {
+    static OWN: std::sync::OnceLock<Vec<(Vec<u8>, usize)>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let name = k.len();
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                bytes(&kv).ok().map(|kv| (kv, name))
+            })
+            .collect()
+    })
 }
 
 /// Where the program starts: its `cd`, resolved against the caller's

@@ -73,10 +73,10 @@ pub fn at_exit(program: &Running, peak: Option<&Peak>, name: &str, os_pid: u32, 
     if !wanted {
         return None;
     }
-    let usage = jail.usage(leader);
+    let cpu_us = jail.cpu_us(leader);
     let memory_peak = kept.or_else(|| peak.map(|p| p.0.load(Ordering::Relaxed))).unwrap_or(0);
     let entries = [
-        (a("cpu_us"), uint(usage.cpu_us)),
+        (a("cpu_us"), uint(cpu_us)),
         (a("memory_peak"), uint(memory_peak)),
         (a("memory_limit_hit"), a(if hit.is_some() { "true" } else { "false" })),
     ];

@@ -98,6 +98,8 @@ struct State {
     exits: HashMap<libc::pid_t, Arc<ExitSlot>>,
     /// Of those, the held ones (reaped only on our `Reap`).
     held: std::collections::HashSet<libc::pid_t>,
+    /// `Reap` requests not queued yet (see [`reap`]).
+    reaps: Vec<u8>,
 }
 
 /// Starts serving the spawner's socket. Call once, inside the runtime.
@@ -168,6 +170,10 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
     {
         let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
         state.waiting.push_back((tx, hold));
+        // Pending reaps go along, after the spawn: the spawner starts the
+        // program first.
+        let reaps = std::mem::take(&mut state.reaps);
+        bytes.extend_from_slice(&reaps);
         state.out.push_back((bytes, 0, fds));
     }
     // Sent now if the socket has room; an error shows in the serving task.
@@ -179,6 +185,12 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
 /// Lets the spawner reap held program `pid` once it has exited (a program
 /// not held is reaped anyway). Its pid may be reused from then on: signal
 /// it no more.
+///
+/// Inside the runtime the request waits for the tasks that are ready to
+/// run first, and goes with the next spawn request if one of them makes
+/// one: a supervisor's restart or the next open after an exit (each
+/// message wakes the spawner, which then takes the CPU from portnode, and
+/// a restart waited behind the reap; measured with `bench/run restart`).
 pub fn reap(pid: libc::pid_t) {
     let Some(client) = CLIENT.get() else { return };
     let mut bytes = Vec::with_capacity(9);
@@ -193,13 +205,26 @@ pub fn reap(pid: libc::pid_t) {
             return;
         }
         state.exits.remove(&pid);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            state.reaps.extend_from_slice(&bytes);
+            drop(state);
+            client.queued.notify_one();
+            return;
+        }
         state.out.push_back((bytes, 0, Vec::new()));
     }
     // Sent now if the socket has room: this also runs after the runtime
     // is gone (at exit), when the serving task cannot. An error shows in
     // the serving task.
     let _ = client.flush();
-    client.queued.notify_one();
+}
+
+/// Sends the reap requests that wait (see [`reap`]) now, as far as the
+/// socket takes them: at shutdown, before the runtime goes.
+pub fn send_reaps() {
+    let Some(client) = CLIENT.get() else { return };
+    client.queue_reaps();
+    let _ = client.flush();
 }
 
 impl Client {
@@ -242,8 +267,27 @@ impl Client {
                         Err(e) => return e,
                     }
                 }
-                _ = self.queued.notified() => {}
+                _ = self.queued.notified() => {
+                    if self.has_reaps() {
+                        // Behind the tasks that are ready: a spawn among them takes them along.
+                        tokio::task::yield_now().await;
+                        self.queue_reaps();
+                    }
+                }
             }
+        }
+    }
+
+    fn has_reaps(&self) -> bool {
+        !self.state.lock().unwrap_or_else(|e| e.into_inner()).reaps.is_empty()
+    }
+
+    /// Queues the reap requests that wait, as one message.
+    fn queue_reaps(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.reaps.is_empty() {
+            let reaps = std::mem::take(&mut state.reaps);
+            state.out.push_back((reaps, 0, Vec::new()));
         }
     }
 

@@ -170,6 +170,10 @@ impl Server {
 
     fn handle_requests(&mut self) -> std::io::Result<()> {
         let mut used = 0;
+        // Reaps wait until the spawns read with them have started: a
+        // restart's spawn often comes with the reap of the program it
+        // replaces, and the wait4 (~10-20 µs) is not the restart's to wait for.
+        let mut reaps = Vec::new();
         while let Some((body, len)) = protocol::next_message(&self.inbox[used..])? {
             let request = Request::decode(body)?;
             used += len;
@@ -204,22 +208,30 @@ impl Server {
                     };
                     reply.encode(&mut self.outbox);
                 }
-                Request::Reap(pid) => match self.kids.get(&pid).copied() {
-                    Some(Kid::Held) => {
-                        exec::reap(pid);
-                        self.kids.remove(&pid);
-                    }
-                    Some(Kid::Running { hold: true, .. }) => {
-                        self.kids.insert(pid, Kid::Running { hold: true, reap: true });
-                        self.check(pid);
-                    }
-                    // Not held: reaped when it exits anyway. Unknown: already gone.
-                    Some(Kid::Running { hold: false, .. }) | None => {}
-                },
+                Request::Reap(pid) => reaps.push(pid),
             }
         }
         self.inbox.drain(..used);
+        for pid in reaps {
+            self.reap(pid);
+        }
         Ok(())
+    }
+
+    /// portnode's `Reap`: held program `pid` may go once it has exited.
+    fn reap(&mut self, pid: libc::pid_t) {
+        match self.kids.get(&pid).copied() {
+            Some(Kid::Held) => {
+                exec::reap(pid);
+                self.kids.remove(&pid);
+            }
+            Some(Kid::Running { hold: true, .. }) => {
+                self.kids.insert(pid, Kid::Running { hold: true, reap: true });
+                self.check(pid);
+            }
+            // Not held: reaped when it exits anyway. Unknown: already gone.
+            Some(Kid::Running { hold: false, .. }) | None => {}
+        }
     }
 
     /// Reads the pending SIGCHLD and reports the program it names; the
