@@ -76,6 +76,26 @@ fn exit_statuses_come_through_the_spawner_for_many_programs_at_once() {
     assert_eq!(out, (128 + libc::SIGUSR1).to_string());
 }
 
+/// Exits hidden from `waitid(P_ALL)` behind a held zombie (a program whose
+/// port stays open after it exited, with `eof`) are still each reported,
+/// soon: once the zombie is reaped, or by pid after a short bound.
+#[test]
+fn exits_behind_a_held_zombie_are_each_reported() {
+    for mode in ["auto", "off"] {
+        let (_home, _pn, mut erl) = connected(&["--cgroup", mode]);
+        let out = erl.eval("{ok, Z, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"true\"}, [eof, exit_status]}), receive {Z, eof} -> eof after 5000 -> timeout end");
+        assert_eq!(out, "eof", "{mode}");
+        let started = Instant::now();
+        let out = erl.eval(
+            "Ps = [begin {ok, H, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn_executable, \"/bin/sh\"}, [exit_status, {args, [\"-c\", \"exit \" ++ integer_to_list(I)]}]}), {H, I} end || I <- lists:seq(1, 200)], \
+             length([ok || {H, I} <- Ps, receive {H, {exit_status, I}} -> true after 10000 -> false end])",
+        );
+        assert_eq!(out, "200", "{mode}: every exit status, each to its own port");
+        assert!(started.elapsed() < Duration::from_secs(8), "{mode}: took {:?}", started.elapsed());
+        assert_eq!(erl.eval("gen_server:call(Z, close)"), "true");
+    }
+}
+
 #[test]
 fn a_dead_spawner_ends_portnode_and_every_program() {
     for mode in ["auto", "off"] {

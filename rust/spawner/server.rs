@@ -7,10 +7,12 @@
 //! looking at every program: the SIGCHLD's siginfo names one child, which
 //! is reported at once, and at the next quiet moment (1 ms idle, 10 ms at
 //! most) `waitid(P_ALL, WNOWAIT)` names any others the signal hid, one by
-//! one (each reaped, or held, as soon as it is reported). Only a held zombie (process-group
-//! mode, a program whose port is still open after it exited) can hide the
-//! others from `P_ALL`; then every running program is checked by pid. A
-//! slow sweep is the last resort for anything missed.
+//! one (each reaped, or held, as soon as it is reported). A held zombie (a
+//! program whose exit portnode has not processed yet, or whose port is
+//! still open after it exited) hides the others from `P_ALL`: the walk is
+//! made again once portnode has it reaped, and if it stays held for
+//! [`HELD_HIDES_AT_MOST`], every running program is checked by pid. A slow
+//! sweep is the last resort for anything missed.
 
 use super::exec;
 use super::protocol::{self, Reply, Request};
@@ -31,6 +33,13 @@ const SWEEP_MS: i32 = 10_000;
 const HIDDEN_EXITS_IDLE_MS: i32 = 1;
 const HIDDEN_EXITS_LATEST: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// How long a held zombie may hide other exits from `P_ALL` before every
+/// running program is checked by pid (8 ms with 5,000 running). Most are
+/// reaped within a millisecond, when portnode has processed their exit:
+/// checking at once, as before, made a spawn wait behind 5,000 `waitid`s
+/// after every exit.
+const HELD_HIDES_AT_MOST: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What the spawner knows of one of its programs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kid {
@@ -50,6 +59,9 @@ struct Server {
     outbox: Vec<u8>,
     /// Since when exits may be hidden behind a SIGCHLD (see [`HIDDEN_EXITS_IDLE_MS`]).
     hidden_exits_since: Option<std::time::Instant>,
+    /// The held zombie that hid the others from `P_ALL`, and since when
+    /// one has (see [`HELD_HIDES_AT_MOST`]).
+    hidden_by_held: Option<(libc::pid_t, std::time::Instant)>,
 }
 
 /// Runs the spawner until portnode goes (its end of the socket closes), then exits.
@@ -62,7 +74,7 @@ pub fn serve(sock: OwnedFd, portnode: libc::pid_t) -> ! {
             unsafe { libc::_exit(1) }
         }
     };
-    let mut server = Server { sock, kids: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None };
+    let mut server = Server { sock, kids: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None, hidden_by_held: None };
     let code = match server.run(&signals) {
         Ok(()) => 0,
         Err(e) => {
@@ -129,7 +141,11 @@ impl Server {
                 libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
-            let timeout = if self.hidden_exits_since.is_some() { HIDDEN_EXITS_IDLE_MS } else { SWEEP_MS };
+            let mut timeout = if self.hidden_exits_since.is_some() { HIDDEN_EXITS_IDLE_MS } else { SWEEP_MS };
+            if let Some((_, since)) = self.hidden_by_held {
+                let left = HELD_HIDES_AT_MOST.saturating_sub(since.elapsed()).as_millis() as i32;
+                timeout = timeout.min(left.max(1));
+            }
             // SAFETY: poll over our two fds.
             let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, timeout) };
             if n < 0 {
@@ -148,8 +164,12 @@ impl Server {
                     self.find_hidden_exits();
                 }
                 Some(_) => {}
-                None if n == 0 => self.sweep(),
+                None if n == 0 && self.hidden_by_held.is_none() => self.sweep(),
                 None => {}
+            }
+            if self.hidden_by_held.is_some_and(|(_, since)| since.elapsed() >= HELD_HIDES_AT_MOST) {
+                self.hidden_by_held = None;
+                self.sweep();
             }
             if polls[0].revents != 0 {
                 let got = loop {
@@ -224,6 +244,11 @@ impl Server {
             Some(Kid::Held) => {
                 exec::reap(pid);
                 self.kids.remove(&pid);
+                if self.hidden_by_held.is_some_and(|(hider, _)| hider == pid) {
+                    // What it hid shows now: walk again at the next quiet moment.
+                    self.hidden_by_held = None;
+                    self.hidden_exits_since.get_or_insert_with(std::time::Instant::now);
+                }
             }
             Some(Kid::Running { hold: true, .. }) => {
                 self.kids.insert(pid, Kid::Running { hold: true, reap: true });
@@ -259,18 +284,25 @@ impl Server {
                 Some(Kid::Running { .. }) => {
                     self.check(pid);
                     if self.kids.get(&pid) == Some(&Kid::Held) {
-                        // Held, it would hide the next one from P_ALL.
-                        self.sweep();
+                        // Held, it hides the next one from P_ALL.
+                        self.hidden_by(pid);
                         return;
                     }
                 }
                 Some(Kid::Held) => {
-                    self.sweep();
+                    self.hidden_by(pid);
                     return;
                 }
                 None => exec::reap(pid), // not a program (cannot happen): do not let it linger
             }
         }
+    }
+
+    /// Held zombie `pid` hides other exits: look again when it is reaped,
+    /// or by pid once one has hidden them for [`HELD_HIDES_AT_MOST`].
+    fn hidden_by(&mut self, pid: libc::pid_t) {
+        let since = self.hidden_by_held.map_or_else(std::time::Instant::now, |(_, since)| since);
+        self.hidden_by_held = Some((pid, since));
     }
 
     /// If program `pid` has exited and portnode has not heard, tells it;
