@@ -430,7 +430,7 @@ open_request(Op, Node, PortName, Settings, Relay) ->
             {Op, self(), PortName, Settings, [{relay, Relay}]};
         {StartEnv, LaunchEnv, LaunchChanges, VmOsPid} ->
             %% Unchanged since the launch (the usual case): no need to compare.
-            Changes = case os:getenv() of
+            Changes = case os:env() of
                           LaunchEnv -> LaunchChanges;
                           Env -> env_changes(Env, StartEnv)
                       end,
@@ -440,9 +440,10 @@ open_request(Op, Node, PortName, Settings, Relay) ->
             {Op, self(), PortName, Settings, [{relay, Relay}, {cwd_of, VmOsPid}, {env, Changes}]}
     end.
 
-%% How the VM's environment `Env' differs from `Start' (a map): set or changed, then unset.
+%% How the VM's environment `Env' (`os:env()') differs from `Start' (a
+%% map): set or changed, then unset.
 env_changes(Env, Start) ->
-    Now = maps:from_list([{K, V} || KV <- Env, {K, [$= | V]} <- [lists:splitwith(fun(C) -> C =/= $= end, KV)], K =/= ""]),
+    Now = maps:from_list([{K, V} || {K, V} <- Env, K =/= ""]),
     Changed = maps:fold(fun(K, V, Acc) ->
                                 case Start of
                                     #{K := V} -> Acc;

@@ -58,12 +58,12 @@ wait_node(Deadline) ->
     end.
 
 %% @doc If `Node' is the portnode this bridge launched: the environment it
-%% started with (a map), the VM's `os:getenv()' at that moment, how the
+%% started with (a map), the VM's `os:env()' at that moment, how the
 %% two differ (the changes that make a program's environment the VM's),
 %% and the VM's OS pid (portnode reads the VM's working directory from
 %% `/proc/<pid>/cwd' when it starts a program). For any other node
 %% `undefined' (see `portnode:open_port/3').
--spec start_env(node()) -> {#{string() => string()}, [string()], [{string(), string()}], pos_integer()} | undefined.
+-spec start_env(node()) -> {#{string() => string()}, [{string(), string()}], [{string(), string()}], pos_integer()} | undefined.
 start_env(Node) ->
     case persistent_term:get(?LAUNCHED_KEY, undefined) of
         {Node, Start} -> Start;
@@ -134,10 +134,11 @@ connect(undefined, State) ->
             "--log-level", log_level(), "--cgroup", cgroup(),
             "--net-ticktime", integer_to_list(net_ticktime())],
     Unset = ["PORTNODE_COOKIE", "RUST_LOG"],
-    Raw = os:getenv(),
-    Vars = [lists:splitwith(fun(C) -> C =/= $= end, KV) || KV <- Raw],
-    Env = maps:from_list([{K, V} || {K, [$= | V]} <- Vars, not lists:member(K, Unset)]),
-    Changes = [{K, V} || {K, [$= | V]} <- Vars, lists:member(K, Unset)],
+    %% os:env/0, not os:getenv/0: half its cost (49 against 105 us here),
+    %% and each open compares it again.
+    Raw = os:env(),
+    Env = maps:from_list([{K, V} || {K, V} <- Raw, not lists:member(K, Unset)]),
+    Changes = [{K, V} || {K, V} <- Raw, lists:member(K, Unset)],
     persistent_term:put(?LAUNCHED_KEY, {Node, {Env, Raw, Changes, list_to_integer(os:getpid())}}),
     Port = erlang:open_port({spawn_executable, Exe},
                             [{args, Args},
