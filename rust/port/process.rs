@@ -108,8 +108,6 @@ struct Port {
     peak: Option<Box<usage::Peak>>,
     /// The owner's relay, which output to its VM goes through in batches (see [`super::relay`]).
     relay: Option<Box<Relay>>,
-    /// Exit signals waiting for the relay to catch up.
-    deferred: Vec<(Pid, Term)>,
 }
 
 /// What the port keeps of its open settings once the program runs: the
@@ -286,8 +284,8 @@ impl Port {
     /// Sends an exit signal, after the output sent before it: one for the
     /// relay's VM waits until the relay has forwarded all it was sent.
     fn exit_signal(&mut self, to: &Pid, reason: Term) {
-        match self.relay.as_deref() {
-            Some(relay) if relay.busy() && relay.serves(to) => self.deferred.push((to.clone(), reason)),
+        match self.relay.as_deref_mut() {
+            Some(relay) if relay.busy() && relay.serves(to) => relay.defer(to.clone(), reason),
             _ => self.me.exit_signal(to, reason),
         }
     }

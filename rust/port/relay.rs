@@ -39,6 +39,8 @@ pub(crate) struct Relay {
     unacked: Cell<u32>,
     /// The batch head for the current owner (made at the first batch).
     head: OnceCell<Option<Box<[u8]>>>,
+    /// Exit signals for the relay's VM, waiting for it to catch up.
+    deferred: Vec<(Pid, Term)>,
 }
 
 /// A batch being written at the end of a buffer.
@@ -49,7 +51,7 @@ pub(crate) struct Batch {
 
 impl Relay {
     pub(crate) fn new(pid: Pid) -> Relay {
-        Relay { pid, unacked: Cell::new(0), head: OnceCell::new() }
+        Relay { pid, unacked: Cell::new(0), head: OnceCell::new(), deferred: Vec::new() }
     }
 
     pub(crate) fn pid(&self) -> &Pid {
@@ -81,6 +83,16 @@ impl Relay {
     pub(crate) fn acked(&self) -> bool {
         self.unacked.set(self.unacked.get().saturating_sub(1));
         self.unacked.get() == 0
+    }
+
+    /// Holds an exit signal until every batch is acknowledged.
+    pub(crate) fn defer(&mut self, to: Pid, reason: Term) {
+        self.deferred.push((to, reason));
+    }
+
+    /// The exit signals held, to be sent now.
+    pub(crate) fn take_deferred(&mut self) -> Vec<(Pid, Term)> {
+        std::mem::take(&mut self.deferred)
     }
 
     /// The owner changed: batch heads name it.

@@ -17,10 +17,12 @@ impl Port {
     /// The relay has forwarded a batch: once it has forwarded them all,
     /// the exit signals that waited for it go.
     pub(super) fn relayed(&mut self) -> Next {
-        if self.relay.as_ref().is_some_and(|r| r.acked()) {
-            for (to, reason) in std::mem::take(&mut self.deferred) {
-                self.me.exit_signal(&to, reason);
-            }
+        let deferred = match self.relay.as_deref_mut() {
+            Some(relay) if relay.acked() => relay.take_deferred(),
+            _ => Vec::new(),
+        };
+        for (to, reason) in deferred {
+            self.me.exit_signal(&to, reason);
         }
         Next::Continue
     }
@@ -29,8 +31,8 @@ impl Port {
     /// from now on; with batches lost, its owner would miss output: the
     /// handle ends with `{relay_down, Reason}`.
     pub(super) fn relay_lost(&mut self, reason: Term) -> Next {
-        let Some(relay) = self.relay.take() else { return Next::Continue };
-        for (to, reason) in std::mem::take(&mut self.deferred) {
+        let Some(mut relay) = self.relay.take() else { return Next::Continue };
+        for (to, reason) in relay.take_deferred() {
             self.me.exit_signal(&to, reason);
         }
         if relay.busy() {
