@@ -21,7 +21,7 @@ init_per_group(Mode, Config) when Mode =:= cgroup; Mode =:= process_group ->
         false ->
             Pn = own_portnode:start(atom_to_list(Mode), flag(Mode)),
             Mode = maps:get(containment, portnode:info(own_portnode:node(Pn))),
-            [{mode, Mode}, {portnode, Pn} | Config]
+            [{mode, Mode}, {portnode, Pn}, {node, own_portnode:node(Pn)} | Config]
     end;
 init_per_group(_Other, Config) ->
     Config.

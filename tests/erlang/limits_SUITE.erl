@@ -21,39 +21,29 @@ groups() ->
      {process_group, [], [limits_need_cgroups, bad_limits_are_badarg]}].
 
 init_per_suite(Config) ->
-    %% The interpreter itself, not a wrapper (pyenv's shim is a shell
-    %% script that forks: it would count against a process limit).
-    case os:find_executable("python3") of
-        false -> {skip, "python3 is needed"};
-        Python -> [{python, string:trim(os:cmd(Python ++ " -c 'import sys; print(sys.executable)'"))} | Config]
-    end.
+    python:init_per_suite(Config).
 
 end_per_suite(_Config) ->
     ok.
 
 init_per_group(Mode, Config) ->
-    case Mode =:= cgroup andalso os:cmd("id -u") =/= "0\n" of
-        true ->
-            {skip, "cgroup mode needs root or a delegated cgroup v2 subtree"};
-        false ->
-            Pn = own_portnode:start("limits_" ++ atom_to_list(Mode), mode_flag(Mode)),
-            Info = portnode:info(own_portnode:node(Pn)),
-            ?assertEqual(Mode, maps:get(containment, Info)),
-            ct:log("limits: ~p", [maps:get(limits, Info)]),
-            case Mode =:= cgroup andalso lists:member(none, maps:values(maps:get(limits, Info))) of
+    case both_modes:init_per_group(Mode, Config) of
+        {skip, _} = Skip ->
+            Skip;
+        Group ->
+            Limits = maps:get(limits, portnode:info(?config(node, Group))),
+            ct:log("limits: ~p", [Limits]),
+            case Mode =:= cgroup andalso lists:member(none, maps:values(Limits)) of
                 true ->
-                    own_portnode:stop(Pn),
-                    {skip, {"a controller is missing here", maps:get(limits, Info)}};
+                    both_modes:end_per_group(Mode, Group),
+                    {skip, {"a controller is missing here", Limits}};
                 false ->
-                    [{node, own_portnode:node(Pn)}, {portnode, Pn} | Config]
+                    Group
             end
     end.
 
-end_per_group(_Mode, Config) ->
-    own_portnode:stop(?config(portnode, Config)).
-
-mode_flag(cgroup) -> "auto";
-mode_flag(process_group) -> "off".
+end_per_group(Mode, Config) ->
+    both_modes:end_per_group(Mode, Config).
 
 end_per_testcase(_Case, _Config) ->
     [stop_quietly(H) || {{handle, H}, _} <- erase()],

@@ -19,31 +19,17 @@ groups() ->
     [{cgroup, [], Cases ++ [a_reused_leaf_starts_from_zero]}, {process_group, [], Cases}].
 
 init_per_suite(Config) ->
-    %% The interpreter itself, not a wrapper (pyenv's shim is a shell
-    %% script that forks: it would count against a process limit).
-    case os:find_executable("python3") of
-        false -> {skip, "python3 is needed"};
-        Python -> [{python, string:trim(os:cmd(Python ++ " -c 'import sys; print(sys.executable)'"))} | Config]
-    end.
+    python:init_per_suite(Config).
 
 end_per_suite(_Config) ->
     ok.
 
 init_per_group(Mode, Config) ->
-    case Mode =:= cgroup andalso os:cmd("id -u") =/= "0\n" of
-        true ->
-            {skip, "cgroup mode needs root or a delegated cgroup v2 subtree"};
-        false ->
-            Pn = own_portnode:start("stats_" ++ atom_to_list(Mode), mode_flag(Mode)),
-            ?assertEqual(Mode, maps:get(containment, portnode:info(own_portnode:node(Pn)))),
-            [{node, own_portnode:node(Pn)}, {portnode, Pn} | Config]
-    end.
+    both_modes:init_per_group(Mode, Config).
 
-end_per_group(_Mode, Config) ->
-    own_portnode:stop(?config(portnode, Config)).
+end_per_group(Mode, Config) ->
+    both_modes:end_per_group(Mode, Config).
 
-mode_flag(cgroup) -> "auto";
-mode_flag(process_group) -> "off".
 
 end_per_testcase(_Case, _Config) ->
     [stop_quietly(H) || {{handle, H}, _} <- erase()],
