@@ -105,6 +105,11 @@ impl Relay {
         tuple(vec![a("$portnode_relay"), Term::from(to.clone()), a("msg"), crate::etf::list(vec![msg])])
     }
 
+    /// The head's length (for [`Batch::close`]); 0 before the first batch.
+    pub(crate) fn head_len(&self) -> usize {
+        self.head.get().and_then(|h| h.as_deref()).map_or(0, <[u8]>::len)
+    }
+
     /// Starts a batch of output frames from `port` for `owner` at the end
     /// of `out`; `None` if the pids do not encode.
     pub(crate) fn open(&self, port: &Pid, owner: &Pid, lines: bool, out: &mut Vec<u8>) -> Option<Batch> {
@@ -141,13 +146,6 @@ impl Batch {
         out[self.start..self.start + 4].copy_from_slice(&frame.to_be_bytes());
         let count = self.start + head_len + 1;
         out[count..count + 4].copy_from_slice(&self.count.to_be_bytes());
-    }
-}
-
-impl Relay {
-    /// The head's length (for [`Batch::close`]); 0 before the first batch.
-    pub(crate) fn head_len(&self) -> usize {
-        self.head.get().and_then(|h| h.as_deref()).map_or(0, <[u8]>::len)
     }
 }
 

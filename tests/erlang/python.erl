@@ -1,4 +1,5 @@
-%% @doc The Python interpreter that suites run their programs with.
+%% @doc The Python interpreter that suites run their programs with: a
+%% suite without it is skipped.
 -module(python).
 
 -export([init_per_suite/1]).

@@ -21,10 +21,7 @@ suite() ->
     [{timetrap, {minutes, 2}}].
 
 init_per_suite(Config) ->
-    case notifier:python() of
-        false -> {skip, "python3 is needed"};
-        _ -> Config
-    end.
+    python:init_per_suite(Config).
 
 end_per_suite(_Config) ->
     ok.
