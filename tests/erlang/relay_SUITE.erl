@@ -22,8 +22,10 @@ init_per_testcase(_Case, Config) ->
     Pn = own_portnode:start("relay", "auto"),
     [{pn, Pn}, {node, own_portnode:node(Pn)} | Config].
 
+%% Trapping exits: a handle still linked to this process must not end it
+%% (with `noconnection') as its portnode goes.
 end_per_testcase(_Case, Config) ->
-    process_flag(trap_exit, false),
+    process_flag(trap_exit, true),
     own_portnode:stop(?config(pn, Config)).
 
 -define(SEQ, "/usr/bin/seq").
