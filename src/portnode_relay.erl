@@ -22,7 +22,8 @@
 %%     order it receives them, and Erlang orders messages between one pair
 %%     of processes (handle to relay over one connection, relay to owner
 %%     locally).</li>
-%% <li>The relay acknowledges each batch after it has forwarded all of it.
+%% <li>The relay acknowledges each batch after it has forwarded all of it
+%%     (several at once, when more are waiting).
 %%     Only when every batch is acknowledged does the handle send directly
 %%     again (a single line, a stream read, a reply), or send a signal
 %%     (`badsig', its exit, a monitor's `DOWN'): those go out only after
@@ -37,6 +38,22 @@
 %%     `exit(Handle, kill)', which ends it at once: batches still here
 %%     are dropped, as after a dropped connection (below).</li>
 %% </ol>
+%%
+%% == Stream output by a side channel ==
+%% Through the connection, a stream's bytes cost portnode a read and a
+%% loopback TCP send, and this VM the distribution's decoding. For an owner
+%% on portnode's host, the handle offers this relay a Unix socket
+%% (`{'$portnode_relay_side', Path, Token}'): the relay connects and writes
+%% the token, and portnode moves the program's output from its pipe to the
+%% socket without copying it. The bytes carry no meaning by themselves:
+%% the handle announces each run it wrote with a batch, `{'$portnode_relay',
+%% Owner, side, Bytes}', and the relay reads that many and sends them as
+%% `{Handle, {data, Binary}}' messages of at most 64 KiB (an erts port's
+%% largest read), so they are ordered as any batch is. A relay on another
+%% host cannot connect, and one that is not offered a socket never has one:
+%% the bytes then come in batches or messages, as before. A socket that
+%% fails under a batch ends the relay (`side_channel'), and so the handle,
+%% as its killing would.
 %%
 %% == Faults ==
 %% <ul>
@@ -56,6 +73,13 @@
 
 -export([start/0, stop/1]).
 -export([init/1, loop/1]).
+
+%% The most a side channel's bytes are read, and sent to the owner, at once.
+-define(SIDE_CHUNK, 65536).
+%% Batches acknowledged at once at most: half the handle's window (WINDOW
+%% in rust/port/relay.rs), so that it never waits for an acknowledgement
+%% with batches the relay has forwarded.
+-define(ACK_EVERY, 8).
 
 %% @doc Starts a relay for a handle the caller is about to open.
 -spec start() -> pid().
@@ -88,16 +112,84 @@ init(Opener) ->
 %% @private
 -spec loop(pid()) -> no_return().
 loop(Port) ->
+    loop(Port, none, 0).
+
+%% Acks: batches forwarded and not yet acknowledged. They are acknowledged
+%% together (`{'$portnode_relayed', N}'), when the mailbox is empty or
+%% ?ACK_EVERY have gone: one message back, and one wake-up of the handle,
+%% for a run of batches.
+loop(Port, Side, 0) ->
+    receive Msg -> handle(Msg, Port, Side, 0) end;
+loop(Port, Side, Acks) ->
     receive
-        {'$portnode_relay', Dest, Kind, Items} ->
-            %% All of it forwarded (or dropped: see forward/4): acknowledged.
-            forward(Port, Dest, Kind, Items) andalso (Port ! '$portnode_relayed'),
-            loop(Port);
-        {'EXIT', Port, _} ->
-            %% After every batch the handle sent: all of them are handled.
-            exit(normal);
-        _ ->
-            loop(Port)
+        Msg -> handle(Msg, Port, Side, Acks)
+    after 0 ->
+        acknowledge(Port, Acks),
+        loop(Port, Side, 0)
+    end.
+
+handle({'$portnode_relay', Dest, side, Bytes}, Port, Side, Acks) when is_integer(Bytes), Side =/= none ->
+    forwarded(forward_side(Port, Dest, Side, Bytes), Port, Side, Acks);
+handle({'$portnode_relay', Dest, Kind, Items}, Port, Side, Acks) when is_list(Items) ->
+    %% All of it forwarded (or dropped: see forward/4): acknowledged.
+    forwarded(forward(Port, Dest, Kind, Items), Port, Side, Acks);
+handle({'$portnode_relay_side', Path, Token}, Port, none, Acks) when is_binary(Path), is_binary(Token) ->
+    loop(Port, connect(Path, Token), Acks);
+handle({'EXIT', Port, _}, Port, _Side, _Acks) ->
+    %% After every batch the handle sent: all of them are handled.
+    exit(normal);
+handle(_, Port, Side, Acks) ->
+    loop(Port, Side, Acks).
+
+forwarded(true, Port, Side, Acks) when Acks + 1 >= ?ACK_EVERY ->
+    acknowledge(Port, Acks + 1),
+    loop(Port, Side, 0);
+forwarded(true, Port, Side, Acks) ->
+    loop(Port, Side, Acks + 1);
+forwarded(false, Port, Side, Acks) ->
+    loop(Port, Side, Acks).
+
+acknowledge(Port, 1) -> Port ! '$portnode_relayed';
+acknowledge(Port, N) -> Port ! {'$portnode_relayed', N}.
+
+%% The side channel portnode offers: its socket, or `none' if it cannot be
+%% reached from here (another host) and the bytes keep coming in batches.
+connect(Path, Token) ->
+    case socket:open(local, stream, default) of
+        {ok, Socket} ->
+            case socket:connect(Socket, #{family => local, path => Path}) of
+                ok ->
+                    case socket:send(Socket, Token) of
+                        ok -> Socket;
+                        {error, _} -> socket:close(Socket), none
+                    end;
+                {error, _} ->
+                    socket:close(Socket),
+                    none
+            end;
+        {error, _} ->
+            none
+    end.
+
+%% Reads the Bytes announced from the side channel and sends them on in
+%% pieces of at most ?SIDE_CHUNK; false if the link to the handle broke
+%% first (as forward/4). They are in the socket, or on their way: portnode
+%% announces what it has written.
+forward_side(_Port, _Dest, _Side, 0) ->
+    true;
+forward_side(Port, Dest, Side, Bytes) ->
+    case socket:recv(Side, min(Bytes, ?SIDE_CHUNK)) of
+        {ok, Data} ->
+            case linked(Port) of
+                true ->
+                    Dest ! {Port, {data, Data}},
+                    forward_side(Port, Dest, Side, Bytes - byte_size(Data));
+                false ->
+                    false
+            end;
+        {error, Reason} ->
+            %% Output announced is lost: the handle hears of it as of a relay killed.
+            exit({side_channel, Reason})
     end.
 
 %% Sends each item as the port message it stands for; false if the link

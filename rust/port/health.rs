@@ -120,6 +120,11 @@ impl Health {
 
     /// Looks at output just read: `Some(Change::Ready)` if it holds the
     /// line the program is to print when ready.
+    /// It waits for a line of output: the port must see the bytes.
+    pub fn reads_output(&self) -> bool {
+        matches!(self.awaiting, Some(Ready::Line(_)))
+    }
+
     pub fn saw_output(&mut self, stream: Stream, bytes: &[u8]) -> Option<Change> {
         let Some(Ready::Line(prefix)) = &self.awaiting else { return None };
         if self.lines[stream as usize].feed(prefix, bytes) {

@@ -26,6 +26,7 @@ mod outbound;
 mod output;
 mod process;
 mod relay;
+mod side;
 mod usage;
 
 pub(crate) use request::grace_period;

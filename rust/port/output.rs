@@ -2,8 +2,10 @@
 //! delivered, and reads that take what the pipe has straight into the
 //! buffer, sized by what is waiting.
 
+use super::side::{self, Side};
 use std::os::fd::AsRawFd;
 use std::task::{ready, Context, Poll};
+use tokio::io::Interest;
 use tokio::net::unix::pipe;
 
 /// The most read from a program at once (a Linux pipe's default capacity)
@@ -50,6 +52,58 @@ impl Output {
     pub(super) fn finished(&self) -> bool {
         self.pipe.is_none() && !self.blocked && self.ended
     }
+}
+
+/// What a wait on the program's stdout found.
+pub(super) enum Got {
+    /// Bytes read into the buffer (0: EOF).
+    Read(usize),
+    /// Bytes moved from the pipe to the side channel, for the relay.
+    Spliced(usize),
+    /// The side channel broke (its relay went): nothing was moved.
+    SideBroken,
+}
+
+/// A stream read at least this large makes its port offer its relay a side
+/// channel (smaller output, replies, takes the connection's shorter way).
+pub(super) const SIDE_MIN: usize = 32 * 1024;
+
+/// As [`read_some`], for the port's stdout; with `side` (the port allows
+/// its use now), takes the relay's connection when it comes, and moves
+/// what waits in the pipe to it instead of reading it.
+pub(super) fn read_output<'a>(out: &'a mut Output, cap: usize, mut side: Option<&'a mut Side>) -> impl std::future::Future<Output = std::io::Result<Got>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let Some(pipe) = out.pipe.as_mut() else { return Poll::Pending };
+        if let Some(side) = side.as_deref_mut() {
+            side.poll_answer(cx);
+            if let Side::Open(conn) = side {
+                loop {
+                    ready!(pipe.poll_read_ready(cx))?;
+                    if ready!(conn.poll_write_ready(cx)).is_err() {
+                        return Poll::Ready(Ok(Got::SideBroken));
+                    }
+                    // No FIONREAD first: it takes the pipe's lock, which
+                    // the program holds while it writes.
+                    match side::splice(&*pipe, &*conn, cap) {
+                        Ok(0) => break, // EOF: the read below reports it.
+                        Ok(n) => return Poll::Ready(Ok(Got::Spliced(n))),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            // The pipe is empty, or the socket full: the one
+                            // found so waits for its readiness again.
+                            let never = || Err::<(), _>(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+                            let _ = match exact_bytes_waiting(pipe) {
+                                Some(0) => pipe.try_io(never),
+                                _ => conn.try_io(Interest::WRITABLE, never),
+                            };
+                        }
+                        // The relay closed its end (or the pipe could not give what it holds).
+                        Err(_) => return Poll::Ready(Ok(Got::SideBroken)),
+                    }
+                }
+            }
+        }
+        poll_read_some(pipe, &mut out.buf, cap, cx).map_ok(Got::Read)
+    })
 }
 
 /// The first read of a wake-up: small output (a reply, a few lines) takes
@@ -110,6 +164,13 @@ fn poll_read_some(pipe: &mut pipe::Receiver, out: &mut Vec<u8>, cap: usize, cx: 
 /// process may set by default.
 const BUSY_PIPE: libc::c_int = 1024 * 1024;
 
+/// Enlarges the pipe of a stream that goes by the side channel (see [`grow`]).
+pub(super) fn grow_for_side(out: &Output) {
+    if let Some(pipe) = out.pipe.as_ref() {
+        grow(pipe);
+    }
+}
+
 /// Enlarges a pipe its program keeps full: one read then takes up to
 /// [`BUSY_PIPE`], and the program and portnode wake each other 16 times
 /// less often. Only such pipes grow (each counts against its user's pipe
@@ -122,10 +183,14 @@ fn grow(pipe: &pipe::Receiver) {
 
 /// Bytes waiting in `pipe` (`FIONREAD`); [`READ_CHUNK`] if it cannot say.
 fn bytes_waiting(pipe: &pipe::Receiver) -> usize {
+    exact_bytes_waiting(pipe).unwrap_or(READ_CHUNK)
+}
+
+fn exact_bytes_waiting(pipe: &pipe::Receiver) -> Option<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
     match unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) } {
-        0 => usize::try_from(n).unwrap_or(READ_CHUNK),
-        _ => READ_CHUNK,
+        0 => usize::try_from(n).ok(),
+        _ => None,
     }
 }

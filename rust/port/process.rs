@@ -21,8 +21,9 @@ use super::child::{self, Running};
 use super::codec::{self, Frame, Kind};
 use super::health::{Health, Stream};
 use super::outbound::Outbound;
-use super::output::{read_some, Output, MAX_READ, READ_CHUNK};
+use super::output::{read_output, read_some, Got, Output, MAX_READ, READ_CHUNK, SIDE_MIN};
 use super::relay::Relay;
+use super::side::Side;
 use super::request::{CallRequest, FlowMode, Request};
 use super::settings::{Framing, PortSpec};
 use super::spawn::{self, Spawned, Starting};
@@ -108,6 +109,8 @@ struct Port {
     peak: Option<Box<usage::Peak>>,
     /// The owner's relay, which output to its VM goes through in batches (see [`super::relay`]).
     relay: Option<Box<Relay>>,
+    /// The side channel to the relay, once offered (see [`super::side`]).
+    side: Option<Box<Side>>,
 }
 
 /// What the port keeps of its open settings once the program runs: the
@@ -184,22 +187,37 @@ async fn pump(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
         // A relay behind: its acknowledgements come to the mailbox.
         let room = !backlog_full && port.relay.as_ref().is_none_or(|r| r.has_room());
         let cap = port.read_cap();
+        // Not while output read earlier waits to go first.
+        let side = out.buf.is_empty() && !out.blocked && port.may_side();
         let output_waits = out.blocked || out.pipe.is_some() || err.pipe.is_some();
         // Boxed, and made only while output waits for a busy owner: the
         // loop holds this future all along.
         let mut backlog_room = (backlog_full && output_waits).then(|| port.owner_backlog.clone()).flatten().map(|b| Box::pin(async move { b.room().await }));
         let next = tokio::select! {
             msg = port.me.recv() => port.handle(Request::parse(msg)),
-            read = read_some(out.pipe.as_mut(), &mut out.buf, cap), if out.pipe.is_some() && !out.blocked && room => {
-                out.fresh = true;
+            read = read_output(out, cap, if side { port.side.as_deref_mut() } else { None }), if out.pipe.is_some() && !out.blocked && room => {
                 match read {
-                    Ok(n) if n > 0 => {
+                    Ok(Got::Spliced(n)) => port.spliced(n),
+                    Ok(Got::SideBroken) => {
+                        port.side = Some(Box::new(Side::Off));
+                        Next::Continue
+                    }
+                    Ok(Got::Read(n)) if n > 0 => {
+                        out.fresh = true;
                         port.bytes_in += n as u64;
                         port.saw_output(Stream::Stdout, &out.buf[out.buf.len() - n..]);
+                        if n >= SIDE_MIN && port.side.is_none() && port.may_side() {
+                            port.offer_side();
+                            super::output::grow_for_side(out);
+                        }
+                        Next::Continue
                     }
-                    _ => out.pipe = None,
+                    _ => {
+                        out.fresh = true;
+                        out.pipe = None;
+                        Next::Continue
+                    }
                 }
-                Next::Continue
             },
             // Lines for portnode's log are read whatever the owner's room.
             read = read_some(err.pipe.as_mut(), &mut err.buf, READ_CHUNK), if err.pipe.is_some() && (room || port.settings.stderr_log) => {

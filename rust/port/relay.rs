@@ -79,9 +79,9 @@ impl Relay {
         self.unacked.set(self.unacked.get() + 1);
     }
 
-    /// The relay has forwarded a batch; true if none is left unacknowledged.
-    pub(crate) fn acked(&self) -> bool {
-        self.unacked.set(self.unacked.get().saturating_sub(1));
+    /// The relay has forwarded `n` batches; true if none is left unacknowledged.
+    pub(crate) fn acked(&self, n: u32) -> bool {
+        self.unacked.set(self.unacked.get().saturating_sub(n));
         self.unacked.get() == 0
     }
 
@@ -215,10 +215,15 @@ mod tests {
         }
         assert!(relay.busy() && !relay.has_room());
         for left in (0..WINDOW).rev() {
-            assert_eq!(relay.acked(), left == 0);
+            assert_eq!(relay.acked(1), left == 0);
         }
         // An acknowledgement too many (a relay that misbehaves) does not wrap.
-        assert!(relay.acked());
+        assert!(relay.acked(1));
+        for _ in 0..5 {
+            relay.sent();
+        }
+        assert!(!relay.acked(4));
+        assert!(relay.acked(1));
         assert!(!relay.busy());
     }
 }

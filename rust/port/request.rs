@@ -27,8 +27,9 @@ pub enum Request {
     Exit { from: Pid, reason: Term },
     /// A gen_server call.
     Call(Call, CallRequest),
-    /// `'$portnode_relayed'`: the owner's relay has forwarded a batch.
-    Relayed,
+    /// `'$portnode_relayed'`: the owner's relay has forwarded a batch; or
+    /// `{'$portnode_relayed', N}`: N batches.
+    Relayed(u32),
     /// A cast, or anything else: not port protocol (`badsig`, as erts).
     NotProtocol(Term),
 }
@@ -85,7 +86,13 @@ impl Request {
             }
         }
         if as_atom(&msg) == Some("$portnode_relayed") {
-            return Request::Relayed;
+            return Request::Relayed(1);
+        }
+        if let Some([tag, Term::FixInteger(n)]) = as_tuple(&msg)
+            && as_atom(tag) == Some("$portnode_relayed")
+        {
+            // A relay of this application never acknowledges more than it was sent.
+            return Request::Relayed(u32::try_from(n.value).unwrap_or(0));
         }
         match as_tuple(&msg) {
             Some([Term::Pid(from), cmd]) => {

@@ -19,7 +19,7 @@ impl Port {
     pub(super) fn handle(&mut self, request: Request) -> Next {
         match request {
             Request::Call(call, request) => self.call(call, request),
-            Request::Relayed if self.relay.is_some() => self.relayed(),
+            Request::Relayed(n) if self.relay.is_some() => self.relayed(n),
             Request::Exit { from, reason } if self.is_relay(&from) => self.relay_lost(reason),
             // The port message protocol names the owner (erts checks the pid in the message, not the sender).
             Request::Close { from } if from == self.owner => {
@@ -59,7 +59,7 @@ impl Port {
                 debug!(port = %self.me.pid(), message = %crate::etf::brief(&msg, crate::etf::LOGGED_TERM), "not port protocol: badsig");
                 self.badsig()
             }
-            Request::BadStop | Request::Relayed => self.badsig(),
+            Request::BadStop | Request::Relayed(_) => self.badsig(),
         }
     }
 

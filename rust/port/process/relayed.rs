@@ -14,16 +14,51 @@ impl Port {
         self.relay.as_ref().is_some_and(|r| r.pid() == pid)
     }
 
-    /// The relay has forwarded a batch: once it has forwarded them all,
+    /// The relay has forwarded `n` batches: once it has forwarded them all,
     /// the exit signals that waited for it go.
-    pub(super) fn relayed(&mut self) -> Next {
+    pub(super) fn relayed(&mut self, n: u32) -> Next {
         let deferred = match self.relay.as_deref_mut() {
-            Some(relay) if relay.acked() => relay.take_deferred(),
+            Some(relay) if relay.acked(n) => relay.take_deferred(),
             _ => Vec::new(),
         };
         for (to, reason) in deferred {
             self.me.exit_signal(&to, reason);
         }
+        Next::Continue
+    }
+
+    /// Stream output may go by the side channel (see [`super::super::side`]):
+    /// for an owner in its relay's VM, as binaries, from a pipe (not a
+    /// terminal) whose bytes nothing must see (a readiness line).
+    pub(super) fn may_side(&self) -> bool {
+        self.settings.framing == Framing::Stream
+            && self.settings.binary
+            && self.pty.is_none()
+            && self.relay.as_ref().is_some_and(|r| r.serves(&self.owner))
+            && self.health.as_ref().is_none_or(|h| !h.reads_output())
+            && !matches!(self.side.as_deref(), Some(Side::Off))
+    }
+
+    /// Offers the relay a side channel; without a listener, there is none.
+    pub(super) fn offer_side(&mut self) {
+        let Some(relay) = self.relay.as_deref() else { return };
+        match super::super::side::offer() {
+            Some((path, token, offer)) => {
+                let path = etf::binary(path.as_os_str().as_encoded_bytes().to_vec());
+                self.me.send(relay.pid(), tuple(vec![a("$portnode_relay_side"), path, etf::binary(token.to_vec())]));
+                self.side = Some(Box::new(Side::Offered(offer)));
+            }
+            None => self.side = Some(Box::new(Side::Off)),
+        }
+    }
+
+    /// `n` bytes of output went to the side channel: the relay is told to
+    /// forward them, in order with the rest (a batch of its own).
+    pub(super) fn spliced(&mut self, n: usize) -> Next {
+        self.bytes_in += n as u64;
+        let Some(relay) = self.relay.as_deref() else { return Next::Continue };
+        self.me.send(relay.pid(), tuple(vec![a("$portnode_relay"), Term::from(self.owner.clone()), a("side"), int(n as i64)]));
+        relay.sent();
         Next::Continue
     }
 
@@ -54,8 +89,8 @@ impl Port {
         let drained = async {
             while self.relay.as_ref().is_some_and(|r| r.busy()) {
                 match Request::parse(self.me.recv().await) {
-                    Request::Relayed => {
-                        self.relayed();
+                    Request::Relayed(n) => {
+                        self.relayed(n);
                     }
                     Request::Exit { from, reason } if self.is_relay(&from) => {
                         if let Next::Exit(lost) = self.relay_lost(reason) {

@@ -102,7 +102,7 @@ impl Port {
         let stdin = Stdin::new(stdin);
         let relay = spec.relay.take().map(|pid| Box::new(Relay::new(pid)));
         let settings = Settings::of(spec);
-        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None, health, awaiting_start, pty, peak, relay });
+        let port = Box::new(Port { me, owner, owner_backlog, outbound: OnceCell::new(), settings, program, os_pid, stdin, bytes_in: 0, bytes_out: 0, done: false, last_line: None, health, awaiting_start, pty, peak, relay, side: None });
         Ok((port, Box::new((Output::new(stdout), Output::new(stderr)))))
     }
 }
