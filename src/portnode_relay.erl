@@ -115,16 +115,18 @@ loop(Port) ->
     loop(Port, none, 0).
 
 %% Acks: batches forwarded and not yet acknowledged. They are acknowledged
-%% together (`{'$portnode_relayed', N}'), when the mailbox is empty or
-%% ?ACK_EVERY have gone: one message back, and one wake-up of the handle,
-%% for a run of batches.
+%% together, when the mailbox is empty or ?ACK_EVERY have gone: one
+%% `{'$portnode_relayed', N}' for a run of batches, one wake-up of the
+%% handle. Only with a side channel, which only a handle that counts such
+%% acknowledgements offers; without one, a `'$portnode_relayed'' for each
+%% batch, which every portnode binary counts.
 loop(Port, Side, 0) ->
     receive Msg -> handle(Msg, Port, Side, 0) end;
 loop(Port, Side, Acks) ->
     receive
         Msg -> handle(Msg, Port, Side, Acks)
     after 0 ->
-        acknowledge(Port, Acks),
+        acknowledge(Port, Side, Acks),
         loop(Port, Side, 0)
     end.
 
@@ -142,15 +144,15 @@ handle(_, Port, Side, Acks) ->
     loop(Port, Side, Acks).
 
 forwarded(true, Port, Side, Acks) when Acks + 1 >= ?ACK_EVERY ->
-    acknowledge(Port, Acks + 1),
+    acknowledge(Port, Side, Acks + 1),
     loop(Port, Side, 0);
 forwarded(true, Port, Side, Acks) ->
     loop(Port, Side, Acks + 1);
 forwarded(false, Port, Side, Acks) ->
     loop(Port, Side, Acks).
 
-acknowledge(Port, 1) -> Port ! '$portnode_relayed';
-acknowledge(Port, N) -> Port ! {'$portnode_relayed', N}.
+acknowledge(Port, none, N) -> [Port ! '$portnode_relayed' || _ <- lists:seq(1, N)];
+acknowledge(Port, _Side, N) -> Port ! {'$portnode_relayed', N}.
 
 %% The side channel portnode offers: its socket, or `none' if it cannot be
 %% reached from here (another host) and the bytes keep coming in batches.

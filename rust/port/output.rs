@@ -89,11 +89,15 @@ pub(super) fn read_output<'a>(out: &'a mut Output, cap: usize, mut side: Option<
                         Ok(n) => return Poll::Ready(Ok(Got::Spliced(n))),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             // The pipe is empty, or the socket full: the one
-                            // found so waits for its readiness again.
+                            // that is waits for its readiness again. Asked of
+                            // the socket, which a program's write cannot
+                            // change meanwhile (the pipe's count can: a
+                            // socket's readiness cleared while it has room
+                            // would never come back).
                             let never = || Err::<(), _>(std::io::Error::from(std::io::ErrorKind::WouldBlock));
-                            let _ = match exact_bytes_waiting(pipe) {
-                                Some(0) => pipe.try_io(never),
-                                _ => conn.try_io(Interest::WRITABLE, never),
+                            let _ = match side::writable(&*conn) {
+                                true => pipe.try_io(never),
+                                false => conn.try_io(Interest::WRITABLE, never),
                             };
                         }
                         // The relay closed its end (or the pipe could not give what it holds).

@@ -150,6 +150,16 @@ pub(crate) fn splice(pipe: &impl AsRawFd, socket: &impl AsRawFd, len: usize) -> 
     Ok(n as usize)
 }
 
+/// True if `socket` has room now (`POLLOUT`: a Unix socket has it while
+/// at most a quarter of its buffer is taken, so a `splice` that found no
+/// room did not find it there).
+pub(crate) fn writable(socket: &impl AsRawFd) -> bool {
+    let mut fd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & libc::POLLOUT != 0
+}
+
 /// A handle's side channel.
 pub(crate) enum Side {
     /// Offered to the relay; output goes through the connection meanwhile.

@@ -4,6 +4,9 @@
 %% the reply to a close, and the handle's `'EXIT'' after the last of them;
 %% the relay killed, with output in flight or not; the connection dropped
 %% mid-batch; and an owner in a VM without the portnode application.
+%% Stream output for an owner on portnode's host goes by the side channel
+%% (a Unix socket the relay reads): the same bytes in order, and the same
+%% faults.
 %% Each case runs against a portnode of its own.
 -module(relay_SUITE).
 -include_lib("common_test/include/ct.hrl").
@@ -16,7 +19,9 @@ all() ->
      eof_then_closed_and_nothing_after, port_close_returns_after_the_last_line,
      connect_hands_over_in_order, killed_relay_with_output_in_flight_ends_the_handle,
      killed_relay_while_idle_the_handle_goes_on, dropped_connection_mid_batch,
-     owner_without_the_application_gets_direct_messages, a_failed_open_leaves_no_relay].
+     owner_without_the_application_gets_direct_messages, a_failed_open_leaves_no_relay,
+     stream_by_the_side_channel_in_order, side_channel_port_close_returns_after_the_last_byte,
+     side_channel_relay_killed_ends_the_handle, side_channels_leave_no_fds].
 
 init_per_testcase(_Case, Config) ->
     Pn = own_portnode:start("relay", "auto"),
@@ -205,7 +210,106 @@ a_failed_open_leaves_no_relay(Config) ->
     timer:sleep(100),
     ?assertEqual(Before, relays()).
 
+%% @doc A stream of 24 MB goes by the side channel (the relay holds a
+%% socket while it flows): every byte, in order, then the exit status, then
+%% the 'EXIT'; and the bytes are the ones an erts port reads.
+stream_by_the_side_channel_in_order(Config) ->
+    process_flag(trap_exit, true),
+    Args = ["1", "3200000"],
+    Erts = iolist_to_binary([D || {_, {data, D}} <- all_messages(erlang:open_port({spawn_executable, ?SEQ}, [{args, Args}, binary, stream, exit_status]))]),
+    H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ}, [{args, Args}, binary, stream, exit_status]),
+    Relay = relay_of(H),
+    {Bytes, Rest, Sockets} = stream_bytes(H, Relay, [], 0, []),
+    ?assertEqual(byte_size(Erts), byte_size(Bytes)),
+    ?assert(Bytes =:= Erts),
+    ?assertEqual([{H, {exit_status, 0}}, {'EXIT', H, normal}], Rest),
+    ct:log("the relay's sockets during the stream: ~p", [Sockets]),
+    ?assertMatch([_], Sockets),
+    ?assertEqual([], after_end(H, 300)).
+
+%% @doc portnode:port_close while a stream flows by the side channel: when
+%% it returns, nothing more comes; the relay and the program are gone.
+side_channel_port_close_returns_after_the_last_byte(Config) ->
+    {H, OsPid} = portnode:open(?config(node, Config), {spawn_executable, "/bin/cat"}, [{args, ["/dev/zero"]}, binary, stream]),
+    Relay = relay_of(H),
+    wait_for_bytes(H, 50000000),
+    ?assertMatch([_], socket:which_sockets(Relay)),
+    true = portnode:port_close(H),
+    Queued = mailbox(H),
+    ?assert(lists:all(fun({P, {data, D}}) -> P =:= H andalso is_binary(D); (_) -> false end, Queued)),
+    ?assertEqual([], after_end(H, 500)),
+    ?assertEqual([], os_process:wait_gone([OsPid], 10000)),
+    Ref = monitor(process, Relay),
+    receive {'DOWN', Ref, process, Relay, _} -> ok after 5000 -> ct:fail(relay_still_there) end.
+
+%% @doc The relay killed while it holds side-channel batches: the handle
+%% ends with `{relay_down, killed}', its program is stopped, nothing after.
+side_channel_relay_killed_ends_the_handle(Config) ->
+    process_flag(trap_exit, true),
+    {H, OsPid} = portnode:open(?config(node, Config), {spawn_executable, "/bin/cat"}, [{args, ["/dev/zero"]}, binary, stream]),
+    Relay = relay_of(H),
+    wait_for_bytes(H, 50000000),
+    ?assertMatch([_], socket:which_sockets(Relay)),
+    erlang:suspend_process(Relay),
+    timer:sleep(300),
+    exit(Relay, kill),
+    ?assertEqual({'EXIT', H, {relay_down, killed}}, skip_data(H)),
+    ?assertEqual([], after_end(H, 300)),
+    ?assertEqual([], os_process:wait_gone([OsPid], 10000)).
+
+%% @doc Twenty streams by side channels, each closed or ended: portnode
+%% holds as many fds after as before (a socket, a token and an offer each).
+side_channels_leave_no_fds(Config) ->
+    OsPid = own_portnode:os_pid(?config(pn, Config)),
+    Fds = fun() -> length(filelib:wildcard("*", "/proc/" ++ integer_to_list(OsPid) ++ "/fd")) end,
+    %% The listener's socket is made at the first offer. Counted once that
+    %% stream's handle is gone (its relay exits with it).
+    side_stream(?config(node, Config), "1000000"),
+    ok = os_process:poll(fun() -> relays() =:= [] end, 5000),
+    Before = Fds(),
+    [side_stream(?config(node, Config), "1000000") || _ <- lists:seq(1, 10)],
+    [begin
+         {H, _} = portnode:open(?config(node, Config), {spawn_executable, "/bin/cat"}, [{args, ["/dev/zero"]}, binary, stream]),
+         wait_for_bytes(H, 5000000),
+         true = portnode:port_close(H),
+         _ = mailbox(H)
+     end || _ <- lists:seq(1, 10)],
+    ok = os_process:poll(fun() -> relays() =:= [] end, 5000),
+    Settled = os_process:poll(fun() -> Fds() =:= Before end, 5000),
+    ?assertEqual({ok, Before}, {Settled, Fds()}).
+
 %%% Helpers
+
+%% The bytes of a stream up to its status, what came after, and the
+%% relay's sockets seen while it flowed.
+stream_bytes(H, Relay, Acc, N, Sockets) ->
+    receive
+        {H, {data, D}} ->
+            Seen = case Sockets of [] when N > 4000000 -> socket:which_sockets(Relay); _ -> Sockets end,
+            stream_bytes(H, Relay, [D | Acc], N + byte_size(D), Seen);
+        {H, {exit_status, _}} = S -> {iolist_to_binary(lists:reverse(Acc)), [S | ends(H, 5000)], Sockets};
+        {H, Other} -> ct:fail({unexpected, Other})
+    after 20000 -> ct:fail({no_data_after, N})
+    end.
+
+wait_for_bytes(H, N) when N =< 0 -> H;
+wait_for_bytes(H, N) ->
+    receive {H, {data, D}} -> wait_for_bytes(H, N - byte_size(D)) after 20000 -> ct:fail({no_data, N}) end.
+
+%% The first message from or about `H' that is not data.
+skip_data(H) ->
+    receive
+        {H, {data, _}} -> skip_data(H);
+        {H, _} = M -> M;
+        {'EXIT', H, _} = X -> X
+    after 20000 -> ct:fail(no_end)
+    end.
+
+%% A stream of `seq 1 Last' read to its end (large enough for a side channel).
+side_stream(Node, Last) ->
+    H = portnode:open_port(Node, {spawn_executable, ?SEQ}, [{args, ["1", Last]}, binary, stream, exit_status]),
+    all_messages(H).
+
 
 %% Lines numbered from `I' on: how many arrived, unbroken, and the
 %% messages after the last (up to the 'EXIT' or `eof', whichever ends it).
