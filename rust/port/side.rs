@@ -108,7 +108,15 @@ fn listen() -> Option<PathBuf> {
 /// Accepts relays' connections and hands each to the offer its token names.
 fn serve(listener: UnixListener) {
     for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of fds, say: the relay's connect waits in the backlog meanwhile.
+                debug!(error = %e, "side channel: accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
         let mut token = [0u8; 16];
         let read = conn.set_read_timeout(Some(TOKEN_WAIT)).and_then(|_| conn.read_exact(&mut token));
         if let Err(e) = read {
