@@ -104,7 +104,8 @@ echo_rows({E, P, A}) ->
           false -> "2x erts is not below one distribution round trip in this run"
       end}].
 
-stream_row({E, P}) -> {?STREAM, fmt(E), fmt(P), ratio(P, E), ">= 1.0x erts", P / E >= 1.0}.
+%% Issue 22: ">= 0.8x" (1.0x is the goal beyond it).
+stream_row({E, P}) -> {?STREAM, fmt(E), fmt(P), ratio(P, E), ">= 0.8x erts", P / E >= 0.8}.
 
 %% A rate row and a CPU row from runs of {{Rate, CpuNs}, {Rate, CpuNs}} (erts, portnode).
 rate_rows(Name, CpuName, Runs) ->
