@@ -47,9 +47,10 @@ static LISTENING: OnceLock<Option<PathBuf>> = OnceLock::new();
 /// How long a connecting relay has to write its token.
 const TOKEN_WAIT: Duration = Duration::from_secs(5);
 
-/// The most bytes a socket holds for its relay: the program's pipe drains
-/// into it while the relay reads.
-const SOCKET_BUFFER: libc::c_int = 4 << 20;
+/// The send buffer asked for a relay's socket (the kernel doubles it): the
+/// program's pipe drains into it while the relay reads. 4 MiB measured no
+/// faster, and each streaming port may fill its own.
+const SOCKET_BUFFER: libc::c_int = 512 << 10;
 
 /// An offer a handle made: the token is withdrawn when it is dropped.
 pub(crate) struct Offer {
