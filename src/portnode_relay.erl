@@ -131,7 +131,14 @@ loop(Port, Side, Acks) ->
     end.
 
 handle({'$portnode_relay', Dest, side, Bytes}, Port, Side, Acks) when is_integer(Bytes), Side =/= none ->
-    forwarded(forward_side(Port, Dest, Side, Bytes), Port, Side, Acks);
+    %% Acknowledged at once: the handle keeps only a few runs in flight.
+    case forward_side(Port, Dest, Side, Bytes) of
+        true ->
+            acknowledge(Port, Side, Acks + 1),
+            loop(Port, Side, 0);
+        false ->
+            loop(Port, Side, Acks)
+    end;
 handle({'$portnode_relay', Dest, Kind, Items}, Port, Side, Acks) when is_list(Items) ->
     %% All of it forwarded (or dropped: see forward/4): acknowledged.
     forwarded(forward(Port, Dest, Kind, Items), Port, Side, Acks);

@@ -189,13 +189,17 @@ async fn pump(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
         let cap = port.read_cap();
         // Not while output read earlier waits to go first.
         let side = out.buf.is_empty() && !out.blocked && port.may_side();
+        // A side channel takes a few runs at a time: the pipe gathers the
+        // next meanwhile, so that a run is what came while the relay was busy,
+        // not each of the program's writes.
+        let side_waits = side && matches!(port.side.as_deref(), Some(Side::Open(_))) && port.relay.as_ref().is_some_and(|r| !r.has_side_room());
         let output_waits = out.blocked || out.pipe.is_some() || err.pipe.is_some();
         // Boxed, and made only while output waits for a busy owner: the
         // loop holds this future all along.
         let mut backlog_room = (backlog_full && output_waits).then(|| port.owner_backlog.clone()).flatten().map(|b| Box::pin(async move { b.room().await }));
         let next = tokio::select! {
             msg = port.me.recv() => port.handle(Request::parse(msg)),
-            read = read_output(out, cap, if side { port.side.as_deref_mut() } else { None }), if out.pipe.is_some() && !out.blocked && room => {
+            read = read_output(out, cap, if side { port.side.as_deref_mut() } else { None }), if out.pipe.is_some() && !out.blocked && room && !side_waits => {
                 match read {
                     Ok(Got::Spliced(n)) => port.spliced(n),
                     Ok(Got::SideBroken) => {

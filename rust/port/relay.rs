@@ -28,6 +28,9 @@ use std::cell::{Cell, OnceCell};
 /// owner's VM is behind): with 64 KiB batches, about 1 MiB in flight.
 pub(crate) const WINDOW: u32 = 16;
 
+/// Side-channel runs in flight at most.
+pub(crate) const SIDE_WINDOW: u32 = 4;
+
 const LIST_EXT: u8 = 108;
 const NIL_EXT: u8 = 106;
 const SMALL_TUPLE_EXT: u8 = 104;
@@ -72,6 +75,12 @@ impl Relay {
     /// Room for another batch in flight.
     pub(crate) fn has_room(&self) -> bool {
         self.unacked.get() < WINDOW
+    }
+
+    /// Room for another side-channel run (see [`super::side`]): fewer in
+    /// flight than batches, so that each run is larger.
+    pub(crate) fn has_side_room(&self) -> bool {
+        self.unacked.get() < SIDE_WINDOW
     }
 
     /// A batch was sent.
