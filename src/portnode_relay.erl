@@ -164,6 +164,11 @@ acknowledge(Port, _Side, N) -> Port ! {'$portnode_relayed', N}.
 %% The side channel portnode offers: its socket, or `none' if it cannot be
 %% reached from here (another host) and the bytes keep coming in batches.
 connect(Path, Token) ->
+    %% Whatever goes wrong here (a VM without the socket module, say), the
+    %% bytes come as before: the side channel is only a faster way.
+    try connect_socket(Path, Token) catch _:_ -> none end.
+
+connect_socket(Path, Token) ->
     case socket:open(local, stream, default) of
         {ok, Socket} ->
             case socket:connect(Socket, #{family => local, path => Path}) of

@@ -83,23 +83,24 @@ pub(super) fn read_output<'a>(out: &'a mut Output, cap: usize, mut side: Option<
                         return Poll::Ready(Ok(Got::SideBroken));
                     }
                     // No FIONREAD first: it takes the pipe's lock, which
-                    // the program holds while it writes.
-                    match side::splice(&*pipe, &*conn, cap) {
+                    // the program holds while it writes. Which of the two
+                    // a `splice` that moves nothing waited for is told by
+                    // the socket's room, asked before: only this port's
+                    // splices take room, so a socket with room then still
+                    // has it, and the pipe was empty; one without room
+                    // signals when the relay drains it (it reads every
+                    // byte in it: every byte was announced). The readiness
+                    // of the one that blocked is cleared (asked after the
+                    // splice, the answer could be stale: a pipe full of
+                    // output, its readiness cleared, would never signal).
+                    let moved = match side::writable(&*conn) {
+                        true => pipe.try_io(|| side::splice(&*pipe, &*conn, cap)),
+                        false => conn.try_io(Interest::WRITABLE, || side::splice(&*pipe, &*conn, cap)),
+                    };
+                    match moved {
                         Ok(0) => break, // EOF: the read below reports it.
                         Ok(n) => return Poll::Ready(Ok(Got::Spliced(n))),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            // The pipe is empty, or the socket full: the one
-                            // that is waits for its readiness again. Asked of
-                            // the socket, which a program's write cannot
-                            // change meanwhile (the pipe's count can: a
-                            // socket's readiness cleared while it has room
-                            // would never come back).
-                            let never = || Err::<(), _>(std::io::Error::from(std::io::ErrorKind::WouldBlock));
-                            let _ = match side::writable(&*conn) {
-                                true => pipe.try_io(never),
-                                false => conn.try_io(Interest::WRITABLE, never),
-                            };
-                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         // The relay closed its end (or the pipe could not give what it holds).
                         Err(_) => return Poll::Ready(Ok(Got::SideBroken)),
                     }

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -44,8 +45,9 @@ static OFFERS: Mutex<Option<HashMap<Token, oneshot::Sender<UnixStream>>>> = Mute
 /// The listener's path, once it listens (`None` if it could not).
 static LISTENING: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-/// How long a connecting relay has to write its token.
-const TOKEN_WAIT: Duration = Duration::from_secs(5);
+/// How long a connecting relay has to write its token (it writes it as it
+/// connects): one that does not holds up the next for no longer.
+const TOKEN_WAIT: Duration = Duration::from_secs(1);
 
 /// The send buffer asked for a relay's socket (the kernel doubles it): the
 /// program's pipe drains into it while the relay reads. 4 MiB measured no
@@ -77,13 +79,15 @@ pub(crate) fn offer() -> Option<(&'static std::path::Path, Token, Offer)> {
     Some((path, token, Offer { token, answer }))
 }
 
-/// Starts listening, in portnode's runtime directory (mode 0711; the socket
-/// 0600: only portnode's user, whose VMs run relays, may connect).
+/// Starts listening, in a directory of its own (mode 0700) in portnode's
+/// runtime directory: only portnode's user, whose VMs run relays, may
+/// reach the socket, from the moment it is bound.
 fn listen() -> Option<PathBuf> {
     let made = crate::notify::runtime_dir::ensure().and_then(|dir| {
+        let dir = dir.join("relay");
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let path = dir.join("relay.sock");
         let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         Ok((path, listener))
     });
     match made {
@@ -118,6 +122,10 @@ fn serve(listener: UnixListener) {
                 continue;
             }
         };
+        if !same_user(&conn) {
+            debug!("side channel: a connection from another user");
+            continue;
+        }
         let mut token = [0u8; 16];
         let read = conn.set_read_timeout(Some(TOKEN_WAIT)).and_then(|_| conn.read_exact(&mut token));
         if let Err(e) = read {
@@ -139,6 +147,16 @@ fn serve(listener: UnixListener) {
         // A handle that has gone meanwhile drops it: its relay reads EOF.
         let _ = taker.send(conn);
     }
+}
+
+/// The peer runs as portnode's own user (`SO_PEERCRED`).
+fn same_user(conn: &UnixStream) -> bool {
+    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes one ucred through a valid pointer of that size.
+    let got = unsafe { libc::getsockopt(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
+    // SAFETY: geteuid cannot fail.
+    got == 0 && cred.uid == unsafe { libc::geteuid() }
 }
 
 fn token() -> Option<Token> {

@@ -219,12 +219,14 @@ stream_by_the_side_channel_in_order(Config) ->
     Erts = iolist_to_binary([D || {_, {data, D}} <- all_messages(erlang:open_port({spawn_executable, ?SEQ}, [{args, Args}, binary, stream, exit_status]))]),
     H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ}, [{args, Args}, binary, stream, exit_status]),
     Relay = relay_of(H),
-    {Bytes, Rest, Sockets} = stream_bytes(H, Relay, [], 0, []),
+    {Bytes, Rest, SideBytes} = stream_bytes(H, Relay, [], 0, 0),
     ?assertEqual(byte_size(Erts), byte_size(Bytes)),
     ?assert(Bytes =:= Erts),
     ?assertEqual([{H, {exit_status, 0}}, {'EXIT', H, normal}], Rest),
-    ct:log("the relay's sockets during the stream: ~p", [Sockets]),
-    ?assertMatch([_], Sockets),
+    %% Most of it came by the side channel (the first reads, before the
+    %% relay has connected, by the distribution connection).
+    ct:log("~b of ~b bytes by the side channel", [SideBytes, byte_size(Bytes)]),
+    ?assert(SideBytes > byte_size(Bytes) div 2),
     ?assertEqual([], after_end(H, 300)).
 
 %% @doc portnode:port_close while a stream flows by the side channel: when
@@ -233,7 +235,7 @@ side_channel_port_close_returns_after_the_last_byte(Config) ->
     {H, OsPid} = portnode:open(?config(node, Config), {spawn_executable, "/bin/cat"}, [{args, ["/dev/zero"]}, binary, stream]),
     Relay = relay_of(H),
     wait_for_bytes(H, 50000000),
-    ?assertMatch([_], socket:which_sockets(Relay)),
+    ?assert(side_bytes(Relay) > 0),
     true = portnode:port_close(H),
     Queued = mailbox(H),
     ?assert(lists:all(fun({P, {data, D}}) -> P =:= H andalso is_binary(D); (_) -> false end, Queued)),
@@ -249,7 +251,8 @@ side_channel_relay_killed_ends_the_handle(Config) ->
     {H, OsPid} = portnode:open(?config(node, Config), {spawn_executable, "/bin/cat"}, [{args, ["/dev/zero"]}, binary, stream]),
     Relay = relay_of(H),
     wait_for_bytes(H, 50000000),
-    ?assertMatch([_], socket:which_sockets(Relay)),
+    %% Bytes come by the side channel, and stop with the relay held.
+    ?assert(side_bytes(Relay) > 0),
     erlang:suspend_process(Relay),
     timer:sleep(300),
     exit(Relay, kill),
@@ -280,16 +283,27 @@ side_channels_leave_no_fds(Config) ->
 
 %%% Helpers
 
-%% The bytes of a stream up to its status, what came after, and the
-%% relay's sockets seen while it flowed.
-stream_bytes(H, Relay, Acc, N, Sockets) ->
+%% The bytes of a stream up to its status, what came after, and how many
+%% of them the relay had read from its side channel by the last of them.
+stream_bytes(H, Relay, Acc, N, Side) ->
     receive
         {H, {data, D}} ->
-            Seen = case Sockets of [] when N > 4000000 -> socket:which_sockets(Relay); _ -> Sockets end,
-            stream_bytes(H, Relay, [D | Acc], N + byte_size(D), Seen);
-        {H, {exit_status, _}} = S -> {iolist_to_binary(lists:reverse(Acc)), [S | ends(H, 5000)], Sockets};
+            stream_bytes(H, Relay, [D | Acc], N + byte_size(D), max(Side, side_bytes(Relay)));
+        {H, {exit_status, _}} = S -> {iolist_to_binary(lists:reverse(Acc)), [S | ends(H, 5000)], Side};
         {H, Other} -> ct:fail({unexpected, Other})
     after 20000 -> ct:fail({no_data_after, N})
+    end.
+
+%% Bytes the relay has read from its side channel (0 without one, or once
+%% it is gone).
+side_bytes(Relay) ->
+    case catch socket:which_sockets(Relay) of
+        [Socket] ->
+            case catch socket:info(Socket) of
+                #{counters := #{read_byte := Read}} -> Read;
+                _ -> 0
+            end;
+        _ -> 0
     end.
 
 wait_for_bytes(H, N) when N =< 0 -> H;

@@ -67,6 +67,10 @@ impl Port {
     /// handle ends with `{relay_down, Reason}`.
     pub(super) fn relay_lost(&mut self, reason: Term) -> Next {
         let Some(mut relay) = self.relay.take() else { return Next::Continue };
+        // Its side channel (or the offer of one) goes with it.
+        if self.side.is_some() {
+            self.side = Some(Box::new(Side::Off));
+        }
         for (to, reason) in relay.take_deferred() {
             self.me.exit_signal(&to, reason);
         }
