@@ -21,7 +21,8 @@ all() ->
      killed_relay_while_idle_the_handle_goes_on, dropped_connection_mid_batch,
      owner_without_the_application_gets_direct_messages, a_failed_open_leaves_no_relay,
      stream_by_the_side_channel_in_order, side_channel_port_close_returns_after_the_last_byte,
-     side_channel_relay_killed_ends_the_handle, side_channels_leave_no_fds].
+     side_channel_relay_killed_ends_the_handle, side_channel_relay_killed_while_idle,
+     side_channels_leave_no_fds].
 
 init_per_testcase(_Case, Config) ->
     Pn = own_portnode:start("relay", "auto"),
@@ -259,6 +260,31 @@ side_channel_relay_killed_ends_the_handle(Config) ->
     ?assertEqual({'EXIT', H, {relay_down, killed}}, skip_data(H)),
     ?assertEqual([], after_end(H, 300)),
     ?assertEqual([], os_process:wait_gone([OsPid], 10000)).
+
+%% @doc The relay killed after a stream went by its side channel, with
+%% nothing in flight: the handle goes on (through the connection), and
+%% portnode closes its end of the socket at once, not at the port's end.
+side_channel_relay_killed_while_idle(Config) ->
+    process_flag(trap_exit, true),
+    OsPid = own_portnode:os_pid(?config(pn, Config)),
+    Fds = fun() -> length(filelib:wildcard("*", "/proc/" ++ integer_to_list(OsPid) ++ "/fd")) end,
+    H = portnode:open_port(?config(node, Config), {spawn_executable, "/bin/sh"},
+                           [{args, ["-c", "head -c 20000000 /dev/zero; read x; echo done"]}, binary, stream]),
+    Relay = relay_of(H),
+    wait_for_bytes(H, 20000000),
+    ?assert(side_bytes(Relay) > 0),
+    %% Its last acknowledgement on its way back.
+    timer:sleep(300),
+    With = Fds(),
+    Ref = monitor(process, Relay),
+    exit(Relay, kill),
+    receive {'DOWN', Ref, process, Relay, killed} -> ok after 5000 -> ct:fail(relay_not_down) end,
+    ?assertEqual(ok, os_process:poll(fun() -> Fds() =:= With - 1 end, 5000)),
+    ?assertEqual([], mailbox(H) ++ [X || {'EXIT', P, _} = X <- [receive M -> M after 0 -> none end], P =:= H]),
+    true = portnode:port_command(H, <<"\n">>),
+    ?assertEqual({H, {data, <<"done\n">>}}, next(H)),
+    %% The program has ended, and with it the handle.
+    ?assertEqual([{'EXIT', H, normal}], after_end(H, 2000)).
 
 %% @doc Twenty streams by side channels, each closed or ended: portnode
 %% holds as many fds after as before (a socket, a token and an offer each).
