@@ -279,7 +279,7 @@ side_channel_relay_killed_while_idle(Config) ->
     Ref = monitor(process, Relay),
     exit(Relay, kill),
     receive {'DOWN', Ref, process, Relay, killed} -> ok after 5000 -> ct:fail(relay_not_down) end,
-    ?assertEqual(ok, os_process:poll(fun() -> Fds() =:= With - 1 end, 5000)),
+    ?assertEqual(ok, os_process:poll(fun() -> Fds() =< With - 1 end, 5000)),
     ?assertEqual([], mailbox(H) ++ [X || {'EXIT', P, _} = X <- [receive M -> M after 0 -> none end], P =:= H]),
     true = portnode:port_command(H, <<"\n">>),
     ?assertEqual({H, {data, <<"done\n">>}}, next(H)),
@@ -304,8 +304,9 @@ side_channels_leave_no_fds(Config) ->
          _ = mailbox(H)
      end || _ <- lists:seq(1, 10)],
     ok = os_process:poll(fun() -> relays() =:= [] end, 5000),
-    Settled = os_process:poll(fun() -> Fds() =:= Before end, 5000),
-    ?assertEqual({ok, Before}, {Settled, Fds()}).
+    %% No more than before (a program's cleanup may still have held one then).
+    Settled = os_process:poll(fun() -> Fds() =< Before end, 5000),
+    ?assertEqual({ok, true}, {Settled, Fds() =< Before}).
 
 %%% Helpers
 
@@ -323,13 +324,15 @@ stream_bytes(H, Relay, Acc, N, Side) ->
 %% Bytes the relay has read from its side channel (0 without one, or once
 %% it is gone).
 side_bytes(Relay) ->
-    case catch socket:which_sockets(Relay) of
+    try socket:which_sockets(Relay) of
         [Socket] ->
-            case catch socket:info(Socket) of
+            try socket:info(Socket) of
                 #{counters := #{read_byte := Read}} -> Read;
                 _ -> 0
+            catch _:_ -> 0
             end;
         _ -> 0
+    catch _:_ -> 0
     end.
 
 wait_for_bytes(H, N) when N =< 0 -> H;
