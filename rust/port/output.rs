@@ -188,14 +188,10 @@ fn grow(pipe: &pipe::Receiver) {
 
 /// Bytes waiting in `pipe` (`FIONREAD`); [`READ_CHUNK`] if it cannot say.
 fn bytes_waiting(pipe: &pipe::Receiver) -> usize {
-    exact_bytes_waiting(pipe).unwrap_or(READ_CHUNK)
-}
-
-fn exact_bytes_waiting(pipe: &pipe::Receiver) -> Option<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
     match unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) } {
-        0 => usize::try_from(n).ok(),
-        _ => None,
+        0 => usize::try_from(n).unwrap_or(READ_CHUNK),
+        _ => READ_CHUNK,
     }
 }
