@@ -12,7 +12,8 @@
 %% portnode, a spawner of portnode's, or the VM's erl_child_setup) forks its
 %% next child, and when that child execs. The kernel stamps both events, so
 %% neither the VM nor portnode runs any of the measurement while it is timed.
-%% Run with `bench/run restart'.
+%% Run with `bench/run restart'; `bench/run restart service' runs the anchor
+%% and the rows whose name holds a word given.
 -module(restart_bench).
 -behaviour(gen_server).
 
@@ -25,7 +26,7 @@
 
 %% @doc Prints the table.
 -spec main([string()]) -> ok.
-main(_Args) ->
+main(Words) ->
     %% Hundreds of crash reports would cost every case time: keep the logs quiet.
     logger:set_primary_config(level, critical),
     {ok, _} = application:ensure_all_started(portnode),
@@ -39,26 +40,29 @@ main(_Args) ->
     Port = #{id => port_worker, start => {?MODULE, start_port_worker, []}},
     Service = portnode:service(service, {spawn_executable, ?PROGRAM}, [{args, ["300"]}, {name, bench_service}, {output, ignore}]),
     Program = #{id => program, start => {{spawn_executable, ?PROGRAM}, [{args, ["300"]}]}},
+    Cases = [{"plain port in a gen_server, Erlang supervisor", fun() -> by_name(Watch, Flags, Port, bench_port) end,
+              {"anchor", fun(_) -> "-" end}},
+             {"portnode:service, Erlang supervisor", fun() -> by_name(Watch, Flags, Service, bench_service) end,
+              {"<= 1.0x", fun(R) -> met(Mode, R =< 1.0) end}},
+             {"portnode:supervisor child", fun() -> in_portnode(Watch, Flags, Program) end,
+              {"<= 0.6x", fun(R) -> met(Mode, R =< 0.6) end}}],
     Rows = try
                [begin
                     io:format("~s ...~n", [Name]),
-                    {Name, Fun()}
-                end || {Name, Fun} <- [{"plain port in a gen_server, Erlang supervisor", fun() -> by_name(Watch, Flags, Port, bench_port) end},
-                                       {"portnode:service, Erlang supervisor", fun() -> by_name(Watch, Flags, Service, bench_service) end},
-                                       {"portnode:supervisor child", fun() -> in_portnode(Watch, Flags, Program) end}]]
+                    {Name, Fun(), Target}
+                end || {Name, Fun, Target} <- Cases, selected(Name, Words)]
            after
                catch erlang:port_close(Watch),
                application:stop(portnode)
            end,
-    [{_, {AnchorFork, AnchorExec, _}} | _] = Rows,
+    [{_, {AnchorFork, AnchorExec, _}, _} | _] = Rows,
     io:format("~n| restart after kill -9 (~b kills each; kernel timestamps; ~s mode) | to fork: median ms | mean | p99 | to exec: median ms | median vs plain port (fork, exec) | target (to fork, cgroup mode) |~n|---|---|---|---|---|---|---|~n", [?KILLS, Mode]),
-    Targets = [{"anchor", fun(_) -> "-" end}, {"<= 1.0x", fun(R) -> met(Mode, R =< 1.0) end}, {"<= 0.6x", fun(R) -> met(Mode, R =< 0.6) end}],
     [io:format("| ~s | ~.3f | ~.3f | ~.3f | ~.3f | ~.2fx, ~.2fx | ~s |~n",
                [N, median(F), mean(F), p99(F), median(E), median(F) / median(AnchorFork), median(E) / median(AnchorExec),
                 case T of "anchor" -> T; _ -> T ++ ": " ++ Met(median(F) / median(AnchorFork)) end])
-     || {{N, {F, E, _}}, {T, Met}} <- lists:zip(Rows, Targets)],
+     || {N, {F, E, _}, {T, Met}} <- Rows],
     io:format("~nThe stopwatch's own cost, per kill (median; it sleeps in recv(2) between events):~n~n| case | CPU us | process events read |~n|---|---|---|~n"),
-    [io:format("| ~s | ~.1f | ~b |~n", [N, median(Cpu) / 1000, median(Ev)]) || {N, {_, _, {Cpu, Ev}}} <- Rows],
+    [io:format("| ~s | ~.1f | ~b |~n", [N, median(Cpu) / 1000, median(Ev)]) || {N, {_, _, {Cpu, Ev}}, _} <- Rows],
     io:format("~n"),
     ok.
 
@@ -122,6 +126,12 @@ stop(Sup) ->
 met(cgroup, true) -> "met";
 met(cgroup, false) -> "**NOT met**";
 met(_, _) -> "not measured (not cgroup mode)".
+
+%% The anchor always runs; the other rows only if a word names them (all
+%% without words): `bench/run restart service'.
+selected("plain port" ++ _, _) -> true;
+selected(_, []) -> true;
+selected(Name, Words) -> lists:any(fun(W) -> string:find(Name, W) =/= nomatch end, Words).
 
 median(S) -> lists:nth((length(S) + 1) div 2, lists:sort(S)).
 mean(S) -> lists:sum(S) / length(S).

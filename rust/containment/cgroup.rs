@@ -207,6 +207,13 @@ impl Leaf {
         (super::stats::peak(&memory), hit)
     }
 
+    /// The memory limit, if its OOM kill ended any process (read only with a limit).
+    pub fn memory_limit_hit(&self) -> Option<u64> {
+        let limit = self.limits.as_deref().and_then(|l| l.memory)?;
+        let dir = self.dir();
+        (super::stats::oom_kills(&self.memory(&dir)) > 0).then_some(limit)
+    }
+
     /// The child is in (or failed to start): the fd is no longer needed.
     pub fn started(&mut self) {
         self.handle = None;

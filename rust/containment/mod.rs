@@ -185,6 +185,15 @@ impl Jail {
         }
     }
 
+    /// The program's memory limit, if its OOM kill ended any of its
+    /// processes (nothing is read without a limit).
+    pub fn memory_limit_hit(&self) -> Option<u64> {
+        match self {
+            Jail::Cgroup(leaf) => leaf.memory_limit_hit(),
+            Jail::Group { .. } => None,
+        }
+    }
+
     /// The peak of its memory, where a memory controller keeps one, and its
     /// memory limit if the OOM killer ended any of its processes for it.
     pub fn memory_peak_and_limit_hit(&self) -> (Option<u64>, Option<u64>) {

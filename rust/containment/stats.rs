@@ -51,7 +51,14 @@ pub fn of_cgroup(dir: &Path, cpu_base: u64, memory: &Memory<'_>) -> Usage {
 /// (v2 `memory.peak`, Linux 5.19; v1 `memory.max_usage_in_bytes`).
 pub fn peak(memory: &Memory<'_>) -> Option<u64> {
     match memory {
-        Memory::V2(dir) => fs::read_to_string(dir.join("memory.peak")).ok()?.trim().parse().ok(),
+        // One `read` (a number), without `read_to_string`'s `statx` and second
+        // `read`: it is read at every exit of a program that reports its use.
+        Memory::V2(dir) => {
+            use std::io::Read;
+            let mut buf = [0u8; 32];
+            let n = fs::File::open(dir.join("memory.peak")).and_then(|mut f| f.read(&mut buf)).ok()?;
+            std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+        }
         Memory::V1(dir) => fs::read_to_string(dir.join("memory.max_usage_in_bytes")).ok()?.trim().parse().ok(),
         Memory::Rss => None,
     }

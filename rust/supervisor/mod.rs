@@ -19,7 +19,6 @@ pub mod spec;
 use crate::etf::{self, a, as_atom, as_tuple, int, tuple};
 use crate::node::process::{Call, Process};
 use crate::node::Node;
-use crate::port::settings::{PortSpec, Stderr};
 use eetf::{Pid, Term};
 use intensity::Intensity;
 use request::{CallRequest, Request};
@@ -120,23 +119,17 @@ impl Supervisor {
         self.children.iter().position(|c| c.handle.as_ref() == Some(handle))
     }
 
-    /// Opens child `i`'s program, with the settings the supervisor needs:
-    /// the exit status (signals apart), and stderr as messages it can log.
+    /// Opens child `i`'s program, with the settings the supervisor needs
+    /// (see [`ChildSpec::open_settings`]).
     async fn start_child(&mut self, i: usize) -> Result<Pid, Term> {
         let spec = &self.children[i].spec;
-        let mut settings = etf::as_list(&spec.settings).unwrap_or_default();
-        settings.extend([a("exit_status"), a("exit_signal")]);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let on_start = crate::port::OnStart::Tell(tx);
         crate::spawner::client::room().await;
-        // Users and groups are looked up off the runtime thread, once for both parses.
+        // Users and groups are looked up off the runtime thread.
         let lookups = crate::port::lookups::prepare(&spec.settings).await;
         let handle = crate::port::lookups::with(lookups, || {
-            let parsed = PortSpec::parse(&spec.port_name, &spec.settings).map_err(|bad| tuple(vec![a("badarg"), bad.0]))?;
-            if parsed.use_stdio && parsed.stderr == Stderr::Log {
-                settings.push(tuple(vec![a("stderr"), a("message")]));
-            }
-            crate::port::open(self.me.node(), self.me.pid(), &spec.port_name, &etf::list(settings), None, on_start).map_err(|(reason, _)| reason)
+            crate::port::open(self.me.node(), self.me.pid(), &spec.port_name, &spec.open_settings, None, on_start).map_err(|(reason, _)| reason)
         })?;
         // The handle tells once the program runs, or is ready if it is to
         // say so (or why it is not). Meanwhile what the program prints is

@@ -3,7 +3,7 @@
 //! an error term naming what is wrong, in OTP's words.
 
 use crate::etf::{a, as_atom, as_int, as_list, as_tuple, int, tuple};
-use crate::port::settings::PortSpec;
+use crate::port::settings::{PortSpec, Stderr};
 use eetf::{Map, Term};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -39,6 +39,10 @@ pub struct ChildSpec {
     /// `open_port` arguments, checked when the spec is.
     pub port_name: Term,
     pub settings: Term,
+    /// `settings` and what the supervisor adds to them: the exit status
+    /// (signals apart), and stderr as messages it can log when the program
+    /// writes it to the port's stdio. Built once, not at every restart.
+    pub open_settings: Term,
     pub restart: Restart,
     /// Grace between SIGTERM and SIGKILL: zero for `brutal_kill`, none for `infinity`.
     pub shutdown: Option<Duration>,
@@ -89,8 +93,14 @@ impl ChildSpec {
         let id = map_get(m, "id").ok_or_else(|| a("missing_id"))?.clone();
         let start = map_get(m, "start").ok_or_else(|| a("missing_start"))?;
         let Some([port_name, settings]) = as_tuple(start) else { return Err(invalid("invalid_start", start)) };
-        if let Err(bad) = PortSpec::parse(port_name, settings) {
-            return Err(tuple(vec![a("invalid_start"), tuple(vec![a("badarg"), bad.0])]));
+        let parsed = match PortSpec::parse(port_name, settings) {
+            Ok(parsed) => parsed,
+            Err(bad) => return Err(tuple(vec![a("invalid_start"), tuple(vec![a("badarg"), bad.0])])),
+        };
+        let mut open_settings = as_list(settings).unwrap_or_default();
+        open_settings.extend([a("exit_status"), a("exit_signal")]);
+        if parsed.use_stdio && parsed.stderr == Stderr::Log {
+            open_settings.push(tuple(vec![a("stderr"), a("message")]));
         }
         let restart = match map_get(m, "restart") {
             None => Restart::Permanent,
@@ -113,7 +123,7 @@ impl ChildSpec {
         if as_list(&modules).is_none() && as_atom(&modules) != Some("dynamic") {
             return Err(invalid("invalid_modules", &modules));
         }
-        Ok(ChildSpec { id, port_name: port_name.clone(), settings: settings.clone(), restart, shutdown, modules })
+        Ok(ChildSpec { id, port_name: port_name.clone(), settings: settings.clone(), open_settings: crate::etf::list(open_settings), restart, shutdown, modules })
     }
 
     /// All of `list`, with ids unique.
