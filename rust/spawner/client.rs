@@ -177,14 +177,7 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
         state.out.push_back((bytes, 0, fds));
     }
     // Sent now if the socket has room; an error shows in the serving task.
-    if let Ok(true) = client.flush() {
-        // The message woke the spawner, and the kernel, for a unix socket,
-        // may wake it on this core, behind portnode until portnode sleeps
-        // (a "sync" wake-up). Let it run now: the program starts sooner.
-        // Without a runnable task behind portnode, this returns at once.
-        // SAFETY: sched_yield(2) takes no arguments and cannot fail.
-        unsafe { libc::sched_yield() };
-    }
+    let _ = client.flush();
     client.queued.notify_one();
     Ok(rx)
 }
