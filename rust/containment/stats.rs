@@ -169,4 +169,23 @@ mod tests {
         assert_eq!(oom_kills(&Memory::Rss), 0);
         assert_eq!(oom_kills(&Memory::V1(Path::new("/nonexistent"))), 0);
     }
+
+    /// The v2 files read as the kernel writes them, from a plain directory
+    /// (this host's v2 hierarchy has no memory controller to test on).
+    #[test]
+    fn v2_files_are_read_as_the_kernel_writes_them() {
+        let dir = std::env::temp_dir().join(format!("portnode-stats-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("a temporary directory");
+        let v2 = Memory::V2(&dir);
+        assert_eq!(peak(&v2), None, "no file");
+        fs::write(dir.join("memory.peak"), "18446744073709551615\n").expect("write");
+        assert_eq!(peak(&v2), Some(u64::MAX));
+        fs::write(dir.join("memory.peak"), "4096\n").expect("write");
+        assert_eq!(peak(&v2), Some(4096));
+        fs::write(dir.join("memory.peak"), "max\n").expect("write");
+        assert_eq!(peak(&v2), None, "not a number");
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 0\n").expect("write");
+        assert_eq!(oom_kills(&v2), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

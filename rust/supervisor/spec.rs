@@ -202,4 +202,16 @@ mod tests {
         let one = map(vec![("id", a("x")), ("start", start())]);
         assert_eq!(ChildSpec::parse_all(&list(vec![one.clone(), one])), Err(tuple(vec![a("duplicate_child_name"), a("x")])));
     }
+
+    #[test]
+    fn a_child_opens_with_its_exit_status_and_its_stderr_as_messages() {
+        let with = |settings: Vec<Term>| {
+            let start = tuple(vec![tuple(vec![a("spawn"), Term::from(eetf::ByteList::from("cat"))]), list(settings)]);
+            ChildSpec::parse(&map(vec![("id", a("x")), ("start", start)])).expect("valid").open_settings
+        };
+        let stderr_message = tuple(vec![a("stderr"), a("message")]);
+        assert_eq!(with(vec![a("binary")]), list(vec![a("binary"), a("exit_status"), a("exit_signal"), stderr_message]));
+        assert_eq!(with(vec![a("stderr_to_stdout")]), list(vec![a("stderr_to_stdout"), a("exit_status"), a("exit_signal")]));
+        assert_eq!(with(vec![a("nouse_stdio")]), list(vec![a("nouse_stdio"), a("exit_status"), a("exit_signal")]));
+    }
 }
