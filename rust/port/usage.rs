@@ -66,16 +66,13 @@ pub fn stats(program: &Running, peak: Option<&Peak>, full: bool) -> Term {
 /// memory_peak, memory_limit_hit}}` if `wanted`.
 pub fn at_exit(program: &Running, peak: Option<&Peak>, name: &str, os_pid: u32, wanted: bool) -> Option<Term> {
     let (jail, leader) = program.jail()?;
-    if !wanted {
-        // Nothing read that is not needed: a restart waits behind this.
-        if let Some(limit) = jail.memory_limit_hit() {
-            warn!(program = name, os_pid, limit, "the program hit its memory limit: the kernel's OOM killer ended it (SIGKILL)");
-        }
-        return None;
-    }
-    let (kept, hit) = jail.memory_peak_and_limit_hit();
+    // Nothing read that is not reported: a restart waits behind this.
+    let (kept, hit) = if wanted { jail.memory_peak_and_limit_hit() } else { (None, jail.memory_limit_hit()) };
     if let Some(limit) = hit {
         warn!(program = name, os_pid, limit, "the program hit its memory limit: the kernel's OOM killer ended it (SIGKILL)");
+    }
+    if !wanted {
+        return None;
     }
     let cpu_us = jail.cpu_us(leader);
     let memory_peak = kept.or_else(|| peak.map(|p| p.0.load(Ordering::Relaxed))).unwrap_or(0);
