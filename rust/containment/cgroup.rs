@@ -200,11 +200,9 @@ impl Leaf {
     /// Its memory's peak, where a controller keeps one; and its memory
     /// limit, if it hit it (how many of its processes the OOM killer took).
     pub fn memory_peak_and_limit_hit(&self) -> (Option<u64>, Option<u64>) {
+        let hit = self.memory_limit_hit();
         let dir = self.dir();
-        let memory = self.memory(&dir);
-        let limit = self.limits.as_deref().and_then(|l| l.memory);
-        let hit = limit.filter(|_| super::stats::oom_kills(&memory) > 0);
-        (super::stats::peak(&memory), hit)
+        (super::stats::peak(&self.memory(&dir)), hit)
     }
 
     /// The memory limit, if its OOM kill ended any process (read only with a limit).
