@@ -189,18 +189,9 @@ fn a_flood_of_silent_connections_leaves_room_for_real_peers_and_programs() {
     wait_for("the silent connections' descriptors to go", Duration::from_secs(10), || fds(pn.pid()) <= before + 8);
 }
 
-/// A user lookup that takes 3 s (a slow LDAP or sssd, simulated by an
-/// LD_PRELOAD'ed getpwnam_r/getpwnam) does not stall the node: with a 2 s
-/// tick time the connection stays, a running port and the control server
-/// answer within 0.5 s all along, and the open completes once the lookup
-/// does, its program running as that user.
-#[test]
-fn a_slow_user_lookup_stalls_nothing_but_its_open() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return eprintln!("skipped: running a program as nobody needs root");
-    }
-    let home = Home::new(COOKIE);
+/// A preload that makes looking up the user `nobody` take 3 s (a slow LDAP
+/// or sssd): getpwnam_r and getpwnam sleep first. Its path.
+fn slow_lookup_preload(home: &Home) -> String {
     let source = home.path.join("slow_lookup.c");
     let library = home.path.join("slow_lookup.so");
     std::fs::write(
@@ -226,7 +217,22 @@ struct passwd *getpwnam(const char *name) {
     .expect("write the preload's source");
     let built = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&library).arg(&source).arg("-ldl").status().expect("cc");
     assert!(built.success(), "cannot build the preload");
-    let preload = library.to_string_lossy().into_owned();
+    library.to_string_lossy().into_owned()
+}
+
+/// A user lookup that takes 3 s (a slow LDAP or sssd, simulated by an
+/// LD_PRELOAD'ed getpwnam_r/getpwnam) does not stall the node: with a 2 s
+/// tick time the connection stays, a running port and the control server
+/// answer within 0.5 s all along, and the open completes once the lookup
+/// does, its program running as that user.
+#[test]
+fn a_slow_user_lookup_stalls_nothing_but_its_open() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return eprintln!("skipped: running a program as nobody needs root");
+    }
+    let home = Home::new(COOKIE);
+    let preload = slow_lookup_preload(&home);
     let pn = Portnode::start_env(&home, &unique("pn"), &["--net-ticktime", "2"], &[("LD_PRELOAD", &preload)]);
     let mut erl = Erl::start(&home, &["-kernel", "net_ticktime", "2"]);
     let out = erl.eval_within(
@@ -248,6 +254,45 @@ struct passwd *getpwnam(const char *name) {
         Duration::from_secs(60),
     );
     assert_eq!(out, "{true,true,\"65534\",up}");
+}
+
+/// The same for a supervisor inside portnode whose child runs as a user
+/// that is slow to look up: neither its start nor a `supervisor:start_child`
+/// of another such child stalls the node (the control server and a running
+/// port answer within 0.5 s all along), and both children run as that user.
+#[test]
+fn a_slow_user_lookup_in_a_supervisor_child_stalls_nothing_but_its_start() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return eprintln!("skipped: running a program as nobody needs root");
+    }
+    let home = Home::new(COOKIE);
+    let preload = slow_lookup_preload(&home);
+    let pn = Portnode::start_env(&home, &unique("pn"), &["--net-ticktime", "2"], &[("LD_PRELOAD", &preload)]);
+    let mut erl = Erl::start(&home, &["-kernel", "net_ticktime", "2"]);
+    let out = erl.eval_within(
+        &format!(
+            "N = '{}', pong = net_adm:ping(N), monitor_node(N, true), \
+             {{ok, H1, _}} = gen_server:call({{portnode, N}}, {{open_port, self(), {{spawn, \"sleep 300\"}}, []}}), \
+             Self = self(), \
+             Child = fun(Id) -> #{{id => Id, start => {{{{spawn, \"sleep 300\"}}, [{{user, \"nobody\"}}]}}}} end, \
+             Timed = fun(F) -> spawn(fun() -> T0 = erlang:monotonic_time(millisecond), R = F(), Self ! {{done, R, erlang:monotonic_time(millisecond) - T0}} end) end, \
+             Probe = fun() -> T = erlang:monotonic_time(millisecond), _ = gen_server:call(H1, os_pid, 5000), pong = gen_server:call({{portnode, N}}, ping, 5000), erlang:monotonic_time(millisecond) - T end, \
+             Probes = fun() -> lists:max([begin timer:sleep(100), Probe() end || _ <- lists:seq(1, 30)]) end, \
+             Timed(fun() -> gen_server:call({{portnode, N}}, {{start_supervisor, Self, #{{}}, [Child(first)]}}, 30000) end), \
+             Slowest1 = Probes(), \
+             {{done, {{ok, Sup}}, Took1}} = receive {{done, _, _}} = D1 -> D1 after 15000 -> timeout end, \
+             Timed(fun() -> supervisor:start_child(Sup, Child(second)) end), \
+             Slowest2 = Probes(), \
+             {{done, {{ok, _}}, Took2}} = receive {{done, _, _}} = D2 -> D2 after 15000 -> timeout end, \
+             Uids = lists:sort([string:trim(os:cmd(\"ps -o uid= -p \" ++ integer_to_list(gen_server:call(H, os_pid)))) || {{_, H, _, _}} <- supervisor:which_children(Sup)]), \
+             Down = receive {{nodedown, N}} -> nodedown after 0 -> up end, \
+             {{Slowest1 < 500, Slowest2 < 500, Took1 >= 2900, Took2 >= 2900, Uids, Down}}",
+            pn.node
+        ),
+        Duration::from_secs(90),
+    );
+    assert_eq!(out, "{true,true,true,true,[\"65534\",\"65534\"],up}");
 }
 
 /// The peak resident size of OS process `pid` (VmHWM), in kB.

@@ -93,9 +93,14 @@ async fn control(mut me: Process) -> Term {
                 continue;
             }
             CallRequest::StartSupervisor { parent, flags, children } => {
-                // The supervisor answers the call itself, once its children run.
-                let lookups = crate::port::lookups::prepare_children(&children).await;
-                crate::port::lookups::with(lookups, || crate::supervisor::start(&me.node().clone(), &me, call, &parent, &flags, &children));
+                // The supervisor answers the call itself, once its children
+                // run; as with an open, the next call need not wait for the
+                // users and groups its specs name to be looked up.
+                let (node, me_pid) = (me.node().clone(), me.pid().clone());
+                tokio::spawn(async move {
+                    let lookups = crate::port::lookups::prepare_children(&children).await;
+                    crate::supervisor::start(&node, &me_pid, call, &parent, &flags, &children, lookups);
+                });
                 continue;
             }
             CallRequest::Unknown(request) => error(tuple(vec![a("unknown_call"), request])),

@@ -18,6 +18,7 @@ pub mod spec;
 
 use crate::etf::{self, a, as_atom, as_tuple, int, tuple};
 use crate::node::process::{Call, Process};
+use crate::port::lookups::Lookups;
 use crate::node::Node;
 use eetf::{Pid, Term};
 use intensity::Intensity;
@@ -32,14 +33,18 @@ use tracing::{error, info, warn};
 /// with `{ok, Pid}` once every child has started, or with the error
 /// `supervisor:start_link/2` would return. Bad flags or specs are answered
 /// at once, without a process.
-pub fn start(node: &Arc<Node>, me: &Process, call: Call, parent: &Pid, flags: &Term, children: &Term) {
+/// `replier` is the process the call was made to (the control server),
+/// which answers a bad call. Users and groups the specs name are looked up
+/// from `lookups` (see [`crate::port::lookups`]).
+pub fn start(node: &Arc<Node>, replier: &Pid, call: Call, parent: &Pid, flags: &Term, children: &Term, lookups: Lookups) {
+    let refuse = |reason: Term| node.send(Some(replier), &call.from, tuple(vec![call.tag.clone(), error(reason)]));
     let flags = match Flags::parse(flags) {
         Ok(flags) => flags,
-        Err(reason) => return me.reply(&call, error(tuple(vec![a("supervisor_data"), reason]))),
+        Err(reason) => return refuse(tuple(vec![a("supervisor_data"), reason])),
     };
-    let specs = match ChildSpec::parse_all(children) {
+    let specs = match crate::port::lookups::with(lookups, || ChildSpec::parse_all(children)) {
         Ok(specs) => specs,
-        Err(reason) => return me.reply(&call, error(tuple(vec![a("start_spec"), reason]))),
+        Err(reason) => return refuse(tuple(vec![a("start_spec"), reason])),
     };
     let parent_pid = parent.clone();
     let pid = node.spawn(move |me| run(me, parent_pid, flags, specs, call));
@@ -357,7 +362,9 @@ impl Supervisor {
 
     /// `supervisor:start_child/2`: a new child, started at once, last in order.
     async fn add_child(&mut self, spec: &Term) -> Term {
-        let spec = match ChildSpec::parse(spec) {
+        // The users and groups it names are looked up off the runtime thread.
+        let lookups = crate::port::lookups::prepare_children(&etf::list(vec![spec.clone()])).await;
+        let spec = match crate::port::lookups::with(lookups, || ChildSpec::parse(spec)) {
             Ok(spec) => spec,
             Err(reason) => return error(reason),
         };
