@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 /// Starts a supervisor for `parent` (linked to it) that answers `call`
 /// with `{ok, Pid}` once every child has started, or with the error
 /// `supervisor:start_link/2` would return. Bad flags or specs are answered
-/// at once, without a process.
+/// without a process.
 /// `replier` is the process the call was made to (the control server),
 /// which answers a bad call. Users and groups the specs name are looked up
 /// from `lookups` (see [`crate::port::lookups`]).
