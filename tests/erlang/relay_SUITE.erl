@@ -294,7 +294,7 @@ side_channels_leave_no_fds(Config) ->
     %% The listener's socket is made at the first offer. Counted once that
     %% stream's handle is gone (its relay exits with it).
     side_stream(?config(node, Config), "1000000"),
-    ok = os_process:poll(fun() -> relays() =:= [] end, 5000),
+    no_relays_left(),
     Before = Fds(),
     [side_stream(?config(node, Config), "1000000") || _ <- lists:seq(1, 10)],
     [begin
@@ -303,7 +303,7 @@ side_channels_leave_no_fds(Config) ->
          true = portnode:port_close(H),
          _ = mailbox(H)
      end || _ <- lists:seq(1, 10)],
-    ok = os_process:poll(fun() -> relays() =:= [] end, 5000),
+    no_relays_left(),
     %% No more than before (a program's cleanup may still have held one then).
     Settled = os_process:poll(fun() -> Fds() =< Before end, 5000),
     ?assertEqual({ok, true}, {Settled, Fds() =< Before}).
@@ -458,6 +458,15 @@ count_in_order(H, First, Last) ->
 relay_of(H) ->
     [Relay] = [R || R <- relays(), lists:member(H, element(2, process_info(R, links)))],
     Relay.
+
+%% Waits until every relay in this VM is gone (each goes with its handle);
+%% if one stays, fails naming what each is doing and what it is linked to.
+%% 20 s: once, under a full CI run on OTP 29, 5 s was not enough.
+no_relays_left() ->
+    case os_process:poll(fun() -> relays() =:= [] end, 20000) of
+        ok -> ok;
+        _ -> ct:fail({relays_left, [{R, process_info(R, [current_function, links, message_queue_len])} || R <- relays()]})
+    end.
 
 relays() ->
     lists:sort([P || P <- processes(), process_info(P, initial_call) =:= {initial_call, {portnode_relay, init, 1}}]).
