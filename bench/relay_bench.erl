@@ -1,0 +1,79 @@
+%% @doc Benchmark: what a relay (src/portnode_relay.erl) spends per message,
+%% measured alone in this VM, without portnode: decoding a batch, sending
+%% each item on to a process that counts them, and the check of the link
+%% to the handle before each send. Run with `bench/run relay'.
+%%
+%% The loops are the relay's own (`forward/4' and `linked/1' there), written
+%% again here: the relay exports neither. Each case is the best of 20
+%% batches of 8,000 six-byte binaries (the packet row's size), in ns per
+%% item; a forward counts until the receiver has taken every message.
+-module(relay_bench).
+
+-export([main/1]).
+
+-define(ITEMS, 8000).
+-define(REPEAT, 20).
+
+%% @doc Prints the table. Args: [Runs] (default 3).
+-spec main([string()]) -> ok.
+main(Args) ->
+    Runs = case Args of [] -> 3; [N] -> list_to_integer(N) end,
+    %% A handle as the relay knows it: a pid on another node.
+    Handle = binary_to_term(<<131, 88, 100, 0, 8, "pn@bench", 1:32, 0:32, 1:32>>),
+    Items = [<<"abcdef">> || _ <- lists:seq(1, ?ITEMS)],
+    Batch = term_to_binary({'$portnode_relay', self(), data, Items}),
+    Built = term_to_binary({'$portnode_relay', self(), msg, [{Handle, {data, I}} || I <- Items]}),
+    {_, _, _, Decoded} = binary_to_term(Batch),
+    {_, _, _, DecodedBuilt} = binary_to_term(Built),
+    Cases = [{"decode a batch (the items)", fun() -> per_item(fun() -> binary_to_term(Batch) end) end},
+             {"decode a batch of whole messages (portnode builds them)", fun() -> per_item(fun() -> binary_to_term(Built) end) end},
+             {"the link check alone (process_info(self(), links))", fun() -> per_item(fun() -> check_each(Handle, Decoded) end) end},
+             {"forward each, no check", fun() -> forwarding(fun(To) -> forward(Handle, To, Decoded) end) end},
+             {"forward each, the check before each (the relay)", fun() -> forwarding(fun(To) -> forward_checked(Handle, To, Decoded) end) end},
+             {"send whole messages on, no check", fun() -> forwarding(fun(To) -> send_each(To, DecodedBuilt) end) end}],
+    Results = [{Name, [F() || _ <- lists:seq(1, Runs)]} || {Name, F} <- Cases],
+    io:format("~n| per item (ns, ~b items a batch, best of ~b batches), ~b runs | ns |~n|---|---|~n", [?ITEMS, ?REPEAT, Runs]),
+    [io:format("| ~s | ~s |~n", [Name, string:join([io_lib:format("~.1f", [T]) || T <- Ts], ", ")]) || {Name, Ts} <- Results],
+    ok.
+
+per_item(F) ->
+    lists:min([timed(F) || _ <- lists:seq(1, ?REPEAT)]) / ?ITEMS.
+
+timed(F) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    _ = F(),
+    erlang:monotonic_time(nanosecond) - T0.
+
+%% Sends a batch on to a fresh counting process, until it has taken all.
+forwarding(Send) ->
+    lists:min([forward_once(Send) || _ <- lists:seq(1, ?REPEAT)]) / ?ITEMS.
+
+forward_once(Send) ->
+    Self = self(),
+    To = spawn(fun() -> count(Self, ?ITEMS) end),
+    T = timed(fun() -> Send(To), receive {counted, To} -> ok end end),
+    T.
+
+count(Parent, 0) -> Parent ! {counted, self()};
+count(Parent, N) -> receive _ -> count(Parent, N - 1) end.
+
+check_each(Handle, [_ | Rest]) -> _ = linked(Handle), check_each(Handle, Rest);
+check_each(_, []) -> ok.
+
+forward(Handle, To, [Item | Rest]) -> To ! {Handle, {data, Item}}, forward(Handle, To, Rest);
+forward(_, _, []) -> ok.
+
+%% As the relay: the link is looked at before each send. (Here it is never
+%% there, and the send goes on anyway, to time the same work.)
+forward_checked(Handle, To, [Item | Rest]) ->
+    _ = linked(Handle),
+    To ! {Handle, {data, Item}},
+    forward_checked(Handle, To, Rest);
+forward_checked(_, _, []) -> ok.
+
+send_each(To, [Msg | Rest]) -> To ! Msg, send_each(To, Rest);
+send_each(_, []) -> ok.
+
+linked(Handle) ->
+    {links, Links} = process_info(self(), links),
+    lists:member(Handle, Links).
