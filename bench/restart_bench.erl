@@ -3,7 +3,10 @@
 %% <ul>
 %% <li>a plain port owned by a gen_server under an Erlang supervisor (the anchor),</li>
 %% <li>a service (`portnode:service/3') under an Erlang supervisor,</li>
-%% <li>a child of a supervisor that runs inside portnode (`portnode:supervisor/3').</li>
+%% <li>a child of a supervisor that runs inside portnode (`portnode:supervisor/3');</li>
+%% <li>the floor: one C process that restarts its program itself as soon as
+%%     it exits (bench/restart_floor.c): what no supervisor, Erlang's or
+%%     portnode's, can beat on this machine.</li>
 %% </ul>
 %% The program is `/bin/sleep 300' in each case. The stopwatch is a separate
 %% OS process, `restart_watch' (bench/restart_watch.c, built by bench/run):
@@ -45,7 +48,9 @@ main(Words) ->
              {"portnode:service, Erlang supervisor", fun() -> by_name(Watch, Flags, Service, bench_service) end,
               {"<= 1.0x", fun(R) -> met(Mode, R =< 1.0) end}},
              {"portnode:supervisor child", fun() -> in_portnode(Watch, Flags, Program) end,
-              {"<= 0.6x", fun(R) -> met(Mode, R =< 0.6) end}}],
+              {"<= 0.6x", fun(R) -> met(Mode, R =< 0.6) end}},
+             {"floor: the parent restarts it alone (restart_floor)", fun() -> floor(Watch, Mode) end,
+              {"floor", fun(_) -> "-" end}}],
     Rows = try
                [begin
                     io:format("~s ...~n", [Name]),
@@ -59,7 +64,7 @@ main(Words) ->
     io:format("~n| restart after kill -9 (~b kills each; kernel timestamps; ~s mode) | to fork: median ms | mean | p99 | to exec: median ms | median vs plain port (fork, exec) | target (to fork, cgroup mode) |~n|---|---|---|---|---|---|---|~n", [?KILLS, Mode]),
     [io:format("| ~s | ~.3f | ~.3f | ~.3f | ~.3f | ~.2fx, ~.2fx | ~s |~n",
                [N, median(F), mean(F), p99(F), median(E), median(F) / median(AnchorFork), median(E) / median(AnchorExec),
-                case T of "anchor" -> T; _ -> T ++ ": " ++ Met(median(F) / median(AnchorFork)) end])
+                case T of "anchor" -> T; "floor" -> "(no target: the floor)"; _ -> T ++ ": " ++ Met(median(F) / median(AnchorFork)) end])
      || {N, {F, E, _}, {T, Met}} <- Rows],
     io:format("~nThe stopwatch's own cost, per kill (median; it sleeps in recv(2) between events):~n~n| case | CPU us | process events read |~n|---|---|---|~n"),
     [io:format("| ~s | ~.1f | ~b |~n", [N, median(Cpu) / 1000, median(Ev)]) || {N, {_, _, {Cpu, Ev}}, _} <- Rows],
@@ -88,6 +93,47 @@ in_portnode(Watch, Flags, Spec) ->
     {ok, Sup} = portnode:start_supervisor(Flags, [Spec]),
     try samples(Watch, fun() -> [{program, H, _, _}] = supervisor:which_children(Sup), portnode:os_pid(H) end)
     after stop(Sup)
+    end.
+
+%% The floor: restart_floor, a port of this VM, restarts its program
+%% itself, in leaf cgroups of a directory of its own in cgroup mode.
+floor(Watch, Mode) ->
+    Exe = filename:join(os:getenv("BENCH_TMP"), "restart_floor"),
+    Dir = case Mode of cgroup -> floor_cgroup(); _ -> none end,
+    P = erlang:open_port({spawn_executable, Exe}, [{line, 256}, {args, [Dir || Dir =/= none]}]),
+    try samples(Watch, fun() -> latest_pid(P, undefined) end)
+    after
+        erlang:port_close(P),
+        %% It removes its leaves as it ends; then the directory can go.
+        [begin timer:sleep(200), file:del_dir(Dir) end || Dir =/= none]
+    end.
+
+%% A cgroup v2 directory beside the VM's own (the VM's cgroup holds a
+%% process, so it may have no leaves below it with controllers on).
+floor_cgroup() ->
+    {ok, Mounts} = file:read_file("/proc/self/mountinfo"),
+    [Mount | _] = [binary_to_list(lists:nth(5, binary:split(L, <<" ">>, [global])))
+                   || L <- binary:split(Mounts, <<"\n">>, [global]), binary:match(L, <<" - cgroup2 ">>) =/= nomatch],
+    {ok, Own} = file:read_file("/proc/self/cgroup"),
+    [Path] = [binary_to_list(P) || <<"0::", P/binary>> <- binary:split(Own, <<"\n">>, [global])],
+    Dir = filename:join([Mount ++ "/" ++ string:trim(Path, both, "/"), "restart-floor-" ++ os:getpid()]),
+    ok = case file:make_dir(Dir) of ok -> ok; {error, eexist} -> ok; Error -> Error end,
+    Dir.
+
+%% The last pid restart_floor printed (it prints each program's), or the
+%% one before if none is new.
+latest_pid(P, Last) ->
+    receive
+        {P, {data, {eol, "error " ++ Why}}} ->
+            %% (wait_os_pid/2 catches errors: a failed floor would loop.)
+            io:format("restart_floor: ~s~n", [Why]),
+            halt(1);
+        {P, {data, {eol, Pid}}} -> latest_pid(P, list_to_integer(Pid))
+    after 0 ->
+        case Last of
+            undefined -> get({floor_pid, P});
+            _ -> put({floor_pid, P}, Last), Last
+        end
     end.
 
 %% ms to the fork and to the exec, and the stopwatch's {CPU ns, events} per sample.
