@@ -100,16 +100,16 @@ in_portnode(Watch, Flags, Spec) ->
 floor(Watch, Mode) ->
     Exe = filename:join(os:getenv("BENCH_TMP"), "restart_floor"),
     Dir = case Mode of cgroup -> floor_cgroup(); _ -> none end,
-    P = erlang:open_port({spawn_executable, Exe}, [{line, 256}, {args, [Dir || Dir =/= none]}]),
+    P = erlang:open_port({spawn_executable, Exe}, [{line, 256}, exit_status, {args, [Dir || Dir =/= none]}]),
     try samples(Watch, fun() -> latest_pid(P, undefined) end)
     after
-        erlang:port_close(P),
-        %% It removes its leaves as it ends; then the directory can go.
-        [begin timer:sleep(200), file:del_dir(Dir) end || Dir =/= none]
+        %% Its stdin closed, it kills its program and removes its leaves.
+        catch erlang:port_close(P),
+        [remove_floor_cgroup(Dir, erlang:monotonic_time(millisecond) + 5000) || Dir =/= none]
     end.
 
-%% A cgroup v2 directory beside the VM's own (the VM's cgroup holds a
-%% process, so it may have no leaves below it with controllers on).
+%% A cgroup v2 directory below the VM's own, as portnode places its
+%% subtree (the VM runs in the root cgroup here, as root).
 floor_cgroup() ->
     {ok, Mounts} = file:read_file("/proc/self/mountinfo"),
     [Mount | _] = [binary_to_list(lists:nth(5, binary:split(L, <<" ">>, [global])))
@@ -120,14 +120,31 @@ floor_cgroup() ->
     ok = case file:make_dir(Dir) of ok -> ok; {error, eexist} -> ok; Error -> Error end,
     Dir.
 
+%% Removes the floor's directory once its leaves are gone (it removes them
+%% as it ends, or they are removed here if it could not).
+remove_floor_cgroup(Dir, Deadline) ->
+    Leaves = [L || L <- [filename:join(Dir, "floor0"), filename:join(Dir, "floor1")], filelib:is_dir(L)],
+    Late = erlang:monotonic_time(millisecond) > Deadline,
+    case Leaves of
+        [] ->
+            ok = file:del_dir(Dir);
+        _ when Late ->
+            [file:del_dir(L) || L <- Leaves],
+            case file:del_dir(Dir) of
+                ok -> ok;
+                Error -> io:format("cannot remove ~s: ~p~n", [Dir, Error])
+            end;
+        _ ->
+            timer:sleep(20),
+            remove_floor_cgroup(Dir, Deadline)
+    end.
+
 %% The last pid restart_floor printed (it prints each program's), or the
-%% one before if none is new.
+%% one before if none is new; `{floor_failed, Why}' if it failed.
 latest_pid(P, Last) ->
     receive
-        {P, {data, {eol, "error " ++ Why}}} ->
-            %% (wait_os_pid/2 catches errors: a failed floor would loop.)
-            io:format("restart_floor: ~s~n", [Why]),
-            halt(1);
+        {P, {data, {eol, "error " ++ Why}}} -> {floor_failed, Why};
+        {P, {exit_status, Status}} -> {floor_failed, {exit_status, Status}};
         {P, {data, {eol, Pid}}} -> latest_pid(P, list_to_integer(Pid))
     after 0 ->
         case Last of
@@ -160,6 +177,7 @@ time_restart(Watch, OsPid) ->
 wait_os_pid(Fun, Last) ->
     case catch Fun() of
         OsPid when is_integer(OsPid), OsPid =/= Last -> OsPid;
+        {floor_failed, Why} -> error({restart_floor, Why});
         _ -> timer:sleep(1), wait_os_pid(Fun, Last)
     end.
 

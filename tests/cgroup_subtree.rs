@@ -37,11 +37,18 @@ fn remove_cgroup(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// A cgroup of the test's own, removed (with what is below it) when dropped.
+/// A cgroup of the test's own, removed (with what is below it) when
+/// dropped; what still runs in it (a failed test's programs) is killed first.
 struct TestCgroup(PathBuf);
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        let empty = || std::fs::read_to_string(self.0.join("cgroup.events")).map_or(true, |e| e.lines().any(|l| l.trim() == "populated 0"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         remove_cgroup(&self.0);
     }
 }
@@ -74,7 +81,7 @@ fn leaves(subtree: &Path) -> Vec<String> {
 
 #[test]
 fn each_program_runs_in_a_leaf_of_its_own_and_a_clean_stop_removes_them_all() {
-    let Some(parent) = test_cgroup("spares-test") else { return };
+    let Some(parent) = test_cgroup("subtree-test") else { return };
     let home = Home::new(COOKIE);
     let mut pn = Portnode::start(&home, &["--cgroup", parent.0.to_str().expect("utf-8 path")]);
     let subtree = parent.0.join(format!("portnode-{}", pn.pid()));
