@@ -1,8 +1,8 @@
 //! portnode's cgroup subtree: each program in a leaf of its own, all of
-//! them removed with the subtree at a clean stop; and a portnode SIGKILLed together with its watchdog, which cannot
-//! remove its subtree: the next portnode started in the same place removes
-//! it (when empty), and leaves alone the subtree of a portnode that still
-//! runs.
+//! them removed with the subtree at a clean stop; and a portnode SIGKILLed
+//! together with its watchdog, which cannot remove its subtree: the next
+//! portnode started in the same place removes it (when empty), and leaves
+//! alone the subtree of a portnode that still runs.
 
 mod common;
 use common::*;
