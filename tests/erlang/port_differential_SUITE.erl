@@ -132,11 +132,12 @@ output_only(_) ->
     same({spawn, "head -c 3 >/dev/null"}, [out, exit_status], [{command, "abc"}]).
 
 %% @doc Every error open_port raises, raised the same way.
-errors(_) ->
-    file:write_file("/tmp/portnode_not_executable", <<"data">>),
+errors(Config) ->
+    NotExecutable = filename:join(?config(priv_dir, Config), "not_executable"),
+    ok = file:write_file(NotExecutable, <<"data">>),
     Cases = [{{spawn_executable, "/nonexistent/program"}, []},
              {{spawn_executable, "/tmp"}, []},
-             {{spawn_executable, "/tmp/portnode_not_executable"}, []},
+             {{spawn_executable, NotExecutable}, []},
              {{spawn_executable, "/bin/cat"}, [{packet, 3}]},
              {{spawn_executable, "/bin/cat"}, [{line, 0}]},
              {{spawn_executable, "/bin/cat"}, [no_such_setting]},
