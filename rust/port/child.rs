@@ -202,6 +202,14 @@ fn release(jail: Jail) {
 /// of it is left and its first process is reaped, with the step that
 /// ended it.
 async fn stop(child: &mut Child, jail: &mut Jail, stop_signal: i32, grace: Option<Duration>) -> Ended {
+    // A program stopped is not to be restarted: a restart grant armed on
+    // it (a supervisor child's) is given up before it is signalled, and
+    // answered (if it was used meanwhile, the program had exited first).
+    if child.try_exited().ok().flatten().is_none()
+        && let Some(given_up) = spawner::client::disarm(child.pid)
+    {
+        let _ = given_up.await;
+    }
     // The usual end: the program has exited and left nothing behind. One
     // look tells, and there is nothing to signal or wait for.
     let exited = child.try_exited().ok().flatten();
@@ -372,6 +380,9 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
+            // No time to wait for the spawner's answer: a grant used
+            // meanwhile answers a port that stops its program.
+            let _ = spawner::client::disarm(self.pid);
             self.signal(libc::SIGKILL);
             self.reap();
         }

@@ -59,6 +59,11 @@ pub enum OnStart {
     /// A task of portnode's (a supervisor): the OS pid, or the reason;
     /// as `Reply`, once a program with a `{ready, _}` setting is ready.
     Tell(oneshot::Sender<Result<Option<u32>, Term>>),
+    /// The owner, a supervisor of portnode's, by message, for a program
+    /// started by a restart grant (see [`open_granted`]):
+    /// `{'$portnode_granted', Handle, {ok, OsPid | undefined} | {error, Reason}}`,
+    /// `{error, not_restarted}` if the grant was given up.
+    Granted(Pid),
 }
 
 /// Opens a port for `owner`: returns its handle as soon as its program is
@@ -67,7 +72,21 @@ pub enum OnStart {
 /// VM sent of itself (see [`PortSpec::apply_caller`]), if anything.
 /// `on_start` hears when the program runs; on an error it is given back.
 pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>, on_start: OnStart) -> Result<Pid, (Term, OnStart)> {
-    let (mut spec, starting, notify) = match prepare(owner, port_name, settings, caller) {
+    open_as(node, owner, port_name, settings, caller, on_start, None)
+}
+
+/// Opens a port for `owner` (a supervisor of portnode's) whose program is
+/// a restart grant's: the spawner starts it the moment program `after`
+/// exits, without waiting for portnode (see [`crate::spawner::client::arm`]).
+/// The owner hears by message ([`OnStart::Granted`]) whether it ran. Until
+/// then the port is a handle and a request armed in the spawner, with its
+/// pipes and containment made.
+pub fn open_granted(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, after: u32) -> Result<Pid, Term> {
+    open_as(node, owner, port_name, settings, None, OnStart::Granted(owner.clone()), Some(after as libc::pid_t)).map_err(|(reason, _)| reason)
+}
+
+fn open_as(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>, on_start: OnStart, after: Option<libc::pid_t>) -> Result<Pid, (Term, OnStart)> {
+    let (mut spec, starting, notify) = match prepare(owner, port_name, settings, caller, after) {
         Ok(prepared) => prepared,
         Err(reason) => return Err((reason, on_start)),
     };
@@ -97,7 +116,7 @@ pub fn open(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, ca
 /// Everything `open` does before the handle exists: the settings, the
 /// checks erts makes, the containment, the notify socket, the pipes and
 /// the spawner's request.
-fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>) -> Result<(PortSpec, spawn::Starting, Option<NotifySocket>), Term> {
+fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>, after: Option<libc::pid_t>) -> Result<(PortSpec, spawn::Starting, Option<NotifySocket>), Term> {
     let parsed = PortSpec::parse(port_name, settings).and_then(|mut spec| {
         caller.map_or(Ok(()), |c| spec.apply_caller(c))?;
         Ok(spec)
@@ -129,7 +148,7 @@ fn prepare(owner: &Pid, port_name: &Term, settings: &Term, caller: Option<&Term>
         let why = crate::etf::binary(refused.why.into_bytes());
         return Err(tuple(vec![a("notsup"), tuple(vec![a("limits"), a(refused.limit)]), why]));
     }
-    let starting = spawn::start(&spec, jail, notify.as_ref().map(NotifySocket::path)).map_err(fail)?;
+    let starting = spawn::start(&spec, jail, notify.as_ref().map(NotifySocket::path), after).map_err(fail)?;
     Ok((spec, starting, notify))
 }
 

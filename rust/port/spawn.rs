@@ -90,10 +90,12 @@ fn stop_when_started(answer: spawner::client::Starting, mut jail: Jail) {
 
 /// Asks the spawner for the program `spec` describes, in `jail`, told of
 /// its notify socket if it has one: returns at once, with its pipes made.
+/// With `after`, the request is a restart grant: the program starts when
+/// program `after` exits (see [`spawner::client::arm`]).
 /// Errors here are portnode's own (`emfile` for the pipes, a bad
 /// argument), as `open_port` raises them; the program's own come from
 /// [`Starting::started`].
-pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::Path>) -> io::Result<Starting> {
+pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::Path>, after: Option<libc::pid_t>) -> io::Result<Starting> {
     let (path, args): (OsString, Vec<OsString>) = match &spec.program {
         Program::Executable(file) => {
             // Like spawn_executable: the file is not searched for in PATH.
@@ -166,7 +168,11 @@ pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::
     given.extend(cgroup);
     given.extend(slave);
     given.extend(joins);
-    match spawner::client::spawn(command, given) {
+    let asked = match after {
+        None => spawner::client::spawn(command, given),
+        Some(after) => spawner::client::arm(after, command, given),
+    };
+    match asked {
         Ok(answer) => Ok(Starting { pending: Pending { answer: Some(answer), jail: Some(jail) }, stdin, stdout, stderr, pty }),
         Err(e) => {
             jail.release();

@@ -100,6 +100,50 @@ struct State {
     held: std::collections::HashSet<libc::pid_t>,
     /// `Reap` requests not queued yet (see [`reap`]).
     reaps: Vec<u8>,
+    /// Restart grants armed and not answered yet, by id.
+    grants: HashMap<u32, Grant>,
+    /// The grant armed on each program, by the program's pid.
+    granted: HashMap<libc::pid_t, u32>,
+    /// Programs portnode has begun to stop: no grant may be armed on them.
+    stopping: std::collections::HashSet<libc::pid_t>,
+    /// The id of the next grant.
+    next_grant: u32,
+}
+
+/// A restart grant (see [`arm`]): who waits for its program, and who waits
+/// for its answer so as to stop the program it was armed on.
+struct Grant {
+    after: libc::pid_t,
+    answer: Option<oneshot::Sender<io::Result<Started>>>,
+    hold: bool,
+    disarmed: bool,
+    given_up: Vec<oneshot::Sender<()>>,
+}
+
+/// The most restart grants armed at once. The spawner holds each one's
+/// fds (its program's pipe ends and leaf), which every clone copies and
+/// every exec closes: beyond this many, a program is restarted the usual way.
+pub const MAX_GRANTS: usize = 64;
+
+/// Why a grant's program did not start: it was given up (see [`arm`]).
+#[derive(Debug)]
+pub struct NotRestarted;
+
+impl std::fmt::Display for NotRestarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the restart grant was given up")
+    }
+}
+
+impl std::error::Error for NotRestarted {}
+
+/// True for the error of a grant given up (see [`arm`]).
+pub fn is_not_restarted(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotRestarted>())
+}
+
+fn not_restarted() -> io::Error {
+    io::Error::other(NotRestarted)
 }
 
 /// Starts serving the spawner's socket. Call once, inside the runtime.
@@ -182,6 +226,83 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
     Ok(rx)
 }
 
+/// Arms a restart grant: the spawner starts `command` (with `fds`, as for
+/// [`spawn`]) the moment program `after` exits, without waiting for
+/// portnode, and the answer comes through the returned receiver, as a
+/// spawn's: the program runs, or could not start, or the error
+/// [`NotRestarted`] (see [`is_not_restarted`]): the grant was given up,
+/// nothing was started. It is given up when portnode begins to stop
+/// `after` (see [`disarm`]), so that a program portnode stops is not
+/// restarted behind its back; at once if that has begun already, if
+/// `after` has exited, or if [`MAX_GRANTS`] are armed.
+///
+/// `after` is held (a zombie until reaped), so its pid cannot name another
+/// program while it is known here.
+pub fn arm(after: libc::pid_t, command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
+    let client = CLIENT.get().ok_or_else(|| io::Error::other("no spawner attached"))?;
+    debug_assert_eq!(fds.len(), command.fd_count());
+    let (tx, rx) = oneshot::channel();
+    let hold = command.hold;
+    let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
+    let running = state.exits.get(&after).is_some_and(|slot| slot.get().is_none());
+    if !running || state.stopping.contains(&after) || state.granted.contains_key(&after) || state.grants.len() >= MAX_GRANTS {
+        let _ = tx.send(Err(not_restarted()));
+        return Ok(rx);
+    }
+    let id = state.next_grant;
+    state.next_grant = id.wrapping_add(1);
+    let mut bytes = Vec::new();
+    if let Err(e) = (Request::Arm { id, after, command }).encode(&mut bytes) {
+        // Too large for the spawner: as a spawn of it, it fails with E2BIG.
+        let _ = tx.send(Err(e));
+        return Ok(rx);
+    }
+    state.grants.insert(id, Grant { after, answer: Some(tx), hold, disarmed: false, given_up: Vec::new() });
+    state.granted.insert(after, id);
+    state.out.push_back((bytes, 0, fds));
+    drop(state);
+    let _ = client.flush();
+    client.queued.notify_one();
+    Ok(rx)
+}
+
+/// Portnode begins to stop program `pid`: no grant may restart it. If one
+/// is armed, it is given up, and the returned receiver resolves once the
+/// spawner has answered it (the program is restarted, or will not be):
+/// signal the program only then. `None`: no grant was armed (and none
+/// will be).
+pub fn disarm(pid: libc::pid_t) -> Option<oneshot::Receiver<()>> {
+    disarm_grant(pid, true)
+}
+
+/// Gives up the grant armed on program `pid`, if there is one, as
+/// [`disarm`] does, but a grant may be armed on it again.
+pub fn give_up(pid: libc::pid_t) -> Option<oneshot::Receiver<()>> {
+    disarm_grant(pid, false)
+}
+
+fn disarm_grant(pid: libc::pid_t, stopping: bool) -> Option<oneshot::Receiver<()>> {
+    let client = CLIENT.get()?;
+    let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
+    if stopping && state.exits.contains_key(&pid) {
+        state.stopping.insert(pid);
+    }
+    let id = *state.granted.get(&pid)?;
+    let (tx, rx) = oneshot::channel();
+    let grant = state.grants.get_mut(&id)?;
+    grant.given_up.push(tx);
+    if !std::mem::replace(&mut grant.disarmed, true) {
+        let mut bytes = Vec::with_capacity(9);
+        if (Request::Disarm(id)).encode(&mut bytes).is_ok() {
+            state.out.push_back((bytes, 0, Vec::new()));
+        }
+        drop(state);
+        let _ = client.flush();
+        client.queued.notify_one();
+    }
+    Some(rx)
+}
+
 /// Lets the spawner reap held program `pid` once it has exited (a program
 /// not held is reaped anyway). Its pid may be reused from then on: signal
 /// it no more.
@@ -205,6 +326,7 @@ pub fn reap(pid: libc::pid_t) {
             return;
         }
         state.exits.remove(&pid);
+        state.stopping.remove(&pid);
         if tokio::runtime::Handle::try_current().is_ok() {
             state.reaps.extend_from_slice(&bytes);
             drop(state);
@@ -343,19 +465,60 @@ impl Client {
                     let waiter = state.waiting.pop_front();
                     drop(state);
                     if let Some((w, _)) = waiter {
-                        let error = match crate::program::Step::from_u8(step) {
-                            Some(step) => crate::program::ChildFailed { step, errno }.into_io(),
-                            None => io::Error::from_raw_os_error(errno),
-                        };
-                        let _ = w.send(Err(error));
+                        let _ = w.send(Err(failure(errno, step)));
                     }
                 }
                 Reply::Exited { pid, status } => {
                     // A held program keeps its entry until `reap`; any other
                     // is reaped already, and its pid may come back for a new one.
-                    let slot = if state.held.contains(&pid) { state.exits.get(&pid).cloned() } else { state.exits.remove(&pid) };
+                    let slot = if state.held.contains(&pid) {
+                        state.exits.get(&pid).cloned()
+                    } else {
+                        state.stopping.remove(&pid);
+                        state.exits.remove(&pid)
+                    };
                     if let Some(slot) = slot {
                         slot.set(ExitStatus::from_raw(status));
+                    }
+                }
+                Reply::Restarted { id, pid } => {
+                    let Some(grant) = state.answered(id) else {
+                        // Not a grant of ours (cannot happen): it must not run.
+                        drop(state);
+                        error!(grant = id, pid, "the spawner restarted a program for a grant portnode does not know; killing it");
+                        kill_and_reap(pid);
+                        continue;
+                    };
+                    if grant.hold {
+                        state.held.insert(pid);
+                    }
+                    let exit = Arc::new(ExitSlot::default());
+                    state.exits.insert(pid, exit.clone());
+                    drop(state);
+                    grant.given_up.into_iter().for_each(|tx| { let _ = tx.send(()); });
+                    let unwanted = grant.answer.is_none_or(|w| w.send(Ok(Started { pid, exit })).is_err());
+                    if unwanted {
+                        kill_and_reap(pid);
+                    }
+                }
+                Reply::RestartFailed { id, errno, step } => {
+                    let grant = state.answered(id);
+                    drop(state);
+                    if let Some(grant) = grant {
+                        grant.given_up.into_iter().for_each(|tx| { let _ = tx.send(()); });
+                        if let Some(w) = grant.answer {
+                            let _ = w.send(Err(failure(errno, step)));
+                        }
+                    }
+                }
+                Reply::NotRestarted { id } => {
+                    let grant = state.answered(id);
+                    drop(state);
+                    if let Some(grant) = grant {
+                        grant.given_up.into_iter().for_each(|tx| { let _ = tx.send(()); });
+                        if let Some(w) = grant.answer {
+                            let _ = w.send(Err(not_restarted()));
+                        }
                     }
                 }
             }
@@ -363,6 +526,23 @@ impl Client {
         inbox.drain(..used);
         self.answered.notify_waiters();
         Ok(())
+    }
+}
+
+impl State {
+    /// Grant `id`, answered: it is armed no more.
+    fn answered(&mut self, id: u32) -> Option<Grant> {
+        let grant = self.grants.remove(&id)?;
+        self.granted.remove(&grant.after);
+        Some(grant)
+    }
+}
+
+/// A `Failed` reply's error: the child's step and errno, or the spawner's errno.
+fn failure(errno: i32, step: u8) -> io::Error {
+    match crate::program::Step::from_u8(step) {
+        Some(step) => crate::program::ChildFailed { step, errno }.into_io(),
+        None => io::Error::from_raw_os_error(errno),
     }
 }
 

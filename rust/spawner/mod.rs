@@ -7,7 +7,9 @@
 //! many run. portnode sends it what to start over a unix socket
 //! ([`protocol`]); it clones and execs the program into its containment
 //! ([`exec`]), hands the pipe ends back (SCM_RIGHTS, [`socket`]), and tells
-//! portnode when the program exits. It reaps a program only when portnode
+//! portnode when the program exits. A restart grant ([`client::arm`]) has
+//! it start a program the moment another exits, without asking portnode
+//! first. It reaps a program only when portnode
 //! says so, so that its pid (and process group id) stays reserved while
 //! portnode may still signal it. portnode holds three fds per program
 //! (stdin, stdout, stderr; two with `stderr_to_stdout`) and no pidfd.

@@ -2,8 +2,11 @@
 //! request, passes their pipe ends to portnode, tells portnode when each
 //! exits, and reaps each when portnode says it may.
 //!
-//! It holds no fd of any running program, only its socket to portnode and
-//! a signalfd for SIGCHLD. An exit is found without a pidfd and without
+//! It holds no fd of any running program, only its socket to portnode, a
+//! signalfd for SIGCHLD, and the fds of the restart grants portnode armed
+//! (a replacement's pipe ends and leaf, at most
+//! [`crate::spawner::client::MAX_GRANTS`] of them), until each is used or
+//! given up. An exit is found without a pidfd and without
 //! looking at every program: the SIGCHLD's siginfo names one child, which
 //! is reported at once, and at the next quiet moment (1 ms idle, 10 ms at
 //! most) `waitid(P_ALL, WNOWAIT)` names any others the signal hid, one by
@@ -51,9 +54,21 @@ enum Kid {
     Held,
 }
 
+/// A restart grant (see [`Request::Arm`]): what to start when its program
+/// exits, with the fds portnode gave for it.
+struct Armed {
+    id: u32,
+    command: protocol::Command,
+    given: exec::Given,
+}
+
 struct Server {
     sock: OwnedFd,
     kids: HashMap<libc::pid_t, Kid>,
+    /// Restart grants, by the program whose exit uses them.
+    armed: HashMap<libc::pid_t, Armed>,
+    /// Each grant's program, by the grant's id.
+    armed_after: HashMap<u32, libc::pid_t>,
     inbox: Vec<u8>,
     fds: VecDeque<OwnedFd>,
     outbox: Vec<u8>,
@@ -74,7 +89,7 @@ pub fn serve(sock: OwnedFd, portnode: libc::pid_t) -> ! {
             unsafe { libc::_exit(1) }
         }
     };
-    let mut server = Server { sock, kids: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None, hidden_by_held: None };
+    let mut server = Server { sock, kids: HashMap::new(), armed: HashMap::new(), armed_after: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None, hidden_by_held: None };
     let code = match server.run(&signals) {
         Ok(()) => 0,
         Err(e) => {
@@ -199,34 +214,31 @@ impl Server {
             used += len;
             match request {
                 Request::Spawn(command) => {
-                    let mut take = |wanted: bool| if wanted { self.fds.pop_front() } else { None };
-                    let given = exec::Given {
-                        stdin: take(command.stdin),
-                        stdout: take(command.stdout),
-                        stderr: take(command.stderr_pipe()),
-                        cgroup: take(command.in_cgroup),
-                        pty: take(command.pty),
-                        join: (0..command.join).filter_map(|_| take(true)).collect(),
-                    };
-                    let complete = (given.stdin.is_some() || !command.stdin)
-                        && (given.stdout.is_some() || !command.stdout)
-                        && (given.stderr.is_some() || !command.stderr_pipe())
-                        && (given.cgroup.is_some() || !command.in_cgroup)
-                        && (given.pty.is_some() || !command.pty)
-                        && given.join.len() == usize::from(command.join);
-                    let reply = if !complete {
+                    let reply = match self.take_given(&command) {
                         // Fds that did not arrive (our fd table was full).
-                        Reply::Failed { errno: libc::EMFILE, step: 0 }
-                    } else {
-                        match exec::start_command(&command, given) {
-                            Ok(pid) => {
-                                self.kids.insert(pid, Kid::Running { hold: command.hold, reap: false });
-                                Reply::Started { pid }
-                            }
-                            Err(exec::Failure { errno, step }) => Reply::Failed { errno, step: step.map_or(0, |s| s as u8) },
-                        }
+                        None => Reply::Failed { errno: libc::EMFILE, step: 0 },
+                        Some(given) => self.start(&command, given, |pid| Reply::Started { pid }, |errno, step| Reply::Failed { errno, step }),
                     };
                     reply.encode(&mut self.outbox);
+                }
+                Request::Arm { id, after, command } => {
+                    let given = self.take_given(&command);
+                    let running = matches!(self.kids.get(&after), Some(Kid::Running { .. }));
+                    match given {
+                        Some(given) if running && !self.armed.contains_key(&after) && !self.armed_after.contains_key(&id) => {
+                            self.armed_after.insert(id, after);
+                            self.armed.insert(after, Armed { id, command, given });
+                        }
+                        // Exited already (portnode will hear, and restart
+                        // it itself), or not one to arm: its fds close.
+                        _ => Reply::NotRestarted { id }.encode(&mut self.outbox),
+                    }
+                }
+                Request::Disarm(id) => {
+                    if let Some(after) = self.armed_after.remove(&id) {
+                        self.armed.remove(&after);
+                        Reply::NotRestarted { id }.encode(&mut self.outbox);
+                    }
                 }
                 Request::Reap(pid) => reaps.push(pid),
             }
@@ -236,6 +248,38 @@ impl Server {
             self.reap(pid);
         }
         Ok(())
+    }
+
+    /// The fds that come with `command`, in the order they were sent;
+    /// `None` if some did not arrive (our fd table was full).
+    fn take_given(&mut self, command: &protocol::Command) -> Option<exec::Given> {
+        let mut take = |wanted: bool| if wanted { self.fds.pop_front() } else { None };
+        let given = exec::Given {
+            stdin: take(command.stdin),
+            stdout: take(command.stdout),
+            stderr: take(command.stderr_pipe()),
+            cgroup: take(command.in_cgroup),
+            pty: take(command.pty),
+            join: (0..command.join).filter_map(|_| take(true)).collect(),
+        };
+        let complete = (given.stdin.is_some() || !command.stdin)
+            && (given.stdout.is_some() || !command.stdout)
+            && (given.stderr.is_some() || !command.stderr_pipe())
+            && (given.cgroup.is_some() || !command.in_cgroup)
+            && (given.pty.is_some() || !command.pty)
+            && given.join.len() == usize::from(command.join);
+        complete.then_some(given)
+    }
+
+    /// Starts `command` and says how, as `started` or `failed` word it.
+    fn start(&mut self, command: &protocol::Command, given: exec::Given, started: impl FnOnce(i32) -> Reply, failed: impl FnOnce(i32, u8) -> Reply) -> Reply {
+        match exec::start_command(command, given) {
+            Ok(pid) => {
+                self.kids.insert(pid, Kid::Running { hold: command.hold, reap: false });
+                started(pid)
+            }
+            Err(exec::Failure { errno, step }) => failed(errno, step.map_or(0, |s| s as u8)),
+        }
     }
 
     /// portnode's `Reap`: held program `pid` may go once it has exited.
@@ -306,7 +350,8 @@ impl Server {
     }
 
     /// If program `pid` has exited and portnode has not heard, tells it;
-    /// reaps it unless it is held.
+    /// reaps it unless it is held. A program with a restart grant is
+    /// replaced first, before anything else is done or said.
     fn check(&mut self, pid: libc::pid_t) {
         let Some(Kid::Running { hold, reap }) = self.kids.get(&pid).copied() else { return };
         let status = match exec::exited(pid) {
@@ -315,7 +360,14 @@ impl Server {
             // Not our child any more (cannot happen while we hold it): say 255.
             Err(_) => 255 << 8,
         };
+        let restarted = self.armed.remove(&pid).map(|Armed { id, command, given }| {
+            self.armed_after.remove(&id);
+            self.start(&command, given, |pid| Reply::Restarted { id, pid }, |errno, step| Reply::RestartFailed { id, errno, step })
+        });
         Reply::Exited { pid, status }.encode(&mut self.outbox);
+        if let Some(reply) = restarted {
+            reply.encode(&mut self.outbox);
+        }
         if hold && !reap {
             self.kids.insert(pid, Kid::Held);
         } else {

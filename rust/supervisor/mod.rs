@@ -1,7 +1,9 @@
 //! Supervisors that run inside portnode: a process on this node with OTP's
 //! supervisor semantics, whose children are programs (remote ports it owns).
 //!
-//! Restarts happen here, without a round trip to Erlang. The supervisor is
+//! Restarts happen here, without a round trip to Erlang; a permanent child
+//! of a `one_for_one` supervisor is restarted by the spawner itself, at its
+//! program's exit, through a restart grant ([`grants`]). The supervisor is
 //! linked to its Erlang parent: when the parent goes (or sends an exit
 //! signal, as an Erlang supervisor does to stop a child) it stops its
 //! children in reverse start order and exits with the same reason; when its
@@ -12,6 +14,7 @@
 //! started once it is ready: the next one starts only then.
 
 mod events;
+mod grants;
 mod intensity;
 mod request;
 pub mod spec;
@@ -72,6 +75,23 @@ struct Child {
     /// Which step of a stop ended it (`{H, {stopped, Step}}`), when its
     /// handle stopped it.
     stopped: Option<Term>,
+    /// The port of its restart grant, while one is armed (see [`grants`]).
+    grant: Option<Pid>,
+}
+
+impl Child {
+    fn new(spec: ChildSpec) -> Child {
+        Child { spec, handle: None, os_pid: None, ended: None, stopped: None, grant: None }
+    }
+}
+
+/// A child's handle whose program its restart grant replaced: its exit,
+/// still to come, is logged and nothing more.
+struct Retired {
+    handle: Pid,
+    id: Term,
+    os_pid: u32,
+    ended: Option<Term>,
 }
 
 struct Supervisor {
@@ -82,12 +102,13 @@ struct Supervisor {
     children: Vec<Child>,
     /// Messages that arrived while waiting for a child to stop.
     deferred: VecDeque<Term>,
+    retired: Vec<Retired>,
 }
 
 async fn run(me: Process, parent: Pid, flags: Flags, specs: Vec<ChildSpec>, call: Call) -> Term {
-    let children = specs.into_iter().map(|spec| Child { spec, handle: None, os_pid: None, ended: None, stopped: None }).collect();
+    let children = specs.into_iter().map(Child::new).collect();
     let intensity = Intensity::new(flags.intensity, flags.period);
-    let mut sup = Supervisor { me, parent, strategy: flags.strategy, intensity, children, deferred: VecDeque::new() };
+    let mut sup = Supervisor { me, parent, strategy: flags.strategy, intensity, children, deferred: VecDeque::new(), retired: Vec::new() };
     for i in 0..sup.children.len() {
         if let Err(reason) = sup.start_child(i).await {
             let id = sup.children[i].spec.id.clone();
@@ -155,11 +176,15 @@ impl Supervisor {
         child.os_pid = os_pid;
         child.ended = None;
         child.stopped = None;
+        self.arm(i).await;
         Ok(handle)
     }
 
     /// Stops child `i`'s program within its shutdown and waits until it is gone.
     async fn terminate_child(&mut self, i: usize) {
+        // Its grant first, so that nothing restarts what is stopped; a
+        // grant used meanwhile replaced the program, and the replacement is stopped.
+        self.settle_grant(i).await;
         let Some(handle) = self.children[i].handle.take() else { return };
         let grace = match self.children[i].spec.shutdown {
             Some(d) if d.is_zero() => a("brutal_kill"),
@@ -226,14 +251,36 @@ impl Supervisor {
                 }
                 match self.index_of_handle(&from) {
                     Some(i) => self.child_exited(i, reason).await,
-                    None => None,
+                    None => {
+                        self.retired_exited(&from, &reason);
+                        None
+                    }
                 }
             }
             Request::PortEvent { from, event } => {
                 if let Some(i) = self.index_of_handle(&from) {
                     self.child_event(i, &event);
+                } else {
+                    self.retired_event(&from, &event);
                 }
                 None
+            }
+            Request::Granted { from, outcome } => {
+                let Some(i) = self.children.iter().position(|c| c.grant.as_ref() == Some(&from)) else {
+                    if let Ok(Some(_)) = outcome {
+                        // A grant no child has any more (cannot happen): its program must not run.
+                        error!(supervisor = %self.me.pid(), handle = %from, "a restart grant no child has started a program; stopping it");
+                        self.me.node().terminate(&from, a("kill"));
+                    }
+                    return None;
+                };
+                self.children[i].grant = None;
+                match outcome {
+                    Ok(os_pid) => self.adopt(i, from, os_pid).await,
+                    // Given up: the child's port stopped its program (which
+                    // is restarted, if it is, when its handle exits).
+                    Err(_) => None,
+                }
             }
             Request::Retry(id) => match self.index(&id) {
                 Some(i) if self.children[i].handle.is_none() => self.restart(i).await,
@@ -248,6 +295,20 @@ impl Supervisor {
     }
 
     async fn child_exited(&mut self, i: usize, reason: Term) -> Option<Term> {
+        if let Some(grant) = self.children[i].grant.take() {
+            // Its grant's answer comes as soon as its program has exited (or
+            // been stopped): it may have replaced the program already.
+            if let Ok(os_pid) = self.wait_granted(&grant).await {
+                let old = self.children[i].handle.take();
+                let retire = old.map(|handle| Retired { handle, id: self.children[i].spec.id.clone(), os_pid: self.children[i].os_pid.unwrap_or(0), ended: self.children[i].ended.take() });
+                if let Some(retired) = retire {
+                    let handle = retired.handle.clone();
+                    self.retired.push(retired);
+                    self.retired_exited(&handle, &reason);
+                }
+                return self.adopt(i, grant, os_pid).await;
+            }
+        }
         let child = &mut self.children[i];
         child.handle = None;
         let reason = match (as_atom(&reason), child.ended.take()) {
@@ -280,10 +341,15 @@ impl Supervisor {
     /// Restarts child `i` (and its siblings, as the strategy says), or gives
     /// up with `shutdown` if that is one restart too many.
     async fn restart(&mut self, i: usize) -> Option<Term> {
+        // Room for this restart beside what the armed grants may use.
+        while self.intensity.recent(Instant::now()) < self.intensity.max() && self.intensity.recent(Instant::now()) + 1 + self.armed() > self.intensity.max() {
+            let Some(j) = self.children.iter().position(|c| c.grant.is_some()) else { break };
+            if !self.settle_grant(j).await {
+                return self.shut_down_for(j).await;
+            }
+        }
         if !self.intensity.add(Instant::now()) {
-            error!(supervisor = %self.me.pid(), child = %self.children[i].spec.id, "reached_max_restart_intensity: stopping children and shutting down");
-            self.terminate_all().await;
-            return Some(a("shutdown"));
+            return self.shut_down_for(i).await;
         }
         let group = match self.strategy {
             Strategy::OneForOne => i..i + 1,
@@ -374,7 +440,7 @@ impl Supervisor {
                 None => error(a("already_present")),
             };
         }
-        self.children.push(Child { spec, handle: None, os_pid: None, ended: None, stopped: None });
+        self.children.push(Child::new(spec));
         let last = self.children.len() - 1;
         match self.start_child(last).await {
             Ok(handle) => tuple(vec![a("ok"), Term::from(handle)]),

@@ -15,6 +15,10 @@ pub enum Request {
     PortEvent { from: Pid, event: Term },
     /// `{'$portnode_retry', Id}`: try again to restart a child.
     Retry(Term),
+    /// `{'$portnode_granted', Handle, Outcome}`: a restart grant's port says
+    /// whether its program ran (`Some(os_pid)`, `None` for one that failed
+    /// before exec) or not (`Err`).
+    Granted { from: Pid, outcome: Result<Option<u32>, Term> },
     Ignored(Term),
 }
 
@@ -46,6 +50,7 @@ impl Request {
             }
             Some([Term::Pid(from), event]) => Request::PortEvent { from: from.clone(), event: event.clone() },
             Some([tag, id]) if as_atom(tag) == Some("$portnode_retry") => Request::Retry(id.clone()),
+            Some([tag, Term::Pid(from), outcome]) if as_atom(tag) == Some("$portnode_granted") => Request::Granted { from: from.clone(), outcome: granted(outcome) },
             _ => Request::Ignored(msg),
         }
     }
@@ -58,9 +63,27 @@ impl Request {
         }
     }
 
+    /// The outcome, if this is what grant port `handle` says of its program.
+    pub fn granted_of(msg: &Term, handle: &Pid) -> Option<Result<Option<u32>, Term>> {
+        match as_tuple(msg) {
+            Some([tag, Term::Pid(from), outcome]) if as_atom(tag) == Some("$portnode_granted") && from == handle => Some(granted(outcome)),
+            _ => None,
+        }
+    }
+
     /// True if this is the exit signal of `handle`.
     pub fn is_exit_of(msg: &Term, handle: &Pid) -> bool {
         matches!(as_tuple(msg), Some([tag, Term::Pid(from), _]) if as_atom(tag) == Some("EXIT") && from == handle)
+    }
+}
+
+/// `{ok, OsPid | undefined}` or `{error, Reason}`, as a grant's port sends it.
+fn granted(outcome: &Term) -> Result<Option<u32>, Term> {
+    match as_tuple(outcome) {
+        Some([ok, Term::FixInteger(n)]) if as_atom(ok) == Some("ok") => Ok(u32::try_from(n.value).ok()),
+        Some([ok, _]) if as_atom(ok) == Some("ok") => Ok(None),
+        Some([error, reason]) if as_atom(error) == Some("error") => Err(reason.clone()),
+        _ => Err(outcome.clone()),
     }
 }
 

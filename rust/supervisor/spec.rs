@@ -47,6 +47,8 @@ pub struct ChildSpec {
     /// Grace between SIGTERM and SIGKILL: zero for `brutal_kill`, none for `infinity`.
     pub shutdown: Option<Duration>,
     pub modules: Term,
+    /// It has a `{ready, _}` setting: it has started once it says it is ready.
+    pub waits_ready: bool,
 }
 
 const DEFAULT_SHUTDOWN: Duration = Duration::from_millis(5000);
@@ -123,7 +125,7 @@ impl ChildSpec {
         if as_list(&modules).is_none() && as_atom(&modules) != Some("dynamic") {
             return Err(invalid("invalid_modules", &modules));
         }
-        Ok(ChildSpec { id, port_name: port_name.clone(), settings: settings.clone(), open_settings: crate::etf::list(open_settings), restart, shutdown, modules })
+        Ok(ChildSpec { id, port_name: port_name.clone(), settings: settings.clone(), open_settings: crate::etf::list(open_settings), restart, shutdown, modules, waits_ready: parsed.lifecycle.ready.is_some() })
     }
 
     /// All of `list`, with ids unique.

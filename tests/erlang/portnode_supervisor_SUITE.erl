@@ -10,7 +10,9 @@ all() ->
     [one_for_one_restarts_only_the_dead, one_for_all_restarts_every_child, rest_for_one_restarts_the_rest,
      permanent_transient_temporary, intensity_exceeded_exits_shutdown, escalates_into_the_erlang_parent,
      starts_in_order_stops_in_reverse, parent_exit_stops_children, child_management_calls,
-     failed_start_stops_the_started, bad_specs_are_named, transient_is_judged_by_exit_status].
+     failed_start_stops_the_started, bad_specs_are_named, transient_is_judged_by_exit_status,
+     grant_restarts_each_crash, grant_never_restarts_a_stopped_child, grant_restarts_count_against_the_intensity,
+     grant_starts_nothing_for_a_killed_supervisor].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -268,3 +270,144 @@ transient_is_judged_by_exit_status(_) ->
     [{t, Os}] = wait_for(Sup, fun([{t, P}]) -> is_integer(P) andalso P =/= Os2 end),
     ?assert(os_process:alive(Os)),
     stop_sup(Sup).
+
+%% A permanent child that writes its pid to `File' as it starts, then sleeps
+%% (the pid stays: the shell execs sleep). The file is every start it had.
+noter(Id, File) ->
+    #{id => Id, start => {{spawn_executable, "/bin/sh"}, [{args, ["-c", "echo $$ >> \"$0\"; exec sleep 300", File]}]}}.
+
+starts(File) ->
+    case file:read_file(File) of
+        {ok, Bin} -> [binary_to_integer(L) || L <- string:split(string:trim(Bin), "\n", all), L =/= <<>>];
+        {error, enoent} -> []
+    end.
+
+note_file(Config, Name) ->
+    filename:join(?config(priv_dir, Config), Name).
+
+%% Waits until program `P' has noted its start in `File' (it runs a shell
+%% line first): killed before, it would leave no trace to count.
+wait_noted(File, P) ->
+    ok = os_process:poll(fun() -> lists:member(P, starts(File)) end, 5000).
+
+%% The live processes under portnode (its spawner, and every program).
+under_portnode() ->
+    os_process:descendants_of(gen_server:call(portnode_bridge, os_pid)).
+
+%% portnode's log lines that say a restart grant restarted a child.
+grant_restarts_logged(Ms) ->
+    receive
+        {log, #{msg := {Format, Args}}} ->
+            Text = lists:flatten(io_lib:format(Format, Args)),
+            case string:find(Text, "by its restart grant") of
+                nomatch -> grant_restarts_logged(Ms);
+                _ -> 1 + grant_restarts_logged(Ms)
+            end;
+        {log, _} -> grant_restarts_logged(Ms)
+    after Ms -> 0
+    end.
+
+%% @doc A permanent child of a one_for_one supervisor is restarted by the
+%% spawner the moment it dies (a restart grant), every time: one start per
+%% crash, the old program gone, each restart logged as the grant's.
+grant_restarts_each_crash(Config) ->
+    File = note_file(Config, "grant_starts"),
+    ok = logger:add_handler(grant_capture, log_capture, #{config => #{pid => self()}}),
+    try
+        Sup = start(#{strategy => one_for_one, intensity => 100, period => 10}, [noter(a, File)]),
+        lists:foreach(fun(_) ->
+                              [{a, P}] = os_pids(Sup),
+                              wait_noted(File, P),
+                              kill9(P),
+                              wait_for(Sup, fun([{a, P2}]) -> P2 =/= P end)
+                      end, lists:seq(1, 10)),
+        [{a, Now}] = os_pids(Sup),
+        wait_noted(File, Now),
+        Starts = starts(File),
+        ?assertEqual(11, length(Starts)),
+        ?assertEqual(Now, lists:last(Starts)),
+        ?assertEqual([], os_process:wait_gone(lists:droplast(Starts), 2000)),
+        ?assertEqual(10, grant_restarts_logged(1000)),
+        stop_sup(Sup),
+        timer:sleep(200),
+        ?assertEqual(Starts, starts(File))
+    after
+        logger:remove_handler(grant_capture)
+    end.
+
+%% @doc terminate_child racing the program's own death: whichever the
+%% spawner sees first (the grant given up, or the exit that uses it),
+%% nothing of the child runs once terminate_child returns, and nothing
+%% starts after.
+grant_never_restarts_a_stopped_child(Config) ->
+    File = note_file(Config, "stopped_starts"),
+    Baseline = under_portnode(),
+    Sup = start(#{strategy => one_for_one, intensity => 100, period => 10}, [noter(a, File)]),
+    Rounds = [begin
+                  [{a, P}] = wait_for(Sup, fun(_) -> true end),
+                  wait_noted(File, P),
+                  kill9(P),
+                  ok = supervisor:terminate_child(Sup, a),
+                  ?assertMatch([{a, undefined, worker, _}], supervisor:which_children(Sup)),
+                  %% Nothing of the child runs, not even a replacement that
+                  %% had no time to note its start.
+                  ?assertEqual(Baseline, under_portnode()),
+                  Before = length(starts(File)),
+                  timer:sleep(50),
+                  ?assertEqual(Before, length(starts(File))),
+                  {ok, _} = supervisor:restart_child(Sup, a),
+                  Before
+              end || _ <- lists:seq(1, 20)],
+    %% Each round started one program, or two when the grant was used first.
+    ct:log("starts after each round: ~p", [Rounds]),
+    stop_sup(Sup),
+    ?assertEqual([], os_process:wait_gone(starts(File), 2000)).
+
+%% @doc Restarts by grants count against the intensity as any other: with
+%% intensity 2, the third restart in the period shuts the supervisor down,
+%% and no grant starts a program the supervisor would not have.
+grant_restarts_count_against_the_intensity(Config) ->
+    [FileA, FileB] = [note_file(Config, N) || N <- ["intensity_a", "intensity_b"]],
+    Sup = start(#{strategy => one_for_one, intensity => 2, period => 60}, [noter(a, FileA), noter(b, FileB)]),
+    [{a, A1}, {b, B1}] = os_pids(Sup),
+    wait_noted(FileA, A1),
+    wait_noted(FileB, B1),
+    kill9(A1),
+    [{a, A2}, {b, B1}] = wait_for(Sup, fun([{a, P}, _]) -> P =/= A1 end),
+    wait_noted(FileA, A2),
+    kill9(A2),
+    [{a, A3}, _] = wait_for(Sup, fun([{a, P}, _]) -> P =/= A2 end),
+    wait_noted(FileA, A3),
+    kill9(B1),
+    receive {'EXIT', Sup, Reason} -> ?assertEqual(shutdown, Reason) after 10000 -> ct:fail(no_shutdown) end,
+    timer:sleep(200),
+    ?assertEqual(3, length(starts(FileA))),
+    ?assertEqual(1, length(starts(FileB))),
+    ?assertEqual([], os_process:wait_gone(starts(FileA) ++ starts(FileB), 2000)).
+
+%% @doc A supervisor killed (no trap, no cleanup of its own): its children
+%% are stopped, and a grant starts nothing, even when the program died
+%% just before its supervisor; whatever a grant started then is stopped.
+grant_starts_nothing_for_a_killed_supervisor(Config) ->
+    File = note_file(Config, "killed_starts"),
+    Baseline = under_portnode(),
+    Added = [begin
+                 Before = length(starts(File)),
+                 Sup = start(#{strategy => one_for_one, intensity => 100, period => 10}, [noter(a, File)]),
+                 [{a, P}] = os_pids(Sup),
+                 wait_noted(File, P),
+                 Round rem 2 =:= 0 andalso kill9(P),
+                 exit(Sup, kill),
+                 receive {'EXIT', Sup, killed} -> ok after 10000 -> ct:fail(sup_alive) end,
+                 ?assertEqual(ok, os_process:poll(fun() -> under_portnode() =:= Baseline end, 3000)),
+                 {Round rem 2, length(starts(File)) - Before}
+             end || Round <- lists:seq(1, 10)],
+    ct:log("{killed first, starts} per supervisor: ~p", [Added]),
+    %% Killed while its program ran: one start, its own. Its program killed
+    %% just before: two at most (a grant used before the supervisor died).
+    ?assertEqual([1, 1, 1, 1, 1], [N || {1, N} <- Added]),
+    ?assert(lists:all(fun({0, N}) -> N =:= 1 orelse N =:= 2; (_) -> true end, Added)),
+    Starts = starts(File),
+    timer:sleep(200),
+    ?assertEqual(Starts, starts(File)),
+    ?assertEqual([], os_process:wait_gone(Starts, 0)).

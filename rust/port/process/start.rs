@@ -56,11 +56,17 @@ impl Port {
         let Launch { me, owner, mut spec, notify, on_start } = *launch;
         let spawned = match outcome {
             Ok(spawned) => spawned,
+            Err(e) if crate::spawner::client::is_not_restarted(&e) => {
+                // A restart grant given up: nothing ran, and nothing is to be said but that.
+                me.unlink(&owner);
+                started(&me, on_start, Err(a("not_restarted")));
+                return Err(Failed::Reason(a("normal")));
+            }
             Err(e) => {
                 report_child_failure(&me, &owner, &spec.name, &e);
                 return Err(match spawn::failed_in_child(&e) {
                     // Whoever waits for it to be ready hears it never will be.
-                    Some(errno) if spec.lifecycle.ready.is_some() && matches!(on_start, OnStart::Reply(_) | OnStart::Tell(_)) => {
+                    Some(errno) if spec.lifecycle.ready.is_some() && matches!(on_start, OnStart::Reply(_) | OnStart::Tell(_) | OnStart::Granted(_)) => {
                         me.unlink(&owner);
                         started(&me, on_start, Err(watched::never_ready(errno)));
                         Failed::Reason(a("normal"))
@@ -89,7 +95,7 @@ impl Port {
         // A program that is to say it is ready has started for those who
         // wait only once it has (an opener told now still has its handle).
         let awaiting_start = match on_start {
-            on_start @ (OnStart::Reply(_) | OnStart::Tell(_)) if health.as_ref().is_some_and(|h| h.awaiting_ready()) => Some(Box::new(on_start)),
+            on_start @ (OnStart::Reply(_) | OnStart::Tell(_) | OnStart::Granted(_)) if health.as_ref().is_some_and(|h| h.awaiting_ready()) => Some(Box::new(on_start)),
             on_start => {
                 started(&me, on_start, Ok(Some(spawned.os_pid)));
                 None
@@ -151,6 +157,13 @@ pub(super) fn started(me: &Process, on_start: OnStart, outcome: Result<Option<u3
         }
         OnStart::Tell(tx) => {
             let _ = tx.send(outcome);
+        }
+        OnStart::Granted(owner) => {
+            let outcome = match outcome {
+                Ok(os_pid) => tuple(vec![a("ok"), os_pid.map_or_else(|| a("undefined"), |p| int(i64::from(p)))]),
+                Err(reason) => tuple(vec![a("error"), reason]),
+            };
+            me.send(&owner, tuple(vec![a("$portnode_granted"), Term::from(me.pid().clone()), outcome]));
         }
     }
 }

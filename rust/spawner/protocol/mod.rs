@@ -67,6 +67,15 @@ pub enum Request {
     /// Reap this held program once it has exited (at once if it has).
     /// Until then its pid stays reserved, so that portnode may signal it.
     Reap(i32),
+    /// A restart grant: start `command` (its fds come with the request, as
+    /// a `Spawn`'s) the moment program `after` exits, whatever its status,
+    /// without waiting for portnode. Answered once, when it is used or
+    /// given up: `Restarted`, `RestartFailed` or `NotRestarted` (at once if
+    /// `after` has already exited or is not a running program).
+    Arm { id: u32, after: i32, command: Command },
+    /// Gives grant `id` up: answered `NotRestarted` if it was still armed;
+    /// if it was used, its answer has gone already, and this is ignored.
+    Disarm(u32),
 }
 
 /// Spawner to portnode.
@@ -81,6 +90,13 @@ pub enum Reply {
     /// A program has exited; `status` as waitpid gives it. A held program
     /// is not reaped yet; any other already is.
     Exited { pid: i32, status: i32 },
+    /// Grant `id` was used: its program runs, as `pid`.
+    Restarted { id: u32, pid: i32 },
+    /// Grant `id` was used, and its program could not start (as `Failed`).
+    RestartFailed { id: u32, errno: i32, step: u8 },
+    /// Grant `id` was given up (disarmed, or its program had exited before
+    /// it came): nothing was started, and its fds are closed.
+    NotRestarted { id: u32 },
 }
 
 const SPAWN: u8 = b's';
@@ -88,6 +104,11 @@ const REAP: u8 = b'r';
 const STARTED: u8 = b'S';
 const FAILED: u8 = b'F';
 const EXITED: u8 = b'X';
+const ARM: u8 = b'a';
+const DISARM: u8 = b'd';
+const RESTARTED: u8 = b'R';
+const RESTART_FAILED: u8 = b'E';
+const NOT_RESTARTED: u8 = b'N';
 
 /// Appends one framed message to `out`; or nothing, and E2BIG, if its body
 /// would be longer than [`MAX_MESSAGE`] (the other end would refuse it, and
@@ -157,22 +178,21 @@ impl Request {
         frame(out, |w| match self {
             Request::Spawn(c) => {
                 w.u8(SPAWN)?;
-                w.bytes(&c.path)?;
-                w.list(&c.argv)?;
-                w.list(&c.envp)?;
-                w.opt_bytes(c.cwd.as_deref())?;
-                w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4 | u8::from(c.watchdog_pid) << 5 | u8::from(c.pty) << 6)?;
-                w.u8(match c.stderr {
-                    Stderr::Log => 0,
-                    Stderr::ToStdout => 1,
-                    Stderr::Message => 2,
-                })?;
-                privileges(w, &c.privileges)?;
-                w.u8(c.join)
+                command(w, c)
             }
             Request::Reap(pid) => {
                 w.u8(REAP)?;
                 w.u32(*pid as u32)
+            }
+            Request::Arm { id, after, command: c } => {
+                w.u8(ARM)?;
+                w.u32(*id)?;
+                w.u32(*after as u32)?;
+                command(w, c)
+            }
+            Request::Disarm(id) => {
+                w.u8(DISARM)?;
+                w.u32(*id)
             }
         })
     }
@@ -180,38 +200,14 @@ impl Request {
     pub fn decode(body: &[u8]) -> io::Result<Request> {
         let mut r = Reader(body);
         let request = match r.u8()? {
-            SPAWN => {
-                let path = r.bytes()?;
-                let argv = r.list()?;
-                let envp = r.list()?;
-                let cwd = r.opt_bytes()?;
-                let flags = r.u8()?;
-                let stderr = match r.u8()? {
-                    0 => Stderr::Log,
-                    1 => Stderr::ToStdout,
-                    2 => Stderr::Message,
-                    _ => return Err(bad("stderr mode")),
-                };
-                let privileges = read_privileges(&mut r)?;
-                let join = r.u8()?;
-                Request::Spawn(Command {
-                    path,
-                    argv,
-                    envp,
-                    cwd,
-                    stdin: flags & 1 != 0,
-                    stdout: flags & 2 != 0,
-                    use_stdio: flags & 4 != 0,
-                    in_cgroup: flags & 8 != 0,
-                    hold: flags & 16 != 0,
-                    watchdog_pid: flags & 32 != 0,
-                    pty: flags & 64 != 0,
-                    join,
-                    stderr,
-                    privileges,
-                })
-            }
+            SPAWN => Request::Spawn(read_command(&mut r)?),
             REAP => Request::Reap(r.u32()? as i32),
+            ARM => {
+                let id = r.u32()?;
+                let after = r.u32()? as i32;
+                Request::Arm { id, after, command: read_command(&mut r)? }
+            }
+            DISARM => Request::Disarm(r.u32()?),
             _ => return Err(bad("request tag")),
         };
         r.end()?;
@@ -219,11 +215,60 @@ impl Request {
     }
 }
 
+/// A `Spawn`'s or an `Arm`'s program.
+fn command(w: &mut Writer, c: &Command) -> Result<(), TooLong> {
+    w.bytes(&c.path)?;
+    w.list(&c.argv)?;
+    w.list(&c.envp)?;
+    w.opt_bytes(c.cwd.as_deref())?;
+    w.u8(u8::from(c.stdin) | u8::from(c.stdout) << 1 | u8::from(c.use_stdio) << 2 | u8::from(c.in_cgroup) << 3 | u8::from(c.hold) << 4 | u8::from(c.watchdog_pid) << 5 | u8::from(c.pty) << 6)?;
+    w.u8(match c.stderr {
+        Stderr::Log => 0,
+        Stderr::ToStdout => 1,
+        Stderr::Message => 2,
+    })?;
+    privileges(w, &c.privileges)?;
+    w.u8(c.join)
+}
+
+fn read_command(r: &mut Reader) -> io::Result<Command> {
+    let path = r.bytes()?;
+    let argv = r.list()?;
+    let envp = r.list()?;
+    let cwd = r.opt_bytes()?;
+    let flags = r.u8()?;
+    let stderr = match r.u8()? {
+        0 => Stderr::Log,
+        1 => Stderr::ToStdout,
+        2 => Stderr::Message,
+        _ => return Err(bad("stderr mode")),
+    };
+    let privileges = read_privileges(r)?;
+    let join = r.u8()?;
+    Ok(Command {
+        path,
+        argv,
+        envp,
+        cwd,
+        stdin: flags & 1 != 0,
+        stdout: flags & 2 != 0,
+        use_stdio: flags & 4 != 0,
+        in_cgroup: flags & 8 != 0,
+        hold: flags & 16 != 0,
+        watchdog_pid: flags & 32 != 0,
+        pty: flags & 64 != 0,
+        join,
+        stderr,
+        privileges,
+    })
+}
+
 impl Reply {
     /// Appends the reply to `out`: a tag, one or two 32-bit numbers and for
-    /// `Failed` a step byte, so at most 13 bytes, whose length needs no check.
+    /// `Failed` and `RestartFailed` a step byte, so at most 13 bytes, whose
+    /// length needs no check.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(14);
+        out.reserve(15);
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
         match *self {
@@ -241,8 +286,23 @@ impl Reply {
                 out.extend_from_slice(&pid.to_be_bytes());
                 out.extend_from_slice(&status.to_be_bytes());
             }
+            Reply::Restarted { id, pid } => {
+                out.push(RESTARTED);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&pid.to_be_bytes());
+            }
+            Reply::RestartFailed { id, errno, step } => {
+                out.push(RESTART_FAILED);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&errno.to_be_bytes());
+                out.push(step);
+            }
+            Reply::NotRestarted { id } => {
+                out.push(NOT_RESTARTED);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
         }
-        let len = (out.len() - start - 4) as u32; // at most 9: no check needed
+        let len = (out.len() - start - 4) as u32; // at most 10: no check needed
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
@@ -252,6 +312,9 @@ impl Reply {
             STARTED => Reply::Started { pid: r.u32()? as i32 },
             FAILED => Reply::Failed { errno: r.u32()? as i32, step: r.u8()? },
             EXITED => Reply::Exited { pid: r.u32()? as i32, status: r.u32()? as i32 },
+            RESTARTED => Reply::Restarted { id: r.u32()?, pid: r.u32()? as i32 },
+            RESTART_FAILED => Reply::RestartFailed { id: r.u32()?, errno: r.u32()? as i32, step: r.u8()? },
+            NOT_RESTARTED => Reply::NotRestarted { id: r.u32()? },
             _ => return Err(bad("reply tag")),
         };
         r.end()?;

@@ -27,7 +27,7 @@ fn one(buf: &[u8]) -> &[u8] {
 
 #[test]
 fn requests_survive_the_round_trip() {
-    for request in [Request::Spawn(command()), Request::Spawn(Command::default()), Request::Reap(4_000_000)] {
+    for request in [Request::Spawn(command()), Request::Spawn(Command::default()), Request::Reap(4_000_000), Request::Arm { id: 7, after: 4_000_001, command: command() }, Request::Disarm(u32::MAX)] {
         let mut buf = Vec::new();
         request.encode(&mut buf).expect("encodes");
         assert_eq!(Request::decode(one(&buf)).expect("decodes"), request);
@@ -36,7 +36,7 @@ fn requests_survive_the_round_trip() {
 
 #[test]
 fn replies_survive_the_round_trip() {
-    for reply in [Reply::Started { pid: 12 }, Reply::Failed { errno: libc::ENOENT, step: 8 }, Reply::Exited { pid: 9, status: 0x8b }] {
+    for reply in [Reply::Started { pid: 12 }, Reply::Failed { errno: libc::ENOENT, step: 8 }, Reply::Exited { pid: 9, status: 0x8b }, Reply::Restarted { id: 3, pid: 44 }, Reply::RestartFailed { id: 5, errno: libc::EACCES, step: 2 }, Reply::NotRestarted { id: u32::MAX }] {
         let mut buf = Vec::new();
         reply.encode(&mut buf);
         assert_eq!(Reply::decode(one(&buf)).expect("decodes"), reply);
