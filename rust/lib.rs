@@ -62,6 +62,8 @@ pub async fn run(mut cli: cli::Cli, env_cookie: Option<cookie::Secret>) -> anyho
     acceptor.abort();
     dialers.iter().for_each(|d| d.abort());
     port::child::end_graces();
+    // Before any port closes: no restart grant restarts a program stopped now.
+    spawner::client::give_up_all();
     node.terminate_all(etf::a("shutdown"));
     // Let the aborted port processes drop, which starts their programs' reapers.
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -21,6 +21,25 @@ use tracing::warn;
 /// Empty leaves kept for reuse, at most.
 const POOL: usize = 64;
 
+/// Each started program's leaf directory, by its first process's pid,
+/// until the leaf is released: what a restart grant checks is empty
+/// before it starts the program's replacement (see [`leaf_of`]).
+fn running() -> &'static Mutex<std::collections::HashMap<u32, PathBuf>> {
+    static RUNNING: std::sync::OnceLock<Mutex<std::collections::HashMap<u32, PathBuf>>> = std::sync::OnceLock::new();
+    RUNNING.get_or_init(Default::default)
+}
+
+/// The leaf directory of the program whose first process is `pid`, open
+/// (`O_PATH`), while its leaf is held.
+pub fn leaf_of(pid: u32) -> Option<OwnedFd> {
+    let dir = running().lock().unwrap_or_else(|e| e.into_inner()).get(&pid).cloned()?;
+    let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a valid NUL-terminated path; the fd returned is ours.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    // SAFETY: a new fd, owned from here.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
 /// This portnode's subtree.
 pub struct Subtree {
     shared: Arc<Shared>,
@@ -112,7 +131,7 @@ impl Subtree {
         use std::os::unix::fs::OpenOptionsExt;
         let handle = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&dir);
         match handle {
-            Ok(f) => Ok(Leaf { number, handle: Some(f.into()), killed: false.into(), emptied: false.into(), cpu_base, limits: None, shared: self.shared.clone() }),
+            Ok(f) => Ok(Leaf { number, pid: 0, handle: Some(f.into()), killed: false.into(), emptied: false.into(), cpu_base, limits: None, shared: self.shared.clone() }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
@@ -132,6 +151,8 @@ pub struct Leaf {
     /// Its directory is `p<number>` in the subtree: a number, not a path,
     /// is what every held program keeps.
     number: u64,
+    /// The program's first process, once it runs (0 before).
+    pid: u32,
     /// The leaf's directory, open until the child is in it (for
     /// `clone3(CLONE_INTO_CGROUP)`, or to open its `cgroup.procs`).
     handle: Option<OwnedFd>,
@@ -213,8 +234,10 @@ impl Leaf {
     }
 
     /// The child is in (or failed to start): the fd is no longer needed.
-    pub fn started(&mut self) {
+    pub fn started(&mut self, pid: u32) {
         self.handle = None;
+        self.pid = pid;
+        running().lock().unwrap_or_else(|e| e.into_inner()).insert(pid, self.dir());
     }
 
     /// Sends `signal` to every process in the leaf.
@@ -270,6 +293,12 @@ impl Leaf {
 
     /// Returns the empty leaf to the pool, or removes it.
     pub fn release(mut self) {
+        if self.pid != 0 {
+            let mut running = running().lock().unwrap_or_else(|e| e.into_inner());
+            if running.get(&self.pid).is_some_and(|dir| *dir == self.dir()) {
+                running.remove(&self.pid);
+            }
+        }
         let limited = self.limits.take().is_some_and(|mut l| {
             l.release();
             l.in_leaf

@@ -104,6 +104,13 @@ impl Containment {
         }
     }
 
+    /// True if a restart grant can be armed: the spawner must be able to
+    /// tell, in one look, that nothing of the old program is left (its leaf
+    /// is empty), which process groups cannot tell.
+    pub fn grants_restarts(&self) -> bool {
+        matches!(self, Containment::Cgroup(_))
+    }
+
     /// Prepares the confinement of one new program.
     pub fn prepare(&self) -> io::Result<Jail> {
         Ok(match self {
@@ -222,7 +229,7 @@ impl Jail {
     /// Records the program's pid once it runs (it leads its own group).
     pub fn started(&mut self, pid: u32) {
         match self {
-            Jail::Cgroup(leaf) => leaf.started(),
+            Jail::Cgroup(leaf) => leaf.started(pid),
             Jail::Group { pgid, .. } => *pgid = pid,
         }
     }

@@ -154,9 +154,29 @@ impl Running {
         Running { program: self.program.take(), kill_timeout: self.kill_timeout, stop_signal: self.stop_signal, status: self.status }
     }
 
+    /// Gives up the restart grant armed on the program, if one is (see
+    /// [`spawner::client::disarm`]), without waiting for the spawner's
+    /// answer: call it before closing any of the program's fds, which may
+    /// end it. The spawner reads what portnode sent before it uses a
+    /// grant, so a program that ends after this is not restarted.
+    pub fn give_up_grant(&self) {
+        if let Some((child, _)) = &self.program {
+            if !child.reaped && child.exit.get().is_none() {
+                let _ = spawner::client::disarm(child.pid);
+            }
+        }
+    }
+
+    /// A guard that gives up the program's restart grant when dropped (see
+    /// [`GrantGuard`]).
+    pub fn grant_guard(&self) -> Option<GrantGuard> {
+        self.program.as_ref().map(|(child, _)| GrantGuard { pid: child.pid, exit: child.exit.clone() })
+    }
+
     /// Hands the program to a reaper task that stops it within the kill
     /// timeout; returns at once.
     pub fn stop_in_background(&mut self) {
+        self.give_up_grant();
         let Some((mut child, mut jail)) = self.program.take() else { return };
         let (timeout, stop_signal) = (self.kill_timeout, self.stop_signal);
         match tokio::runtime::Handle::try_current() {
@@ -322,6 +342,23 @@ pub fn signal_number(name: &str) -> Option<i32> {
     })
 }
 
+/// Gives up a program's restart grant when dropped, unless the program
+/// has exited: a port process killed (its task dropped) drops it before
+/// the program's fds, whose closing may end the program.
+pub struct GrantGuard {
+    pid: libc::pid_t,
+    exit: Arc<ExitSlot>,
+}
+
+impl Drop for GrantGuard {
+    fn drop(&mut self) {
+        // Not exited: not reaped either, so the pid is still the program's.
+        if self.exit.get().is_none() {
+            let _ = spawner::client::disarm(self.pid);
+        }
+    }
+}
+
 /// A program we started and have not reaped yet. Its exit is observed
 /// without reaping it (the spawner tells, and keeps it a zombie, in both
 /// containment modes), so that its pid (and, as a group leader, its pgid)
@@ -380,8 +417,7 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
-            // No time to wait for the spawner's answer: a grant used
-            // meanwhile answers a port that stops its program.
+            // No time to wait for the spawner's answer: it reads this first.
             let _ = spawner::client::disarm(self.pid);
             self.signal(libc::SIGKILL);
             self.reap();

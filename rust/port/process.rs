@@ -144,7 +144,12 @@ impl Settings {
 /// Serves the port until it closes; returns its exit reason. The program
 /// then gets what it was sent, and time to finish (see [`Port::closed`]).
 async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
+    // A local, so dropped before `port` and `outputs` if this task is.
+    let _grant = port.program.grant_guard();
     let reason = pump(&mut port, &mut outputs).await;
+    // Before any of its fds closes, which may end the program (EOF,
+    // SIGPIPE, a hang-up): a closed port's program is not restarted.
+    port.program.give_up_grant();
     let reason = port.settle_start(reason);
     // Read no more: on a terminal, closing the master's last fd hangs it up (see `closed`).
     outputs.0.pipe = None;
@@ -268,6 +273,8 @@ async fn pump(port: &mut Port, outputs: &mut (Output, Output)) -> Term {
                     under_way.1.more_calls.extend(stop.call);
                     continue;
                 }
+                // Before the hang-up, which may end it: a stopped program is not restarted.
+                port.program.give_up_grant();
                 port.hang_up(out);
                 let mut program = port.program.detach();
                 let grace = stop.grace;

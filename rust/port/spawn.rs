@@ -170,7 +170,14 @@ pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::
     given.extend(joins);
     let asked = match after {
         None => spawner::client::spawn(command, given),
-        Some(after) => spawner::client::arm(after, command, given),
+        // The spawner checks the old program's leaf is empty before it starts this one.
+        Some(after) => match crate::containment::cgroup::leaf_of(after as u32) {
+            Some(old_leaf) => {
+                given.push(old_leaf);
+                spawner::client::arm(after, command, given)
+            }
+            None => Err(spawner::client::not_restarted()),
+        },
     };
     match asked {
         Ok(answer) => Ok(Starting { pending: Pending { answer: Some(answer), jail: Some(jail) }, stdin, stdout, stderr, pty }),

@@ -142,7 +142,8 @@ pub fn is_not_restarted(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<NotRestarted>())
 }
 
-fn not_restarted() -> io::Error {
+/// The error of a grant given up (see [`is_not_restarted`]).
+pub fn not_restarted() -> io::Error {
     io::Error::other(NotRestarted)
 }
 
@@ -240,7 +241,8 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
 /// program while it is known here.
 pub fn arm(after: libc::pid_t, command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
     let client = CLIENT.get().ok_or_else(|| io::Error::other("no spawner attached"))?;
-    debug_assert_eq!(fds.len(), command.fd_count());
+    // The program's fds, then `after`'s leaf.
+    debug_assert_eq!(fds.len(), command.fd_count() + 1);
     let (tx, rx) = oneshot::channel();
     let hold = command.hold;
     let mut state = client.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -252,9 +254,10 @@ pub fn arm(after: libc::pid_t, command: Command, fds: Vec<OwnedFd>) -> io::Resul
     let id = state.next_grant;
     state.next_grant = id.wrapping_add(1);
     let mut bytes = Vec::new();
-    if let Err(e) = (Request::Arm { id, after, command }).encode(&mut bytes) {
-        // Too large for the spawner: as a spawn of it, it fails with E2BIG.
-        let _ = tx.send(Err(e));
+    if (Request::Arm { id, after, command }).encode(&mut bytes).is_err() {
+        // Too large for the spawner: not armed (a restart the usual way
+        // reports it, as exec would: E2BIG).
+        let _ = tx.send(Err(not_restarted()));
         return Ok(rx);
     }
     state.grants.insert(id, Grant { after, answer: Some(tx), hold, disarmed: false, given_up: Vec::new() });
@@ -301,6 +304,16 @@ fn disarm_grant(pid: libc::pid_t, stopping: bool) -> Option<oneshot::Receiver<()
         client.queued.notify_one();
     }
     Some(rx)
+}
+
+/// Gives up every grant armed (at shutdown, before any program is
+/// stopped): none restarts anything from here on. The answers come as usual.
+pub fn give_up_all() {
+    let Some(client) = CLIENT.get() else { return };
+    let armed: Vec<libc::pid_t> = client.state.lock().unwrap_or_else(|e| e.into_inner()).granted.keys().copied().collect();
+    for pid in armed {
+        let _ = give_up(pid);
+    }
 }
 
 /// Lets the spawner reap held program `pid` once it has exited (a program
@@ -483,7 +496,9 @@ impl Client {
                 }
                 Reply::Restarted { id, pid } => {
                     let Some(grant) = state.answered(id) else {
-                        // Not a grant of ours (cannot happen): it must not run.
+                        // Not a grant of ours (cannot happen): it must not
+                        // run. Held by the spawner: reaped on our word.
+                        state.held.insert(pid);
                         drop(state);
                         error!(grant = id, pid, "the spawner restarted a program for a grant portnode does not know; killing it");
                         kill_and_reap(pid);

@@ -60,6 +60,9 @@ struct Armed {
     id: u32,
     command: protocol::Command,
     given: exec::Given,
+    /// The leaf directory of the program it replaces: nothing may be left
+    /// in it when the replacement starts.
+    old_leaf: OwnedFd,
 }
 
 struct Server {
@@ -72,6 +75,10 @@ struct Server {
     inbox: Vec<u8>,
     fds: VecDeque<OwnedFd>,
     outbox: Vec<u8>,
+    /// Reading the requests that came before an exit a grant waits for (see [`Server::check`]).
+    draining: bool,
+    /// A request read then that ends the spawner, as one read by the loop would.
+    broken: Option<std::io::Error>,
     /// Since when exits may be hidden behind a SIGCHLD (see [`HIDDEN_EXITS_IDLE_MS`]).
     hidden_exits_since: Option<std::time::Instant>,
     /// The held zombie that hid the others from `P_ALL`, and since when
@@ -89,7 +96,7 @@ pub fn serve(sock: OwnedFd, portnode: libc::pid_t) -> ! {
             unsafe { libc::_exit(1) }
         }
     };
-    let mut server = Server { sock, kids: HashMap::new(), armed: HashMap::new(), armed_after: HashMap::new(), inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None, hidden_by_held: None };
+    let mut server = Server { sock, kids: HashMap::new(), armed: HashMap::new(), armed_after: HashMap::new(), draining: false, broken: None, inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None, hidden_by_held: None };
     let code = match server.run(&signals) {
         Ok(()) => 0,
         Err(e) => {
@@ -187,17 +194,25 @@ impl Server {
                 self.sweep();
             }
             if polls[0].revents != 0 {
+                // Without waiting: an exit handled above may have read it all
+                // already (see `Server::check`).
                 let got = loop {
-                    match socket::recv(&self.sock, &mut buf, &mut self.fds) {
+                    match socket::recv_now(&self.sock, &mut buf, &mut self.fds) {
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        other => break other?,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break None,
+                        other => break Some(other?),
                     }
                 };
-                if got == 0 {
+                if got == Some(0) {
                     return Ok(()); // portnode is gone
                 }
-                self.inbox.extend_from_slice(&buf[..got]);
-                self.handle_requests()?;
+                if let Some(got) = got {
+                    self.inbox.extend_from_slice(&buf[..got]);
+                    self.handle_requests()?;
+                }
+            }
+            if let Some(e) = self.broken.take() {
+                return Err(e);
             }
             self.flush()?;
         }
@@ -223,11 +238,12 @@ impl Server {
                 }
                 Request::Arm { id, after, command } => {
                     let given = self.take_given(&command);
+                    let old_leaf = self.fds.pop_front();
                     let running = matches!(self.kids.get(&after), Some(Kid::Running { .. }));
-                    match given {
-                        Some(given) if running && !self.armed.contains_key(&after) && !self.armed_after.contains_key(&id) => {
+                    match (given, old_leaf) {
+                        (Some(given), Some(old_leaf)) if running && !self.armed.contains_key(&after) && !self.armed_after.contains_key(&id) => {
                             self.armed_after.insert(id, after);
-                            self.armed.insert(after, Armed { id, command, given });
+                            self.armed.insert(after, Armed { id, command, given, old_leaf });
                         }
                         // Exited already (portnode will hear, and restart
                         // it itself), or not one to arm: its fds close.
@@ -353,6 +369,14 @@ impl Server {
     /// reaps it unless it is held. A program with a restart grant is
     /// replaced first, before anything else is done or said.
     fn check(&mut self, pid: libc::pid_t) {
+        if self.armed.contains_key(&pid) && !self.draining && matches!(exec::exited(pid), Ok(Some(_))) {
+            // portnode gives a grant up before it stops the program (or
+            // closes its pipes): what it sent before this exit is read
+            // first, so that a give-up it wrote first is not overtaken.
+            self.draining = true;
+            self.read_waiting_requests();
+            self.draining = false;
+        }
         let Some(Kid::Running { hold, reap }) = self.kids.get(&pid).copied() else { return };
         let status = match exec::exited(pid) {
             Ok(Some(status)) => status,
@@ -360,8 +384,13 @@ impl Server {
             // Not our child any more (cannot happen while we hold it): say 255.
             Err(_) => 255 << 8,
         };
-        let restarted = self.armed.remove(&pid).map(|Armed { id, command, given }| {
+        let restarted = self.armed.remove(&pid).map(|Armed { id, command, given, old_leaf }| {
             self.armed_after.remove(&id);
+            if !leaf_empty(&old_leaf) {
+                // Something of the old program is left (a child it started):
+                // portnode stops it, and restarts the program itself.
+                return Reply::NotRestarted { id };
+            }
             self.start(&command, given, |pid| Reply::Restarted { id, pid }, |errno, step| Reply::RestartFailed { id, errno, step })
         });
         Reply::Exited { pid, status }.encode(&mut self.outbox);
@@ -373,6 +402,31 @@ impl Server {
         } else {
             exec::reap(pid);
             self.kids.remove(&pid);
+        }
+    }
+
+    /// Reads and handles what portnode has sent and the loop has not read
+    /// yet, without waiting. A request that ends the spawner is kept for
+    /// the loop ([`Server::broken`]).
+    fn read_waiting_requests(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match socket::recv_now(&self.sock, &mut buf, &mut self.fds) {
+                Ok(0) => return, // portnode is gone: the loop sees it too
+                Ok(n) => {
+                    self.inbox.extend_from_slice(&buf[..n]);
+                    if let Err(e) = self.handle_requests() {
+                        self.broken.get_or_insert(e);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.broken.get_or_insert(e);
+                    return;
+                }
+            }
         }
     }
 
@@ -390,4 +444,20 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// True if leaf cgroup `dir` holds no process (`populated 0`), as one
+/// read of its `cgroup.events` tells.
+fn leaf_empty(dir: &OwnedFd) -> bool {
+    // SAFETY: openat on our directory fd with a NUL-terminated name.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c"cgroup.events".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a new fd, owned from here.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut buf = [0u8; 128];
+    // SAFETY: reading into a buffer of its size.
+    let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    n > 0 && buf[..n as usize].split(|&b| b == b'\n').any(|line| line == b"populated 0")
 }

@@ -88,6 +88,15 @@ pub fn send_all(sock: RawFd, mut bytes: &[u8], mut fds: &[RawFd]) -> io::Result<
 /// kernel had to drop (MSG_CTRUNC: no room in our fd table) are an error:
 /// the connection cannot tell which message they belonged to.
 pub fn recv(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
+    recv_flags(sock, buf, fds, 0)
+}
+
+/// [`recv`] that does not wait: `WouldBlock` if nothing is there.
+pub fn recv_now(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
+    recv_flags(sock, buf, fds, libc::MSG_DONTWAIT)
+}
+
+fn recv_flags(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>, flags: libc::c_int) -> io::Result<usize> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut control = [0u64; 8];
     // SAFETY: as in `send`; the fds the kernel wrote into the control
@@ -98,7 +107,7 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) ->
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags);
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

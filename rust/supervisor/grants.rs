@@ -65,6 +65,16 @@ impl Supervisor {
         }
     }
 
+    /// Gives up every grant armed, without waiting for the answers (see
+    /// [`Supervisor::settle_grant`]).
+    pub(super) fn give_up_grants(&self) {
+        for child in self.children.iter().filter(|c| c.grant.is_some()) {
+            if let Some(os_pid) = child.os_pid {
+                let _ = crate::spawner::client::give_up(os_pid as libc::pid_t);
+            }
+        }
+    }
+
     /// Gives up child `i`'s grant, if it has one, and waits for the
     /// answer. A grant used meanwhile is adopted (its restart counted):
     /// false if that restart was one too many.

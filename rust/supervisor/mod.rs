@@ -30,7 +30,7 @@ use spec::{ChildSpec, Flags, Restart, Strategy};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// Starts a supervisor for `parent` (linked to it) that answers `call`
 /// with `{ok, Pid}` once every child has started, or with the error
@@ -206,8 +206,13 @@ impl Supervisor {
         child.ended = None;
     }
 
-    /// Stops every child, last started first.
+    /// Stops every child, last started first. Every grant is given up
+    /// first: none restarts a sibling that dies meanwhile.
     async fn terminate_all(&mut self) {
+        self.give_up_grants();
+        for i in (0..self.children.len()).rev() {
+            self.settle_grant(i).await;
+        }
         for i in (0..self.children.len()).rev() {
             self.terminate_child(i).await;
         }
@@ -252,6 +257,10 @@ impl Supervisor {
                 match self.index_of_handle(&from) {
                     Some(i) => self.child_exited(i, reason).await,
                     None => {
+                        if let Some(i) = self.children.iter().position(|c| c.grant.as_ref() == Some(&from)) {
+                            // A grant's port gone before it said anything (killed): no grant.
+                            self.children[i].grant = None;
+                        }
                         self.retired_exited(&from, &reason);
                         None
                     }
@@ -267,11 +276,8 @@ impl Supervisor {
             }
             Request::Granted { from, outcome } => {
                 let Some(i) = self.children.iter().position(|c| c.grant.as_ref() == Some(&from)) else {
-                    if let Ok(Some(_)) = outcome {
-                        // A grant no child has any more (cannot happen): its program must not run.
-                        error!(supervisor = %self.me.pid(), handle = %from, "a restart grant no child has started a program; stopping it");
-                        self.me.node().terminate(&from, a("kill"));
-                    }
+                    // Not from a grant of ours (every answer is awaited): anyone's message.
+                    warn!(supervisor = %self.me.pid(), from = %from, "supervisor ignored a restart grant's answer it was not waiting for");
                     return None;
                 };
                 self.children[i].grant = None;
@@ -449,6 +455,15 @@ impl Supervisor {
                 error(reason)
             }
         }
+    }
+}
+
+impl Drop for Supervisor {
+    /// A supervisor killed (`exit(Sup, kill)`, or portnode's shutdown) gives
+    /// its grants up as it goes: before its children's ports hear of its
+    /// exit and close, which may end their programs.
+    fn drop(&mut self) {
+        self.give_up_grants();
     }
 }
 

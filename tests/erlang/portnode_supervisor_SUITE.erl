@@ -12,7 +12,8 @@ all() ->
      starts_in_order_stops_in_reverse, parent_exit_stops_children, child_management_calls,
      failed_start_stops_the_started, bad_specs_are_named, transient_is_judged_by_exit_status,
      grant_restarts_each_crash, grant_never_restarts_a_stopped_child, grant_restarts_count_against_the_intensity,
-     grant_starts_nothing_for_a_killed_supervisor].
+     grant_starts_nothing_for_a_killed_supervisor, grant_restarts_nothing_while_shutting_down,
+     grant_waits_for_an_empty_leaf].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -274,7 +275,12 @@ transient_is_judged_by_exit_status(_) ->
 %% A permanent child that writes its pid to `File' as it starts, then sleeps
 %% (the pid stays: the shell execs sleep). The file is every start it had.
 noter(Id, File) ->
-    #{id => Id, start => {{spawn_executable, "/bin/sh"}, [{args, ["-c", "echo $$ >> \"$0\"; exec sleep 300", File]}]}}.
+    noter(Id, File, "sleep 300").
+
+%% The same, running `Command' after the note: `cat' ends at its stdin's
+%% EOF, as a filter does when its port closes.
+noter(Id, File, Command) ->
+    #{id => Id, start => {{spawn_executable, "/bin/sh"}, [{args, ["-c", "echo $$ >> \"$0\"; exec " ++ Command, File]}]}}.
 
 starts(File) ->
     case file:read_file(File) of
@@ -386,14 +392,15 @@ grant_restarts_count_against_the_intensity(Config) ->
     ?assertEqual([], os_process:wait_gone(starts(FileA) ++ starts(FileB), 2000)).
 
 %% @doc A supervisor killed (no trap, no cleanup of its own): its children
-%% are stopped, and a grant starts nothing, even when the program died
-%% just before its supervisor; whatever a grant started then is stopped.
+%% are stopped, and a grant starts nothing, even for a program (`cat') that
+%% ends by itself when its port closes; when the program died just before
+%% its supervisor, whatever a grant started then is stopped.
 grant_starts_nothing_for_a_killed_supervisor(Config) ->
     File = note_file(Config, "killed_starts"),
     Baseline = under_portnode(),
     Added = [begin
                  Before = length(starts(File)),
-                 Sup = start(#{strategy => one_for_one, intensity => 100, period => 10}, [noter(a, File)]),
+                 Sup = start(#{strategy => one_for_one, intensity => 100, period => 10}, [noter(a, File, "cat")]),
                  [{a, P}] = os_pids(Sup),
                  wait_noted(File, P),
                  Round rem 2 =:= 0 andalso kill9(P),
@@ -411,3 +418,48 @@ grant_starts_nothing_for_a_killed_supervisor(Config) ->
     timer:sleep(200),
     ?assertEqual(Starts, starts(File)),
     ?assertEqual([], os_process:wait_gone(Starts, 0)).
+
+%% @doc A supervisor shutting down (its parent exits) restarts nothing, not
+%% even a child that dies while a sibling takes its time to stop: every
+%% grant is given up before the first child is stopped.
+grant_restarts_nothing_while_shutting_down(Config) ->
+    [FileA, FileB] = [note_file(Config, N) || N <- ["shutdown_a", "shutdown_b"]],
+    Slow = "sh -c 'trap \"sleep 0.5; exit 0\" TERM; while :; do sleep 0.05; done'",
+    Sup = start(#{strategy => one_for_one, intensity => 100, period => 10},
+                [noter(a, FileA, "cat"), (noter(b, FileB, Slow))#{shutdown => 5000}]),
+    [{a, A}, {b, B}] = os_pids(Sup),
+    wait_noted(FileA, A),
+    wait_noted(FileB, B),
+    timer:sleep(200),  % let b's shell set its trap
+    exit(Sup, shutdown),
+    timer:sleep(150),  % b (stopped first) is in its grace
+    kill9(A),
+    receive {'EXIT', Sup, shutdown} -> ok after 10000 -> ct:fail(sup_alive) end,
+    timer:sleep(200),
+    ?assertEqual([A], starts(FileA)),
+    ?assertEqual([B], starts(FileB)),
+    ?assertEqual([], os_process:wait_gone([A, B], 2000)).
+
+%% @doc A program that left a child of its own behind when it died is not
+%% restarted by its grant (its cgroup still holds a process): the
+%% supervisor restarts it the usual way, once what was left is stopped.
+grant_waits_for_an_empty_leaf(Config) ->
+    [File, Left] = [note_file(Config, N) || N <- ["leaf_starts", "leaf_left"]],
+    Script = "sleep 1000 </dev/null >/dev/null 2>&1 & echo $! >> \"$1\"; echo $$ >> \"$0\"; exec sleep 300",
+    Child = #{id => a, start => {{spawn_executable, "/bin/sh"}, [{args, ["-c", Script, File, Left]}]}},
+    ok = logger:add_handler(leaf_capture, log_capture, #{config => #{pid => self()}}),
+    try
+        Sup = start(#{strategy => one_for_one, intensity => 100, period => 10}, [Child]),
+        [{a, P}] = os_pids(Sup),
+        wait_noted(File, P),
+        [Daemon] = starts(Left),
+        ?assert(os_process:alive(Daemon)),
+        kill9(P),
+        [{a, P2}] = wait_for(Sup, fun([{a, Q}]) -> Q =/= P end),
+        ?assertEqual([], os_process:wait_gone([P, Daemon], 2000)),
+        ?assert(os_process:alive(P2)),
+        ?assertEqual(0, grant_restarts_logged(500)),
+        stop_sup(Sup)
+    after
+        logger:remove_handler(leaf_capture)
+    end.

@@ -67,11 +67,13 @@ pub enum Request {
     /// Reap this held program once it has exited (at once if it has).
     /// Until then its pid stays reserved, so that portnode may signal it.
     Reap(i32),
-    /// A restart grant: start `command` (its fds come with the request, as
-    /// a `Spawn`'s) the moment program `after` exits, whatever its status,
-    /// without waiting for portnode. Answered once, when it is used or
-    /// given up: `Restarted`, `RestartFailed` or `NotRestarted` (at once if
-    /// `after` has already exited or is not a running program).
+    /// A restart grant: start `command` the moment program `after` exits,
+    /// whatever its status, without waiting for portnode, if nothing of
+    /// `after` is left in its leaf cgroup. Its fds are a `Spawn`'s, then
+    /// `after`'s leaf directory. Answered once, when it is used or given
+    /// up: `Restarted`, `RestartFailed` or `NotRestarted` (at once if
+    /// `after` has already exited or is not a running program; at its exit
+    /// if its leaf still holds a process).
     Arm { id: u32, after: i32, command: Command },
     /// Gives grant `id` up: answered `NotRestarted` if it was still armed;
     /// if it was used, its answer has gone already, and this is ignored.
