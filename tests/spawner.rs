@@ -1,8 +1,9 @@
 //! The spawner, against a real portnode, real `erl` and real programs:
 //! portnode holds three fds per program and its spawner none, exits are
 //! reported and reaped, a dead spawner ends portnode and every program
-//! (a double-forked daemon included), in both containment modes, and a
-//! request too large for the spawner fails alone.
+//! (a double-forked daemon included), in both containment modes, a
+//! request too large for the spawner fails alone, and restart grants hold
+//! a bounded number of fds in the spawner.
 
 mod common;
 use common::*;
@@ -278,4 +279,35 @@ fn an_open_too_large_for_the_spawner_fails_as_an_exec_would_and_alone() {
     let out = erl.eval("{ok, After, _} = gen_server:call({portnode, N}, {open_port, self(), {spawn, \"echo hi\"}, []}), receive {After, {data, D}} -> D after 5000 -> timeout end");
     assert_eq!(out, "\"hi\\n\"");
     assert_eq!(erl.eval("gen_server:call(Sleeper, close)"), "true");
+}
+
+/// Restart grants (a permanent child of a `one_for_one` supervisor inside
+/// portnode is restarted by the spawner): the spawner holds the fds of the
+/// grants armed (the next program's three pipe ends, its leaf and the old
+/// program's leaf), for 64 grants at most however many children, and none
+/// once they are given up; in process-group mode, none at all.
+#[test]
+fn the_spawner_holds_the_fds_of_64_restart_grants_at_most_and_none_after() {
+    for mode in ["auto", "off"] {
+        let (_home, pn, mut erl) = connected(&["--cgroup", mode]);
+        let spawner = spawner_of(&pn);
+        let before = fd_count(spawner);
+        let containment = erl.eval("maps:get(containment, gen_server:call({portnode, N}, info))");
+        let out = erl.eval(
+            "process_flag(trap_exit, true), \
+             Child = fun(I) -> #{id => I, start => {{spawn, \"sleep 300\"}, []}} end, \
+             {ok, Sup} = gen_server:call({portnode, N}, {start_supervisor, self(), #{intensity => 1000, period => 10}, [Child(I) || I <- lists:seq(1, 70)]}, 30000), \
+             length(supervisor:which_children(Sup))",
+        );
+        assert_eq!(out, "70", "{mode}");
+        let expected = if containment == "cgroup" { 64 * 5 } else { 0 };
+        wait_for(&format!("{mode} ({containment}): the spawner holds {expected} fds for grants"), Duration::from_secs(5), || fd_count(spawner) == before + expected);
+        // Still so a moment later: no grant beyond 64 is armed meanwhile.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(fd_count(spawner), before + expected, "{mode} ({containment})");
+        let out = erl.eval("exit(Sup, shutdown), receive {'EXIT', Sup, R} -> R after 30000 -> timeout end");
+        assert_eq!(out, "shutdown", "{mode}");
+        wait_for(&format!("{mode}: every grant's fds closed"), Duration::from_secs(5), || fd_count(spawner) == before);
+        wait_for(&format!("{mode}: every program gone"), Duration::from_secs(10), || children_of(spawner).is_empty());
+    }
 }

@@ -237,8 +237,10 @@ pub fn spawn(command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
 /// restarted behind its back; at once if that has begun already, if
 /// `after` has exited, or if [`MAX_GRANTS`] are armed.
 ///
-/// `after` is held (a zombie until reaped), so its pid cannot name another
-/// program while it is known here.
+/// `after` must be a program whose exit the spawner has not reported
+/// (checked here): then it is not reaped, and its pid is its own. The
+/// caller names it by pid, from the program's start: a pid comes back
+/// only after the kernel has handed out pid_max others.
 pub fn arm(after: libc::pid_t, command: Command, fds: Vec<OwnedFd>) -> io::Result<Starting> {
     let client = CLIENT.get().ok_or_else(|| io::Error::other("no spawner attached"))?;
     // The program's fds, then `after`'s leaf.

@@ -6,9 +6,10 @@
 //! it execs and no page table is copied. Everything the child needs is
 //! prepared before the clone; between clone and exec it makes only system
 //! calls, and never allocates. (`posix_spawn` itself cannot arm the
-//! parent-death signal.) The spawner holds no fd of any running program,
-//! so the fd table each clone copies and each exec closes stays small
-//! however many programs run.
+//! parent-death signal.) The spawner holds no fd of any running program
+//! (only those of the restart grants armed, a bounded number), so the fd
+//! table each clone copies and each exec closes stays small however many
+//! programs run.
 
 use super::pid_var::PidVar;
 use super::protocol::Command;

@@ -14,14 +14,24 @@
 //!   made. A restart made the usual way first gives up grants until it
 //!   fits beside them. Each restart, by a grant or not, is counted when
 //!   the supervisor hears of it.
-//! - **Stops.** A program portnode stops is never restarted by a grant:
-//!   every stop (the supervisor's, its port's on a close, an owner's exit or a
-//!   missed watchdog) gives the grant up and waits for the spawner's answer
-//!   before it signals the program (see [`crate::spawner::client::disarm`]);
-//!   the supervisor also settles a child's grant before it stops the child.
-//!   A grant the spawner used before the give-up arrived replaced a
-//!   program that had exited on its own: the replacement is adopted (and
-//!   counted), then stopped.
+//! - **Stops.** A program portnode stops, or whose port closes, is not
+//!   restarted by its grant. The grant is given up before anything that
+//!   may end the program: before a stop signals it (and the stop waits
+//!   for the spawner's answer), before a closing port closes its fds (a
+//!   filter ends at EOF), when a port's task is dropped (its guard goes
+//!   before its fds), when the supervisor is killed (its `Drop`) or stops
+//!   its children (every grant first, then each child), and at portnode's
+//!   shutdown (every grant, before any port). The spawner reads what
+//!   portnode sent before it uses a grant (see
+//!   [`crate::spawner::client::disarm`]), so a give-up written before the
+//!   program's end wins. A grant the spawner used before the give-up was
+//!   written replaced a program that had ended on its own first: the
+//!   replacement is adopted (and counted), then stopped.
+//! - **Nothing of the old program left.** The spawner starts the
+//!   replacement only if the old program's leaf cgroup is empty
+//!   (`populated 0`); a program that left a child behind is restarted the
+//!   usual way, after its port has stopped what was left. So grants need
+//!   cgroup mode: with process groups, children restart the usual way.
 //! - **Only where nothing else decides.** No grant for `one_for_all` or
 //!   `rest_for_one` (siblings are stopped first), `transient` or
 //!   `temporary` children (the exit reason decides), children that say
