@@ -21,24 +21,6 @@ use tracing::warn;
 /// Empty leaves kept for reuse, at most.
 const POOL: usize = 64;
 
-/// Each started program's leaf directory, by its first process's pid,
-/// until the leaf is released: what a restart grant checks is empty
-/// before it starts the program's replacement (see [`leaf_of`]).
-fn running() -> &'static Mutex<std::collections::HashMap<u32, PathBuf>> {
-    static RUNNING: std::sync::OnceLock<Mutex<std::collections::HashMap<u32, PathBuf>>> = std::sync::OnceLock::new();
-    RUNNING.get_or_init(Default::default)
-}
-
-/// The leaf directory of the program whose first process is `pid`, open
-/// (`O_PATH`), while its leaf is held.
-pub fn leaf_of(pid: u32) -> Option<OwnedFd> {
-    let dir = running().lock().unwrap_or_else(|e| e.into_inner()).get(&pid).cloned()?;
-    let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a valid NUL-terminated path; the fd returned is ours.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    // SAFETY: a new fd, owned from here.
-    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-}
 
 /// This portnode's subtree.
 pub struct Subtree {
@@ -52,6 +34,10 @@ struct Shared {
     /// counted so far (read as a leaf comes back, not as it is taken: the
     /// read would delay a restart).
     pool: Mutex<Vec<(u64, u64)>>,
+    /// Each started program's leaf number, by its first process's pid,
+    /// until the leaf is released: what a restart grant checks is empty
+    /// before it starts the program's replacement (see [`Subtree::leaf_of`]).
+    running: Mutex<std::collections::HashMap<u32, u64>>,
     /// Where the controllers that limits need are.
     places: super::limits::Places,
 }
@@ -63,6 +49,17 @@ impl Shared {
 }
 
 impl Subtree {
+    /// The leaf directory of the program whose first process is `pid`,
+    /// open (`O_PATH`), while its leaf is held.
+    pub fn leaf_of(&self, pid: u32) -> Option<OwnedFd> {
+        let number = *self.shared.running.lock().unwrap_or_else(|e| e.into_inner()).get(&pid)?;
+        let path = CString::new(self.shared.leaf_dir(number).as_os_str().as_bytes()).ok()?;
+        // SAFETY: a valid NUL-terminated path; the fd returned is ours.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        // SAFETY: a new fd, owned from here.
+        (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+
     /// A subtree under portnode's own cgroup in the cgroup v2 hierarchy.
     pub fn create_auto() -> io::Result<Subtree> {
         let mount = v2_mount()?;
@@ -99,7 +96,7 @@ impl Subtree {
             return Err(io::Error::other(format!("{} has no cgroup.kill (Linux 5.14 or later is needed)", path.display())));
         }
         let places = super::limits::Places::find(&path);
-        Ok(Subtree { shared: Arc::new(Shared { path, next: AtomicU64::new(1), pool: Mutex::new(Vec::new()), places }) })
+        Ok(Subtree { shared: Arc::new(Shared { path, next: AtomicU64::new(1), pool: Mutex::new(Vec::new()), running: Mutex::default(), places }) })
     }
 
     /// The subtree's directory.
@@ -237,7 +234,7 @@ impl Leaf {
     pub fn started(&mut self, pid: u32) {
         self.handle = None;
         self.pid = pid;
-        running().lock().unwrap_or_else(|e| e.into_inner()).insert(pid, self.dir());
+        self.shared.running.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, self.number);
     }
 
     /// Sends `signal` to every process in the leaf.
@@ -294,8 +291,8 @@ impl Leaf {
     /// Returns the empty leaf to the pool, or removes it.
     pub fn release(mut self) {
         if self.pid != 0 {
-            let mut running = running().lock().unwrap_or_else(|e| e.into_inner());
-            if running.get(&self.pid).is_some_and(|dir| *dir == self.dir()) {
+            let mut running = self.shared.running.lock().unwrap_or_else(|e| e.into_inner());
+            if running.get(&self.pid) == Some(&self.number) {
                 running.remove(&self.pid);
             }
         }

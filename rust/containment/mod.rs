@@ -111,6 +111,15 @@ impl Containment {
         matches!(self, Containment::Cgroup(_))
     }
 
+    /// The leaf directory of the running program whose first process is
+    /// `pid`, open, in cgroup mode (see [`cgroup::Subtree::leaf_of`]).
+    pub fn leaf_of(&self, pid: u32) -> Option<std::os::fd::OwnedFd> {
+        match self {
+            Containment::Cgroup(subtree) => subtree.leaf_of(pid),
+            Containment::ProcessGroup(_) => None,
+        }
+    }
+
     /// Prepares the confinement of one new program.
     pub fn prepare(&self) -> io::Result<Jail> {
         Ok(match self {

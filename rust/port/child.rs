@@ -158,7 +158,10 @@ impl Running {
     /// [`spawner::client::disarm`]), without waiting for the spawner's
     /// answer: call it before closing any of the program's fds, which may
     /// end it. The spawner reads what portnode sent before it uses a
-    /// grant, so a program that ends after this is not restarted.
+    /// grant, so a program that ends after this is not restarted, if the
+    /// give-up went out at once: one that waits for room on a full socket
+    /// to the spawner can come late, and the replacement then started is
+    /// stopped by the grant's port, whose owner is gone or stopping it.
     pub fn give_up_grant(&self) {
         if let Some((child, _)) = &self.program {
             if !child.reaped && child.exit.get().is_none() {
@@ -417,7 +420,8 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
-            // No time to wait for the spawner's answer: it reads this first.
+            // No time to wait for the spawner's answer: it reads this first
+            // (if the socket to it has room: see `Running::give_up_grant`).
             let _ = spawner::client::disarm(self.pid);
             self.signal(libc::SIGKILL);
             self.reap();

@@ -171,7 +171,7 @@ pub fn start(spec: &PortSpec, mut jail: Jail, notify_socket: Option<&std::path::
     let asked = match after {
         None => spawner::client::spawn(command, given),
         // The spawner checks the old program's leaf is empty before it starts this one.
-        Some(after) => match crate::containment::cgroup::leaf_of(after as u32) {
+        Some(after) => match crate::containment::get().leaf_of(after as u32) {
             Some(old_leaf) => {
                 given.push(old_leaf);
                 spawner::client::arm(after, command, given)

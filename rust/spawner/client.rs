@@ -271,6 +271,11 @@ pub fn arm(after: libc::pid_t, command: Command, fds: Vec<OwnedFd>) -> io::Resul
     Ok(rx)
 }
 
+/// True if one more grant may be armed (fewer than [`MAX_GRANTS`] are).
+pub fn room_for_grant() -> bool {
+    CLIENT.get().is_some_and(|c| c.state.lock().unwrap_or_else(|e| e.into_inner()).grants.len() < MAX_GRANTS)
+}
+
 /// Portnode begins to stop program `pid`: no grant may restart it. If one
 /// is armed, it is given up, and the returned receiver resolves once the
 /// spawner has answered it (the program is restarted, or will not be):

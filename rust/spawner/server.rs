@@ -193,6 +193,9 @@ impl Server {
                 self.hidden_by_held = None;
                 self.sweep();
             }
+            if let Some(e) = self.broken.take() {
+                return Err(e);
+            }
             if polls[0].revents != 0 {
                 // Without waiting: an exit handled above may have read it all
                 // already (see `Server::check`).

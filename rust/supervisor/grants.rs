@@ -26,7 +26,12 @@
 //!   [`crate::spawner::client::disarm`]), so a give-up written before the
 //!   program's end wins. A grant the spawner used before the give-up was
 //!   written replaced a program that had ended on its own first: the
-//!   replacement is adopted (and counted), then stopped.
+//!   replacement is adopted (and counted), then stopped. Only where
+//!   portnode does not wait for the spawner's answer (a port's end, a
+//!   dropped task, a killed supervisor, the shutdown), a give-up queued
+//!   behind a full socket to the spawner can come late; what the grant
+//!   started then is stopped at once, its port's owner being gone or
+//!   stopping it.
 //! - **Nothing of the old program left.** The spawner starts the
 //!   replacement only if the old program's leaf cgroup is empty
 //!   (`populated 0`); a program that left a child behind is restarted the
@@ -59,7 +64,13 @@ impl Supervisor {
     /// module's documentation) and the intensity has room for it.
     pub(super) async fn arm(&mut self, i: usize) {
         let child = &self.children[i];
-        let eligible = self.strategy == Strategy::OneForOne && child.spec.restart == Restart::Permanent && !child.spec.waits_ready && child.grant.is_none() && child.handle.is_some();
+        let eligible = self.strategy == Strategy::OneForOne
+            && child.spec.restart == Restart::Permanent
+            && !child.spec.waits_ready
+            && child.grant.is_none()
+            && child.handle.is_some()
+            && crate::containment::get().grants_restarts()
+            && crate::spawner::client::room_for_grant();
         let Some(os_pid) = child.os_pid.filter(|_| eligible) else { return };
         if self.intensity.recent(Instant::now()) + self.armed() + 1 > self.intensity.max() {
             return;

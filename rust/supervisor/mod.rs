@@ -258,8 +258,13 @@ impl Supervisor {
                     Some(i) => self.child_exited(i, reason).await,
                     None => {
                         if let Some(i) = self.children.iter().position(|c| c.grant.as_ref() == Some(&from)) {
-                            // A grant's port gone before it said anything (killed): no grant.
+                            // A grant's port gone before it said anything
+                            // (killed): the grant is given up (what it would
+                            // start is stopped by the port's leftovers).
                             self.children[i].grant = None;
+                            if let Some(os_pid) = self.children[i].os_pid {
+                                let _ = crate::spawner::client::give_up(os_pid as libc::pid_t);
+                            }
                         }
                         self.retired_exited(&from, &reason);
                         None
