@@ -517,37 +517,36 @@ impl Client {
                     let exit = Arc::new(ExitSlot::default());
                     state.exits.insert(pid, exit.clone());
                     drop(state);
-                    grant.given_up.into_iter().for_each(|tx| { let _ = tx.send(()); });
-                    let unwanted = grant.answer.is_none_or(|w| w.send(Ok(Started { pid, exit })).is_err());
-                    if unwanted {
+                    if !grant.answer(Ok(Started { pid, exit })) {
                         kill_and_reap(pid);
                     }
                 }
                 Reply::RestartFailed { id, errno, step } => {
                     let grant = state.answered(id);
                     drop(state);
-                    if let Some(grant) = grant {
-                        grant.given_up.into_iter().for_each(|tx| { let _ = tx.send(()); });
-                        if let Some(w) = grant.answer {
-                            let _ = w.send(Err(failure(errno, step)));
-                        }
-                    }
+                    grant.map(|g| g.answer(Err(failure(errno, step))));
                 }
                 Reply::NotRestarted { id } => {
                     let grant = state.answered(id);
                     drop(state);
-                    if let Some(grant) = grant {
-                        grant.given_up.into_iter().for_each(|tx| { let _ = tx.send(()); });
-                        if let Some(w) = grant.answer {
-                            let _ = w.send(Err(not_restarted()));
-                        }
-                    }
+                    grant.map(|g| g.answer(Err(not_restarted())));
                 }
             }
         }
         inbox.drain(..used);
         self.answered.notify_waiters();
         Ok(())
+    }
+}
+
+impl Grant {
+    /// Tells whoever waits for the grant's answer: those who gave it up,
+    /// and its port; false if its port no longer waits.
+    fn answer(self, answer: io::Result<Started>) -> bool {
+        self.given_up.into_iter().for_each(|tx| {
+            let _ = tx.send(());
+        });
+        self.answer.is_some_and(|w| w.send(answer).is_ok())
     }
 }
 
