@@ -1,17 +1,16 @@
 %% @doc Benchmark: what a relay (src/portnode_relay.erl) spends per message,
 %% measured alone in this VM, without portnode: decoding a batch, sending
-%% each item on to a process that counts them, and the check of the link
-%% to the handle before each send. Run with `bench/run relay'.
+%% each item on to a process that counts them, and the look for the
+%% handle's 'EXIT' before each send. Run with `bench/run relay'.
 %%
-%% The loops are the relay's own (`forward_data/4' there), written
-%% again here: the relay exports neither. The relay before checked its
-%% link with `process_info(self(), links)' before each item; that loop is
-%% kept here to compare. Each case is the best of 20
-%% batches of 8,000 six-byte binaries (the packet row's size), in ns per
-%% item; a forward counts until the receiver has taken every message. The
-%% cases run in a process with one link, as a relay has; the relay's is to
-%% the handle, a remote pid, here to a local process. The forward sends
-%% `{Handle, {data, Item}}' without the relay's `message/3' dispatch.
+%% The relay's loop (`forward_data/4' there, which it does not export) is
+%% written again here. So is the check the relay made before issue 22's
+%% seventh round, `process_info(self(), links)' before each item, to
+%% compare. Each case is the best of 20 batches of 8,000 six-byte binaries
+%% (the packet row's size), in ns per item; a forward counts until the
+%% receiver has taken every message. The cases run in a process with one
+%% link, as a relay has; the relay's is to the handle, a remote pid, here
+%% to a local process. Each forward sends `{Handle, {data, Item}}'.
 -module(relay_bench).
 
 -export([main/1]).
