@@ -10,7 +10,10 @@
 %% (the packet row's size), in ns per item; a forward counts until the
 %% receiver has taken every message. The cases run in a process with one
 %% link, as a relay has; the relay's is to the handle, a remote pid, here
-%% to a local process. Each forward sends `{Handle, {data, Item}}'.
+%% to a local process. Each forward sends `{Handle, {data, Item}}'. The
+%% last two cases run the relay's loop and its receiver on schedulers they
+%% are held to (see pinned/4): one, or two, as the VM may place an owner
+%% and its relay.
 -module(relay_bench).
 
 -export([main/1]).
@@ -35,10 +38,13 @@ main(Args) ->
              {"forward each, no check", fun() -> forwarding(fun(To) -> forward(Handle, To, Decoded) end) end},
              {"forward each, a link check before each (the relay before)", fun() -> forwarding(fun(To) -> forward_checked(Handle, To, Decoded) end) end},
              {"forward each, a fetch before each (the relay)", fun() -> forwarding(fun(To) -> forward_fetched(Handle, To, Decoded, []) end) end},
-             {"send whole messages on, no check", fun() -> forwarding(fun(To) -> send_each(To, DecodedBuilt) end) end}],
+             {"send whole messages on, no check", fun() -> forwarding(fun(To) -> send_each(To, DecodedBuilt) end) end},
+             {"forward each, a fetch before each; relay and receiver on one scheduler", fun() -> pinned(1, 1, Handle, Decoded) end},
+             {"forward each, a fetch before each; relay and receiver on two schedulers", fun() -> pinned(1, 2, Handle, Decoded) end}],
     Results = alone(fun() -> [{Name, [F() || _ <- lists:seq(1, Runs)]} || {Name, F} <- Cases] end),
     io:format("~n| per item (ns, ~b items a batch, best of ~b batches), ~b runs | ns |~n|---|---|~n", [?ITEMS, ?REPEAT, Runs]),
-    [io:format("| ~s | ~s |~n", [Name, string:join([io_lib:format("~.1f", [T]) || T <- Ts], ", ")]) || {Name, Ts} <- Results],
+    Fmt = fun(na) -> "n/a"; (T) -> io_lib:format("~.1f", [T]) end,
+    [io:format("| ~s | ~s |~n", [Name, string:join([Fmt(T) || T <- Ts], ", ")]) || {Name, Ts} <- Results],
     ok.
 
 %% Runs F in a fresh process linked to one other, and returns its result.
@@ -61,8 +67,11 @@ forwarding(Send) ->
     lists:min([forward_once(Send) || _ <- lists:seq(1, ?REPEAT)]) / ?ITEMS.
 
 forward_once(Send) ->
+    forward_once(Send, []).
+
+forward_once(Send, ToOpts) ->
     Self = self(),
-    To = spawn(fun() -> count(Self, ?ITEMS) end),
+    To = spawn_opt(fun() -> count(Self, ?ITEMS) end, ToOpts),
     timed(fun() -> Send(To), receive {counted, To} -> ok end end).
 
 count(Parent, 0) -> Parent ! {counted, self()};
@@ -93,6 +102,25 @@ forward_fetched(Handle, To, [Item | Rest] = Items, New) ->
         forward_fetched(Handle, To, Rest, New)
     end;
 forward_fetched(_, _, [], New) -> New.
+
+%% The relay's loop with the forwarding process and its receiver each held
+%% on a scheduler (`{scheduler, N}', an option of spawn_opt that OTP does
+%% not document, for this bench only): an owner and its relay are two
+%% processes the VM places as it likes, and this shows what each placement
+%% costs. "n/a" where the VM has fewer schedulers or no such option.
+pinned(RelayOn, ToOn, Handle, Items) ->
+    Online = erlang:system_info(schedulers_online),
+    Self = self(),
+    Run = fun() ->
+                  Per = lists:min([forward_once(fun(To) -> forward_fetched(Handle, To, Items, []) end, [{scheduler, ToOn}])
+                                   || _ <- lists:seq(1, ?REPEAT)]) / ?ITEMS,
+                  Self ! {pinned, self(), Per}
+          end,
+    try max(RelayOn, ToOn) =< Online andalso spawn_opt(Run, [{scheduler, RelayOn}]) of
+        false -> na;
+        Pid -> receive {pinned, Pid, Per} -> Per end
+    catch error:badarg -> na
+    end.
 
 send_each(To, [Msg | Rest]) -> To ! Msg, send_each(To, Rest);
 send_each(_, []) -> ok.
