@@ -143,23 +143,31 @@ impl Settings {
 
 /// Serves the port until it closes; returns its exit reason. The program
 /// then gets what it was sent, and time to finish (see [`Port::closed`]).
-async fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> Term {
-    // A local, so dropped before `port` and `outputs` if this task is.
-    let _grant = port.program.grant_guard();
-    let reason = pump(&mut port, &mut outputs).await;
-    // Before any of its fds closes, which may end the program (EOF,
-    // SIGPIPE, a hang-up): a closed port's program is not restarted.
-    port.program.give_up_grant();
-    let reason = port.settle_start(reason);
-    // Read no more: on a terminal, closing the master's last fd hangs it up (see `closed`).
-    outputs.0.pipe = None;
-    let err = &mut outputs.1;
-    let stderr = if port.settings.stderr_log { err.pipe.take().map(|pipe| (pipe, std::mem::take(&mut err.buf))) } else { None };
-    // Its exit signals go after what the relay has yet to forward (in
-    // moments: the program is stopped after).
-    let reason = port.relay_drained(reason).await;
-    port.closed(stderr);
-    reason
+///
+/// Its future is most of every held port's task, which tokio allocates
+/// in 128-byte lines (see docs/performance.md, "Memory per held
+/// program"): an `async` block, not an `async fn`, for an `async fn`
+/// keeps its arguments twice; and the wait for the relay at the end, when
+/// there is one, is boxed.
+fn serve(mut port: Box<Port>, mut outputs: Box<(Output, Output)>) -> impl Future<Output = Term> {
+    async move {
+        // A local, so dropped before `port` and `outputs` if this task is.
+        let _grant = port.program.grant_guard();
+        let reason = pump(&mut port, &mut outputs).await;
+        // Before any of its fds closes, which may end the program (EOF,
+        // SIGPIPE, a hang-up): a closed port's program is not restarted.
+        port.program.give_up_grant();
+        let reason = port.settle_start(reason);
+        // Read no more: on a terminal, closing the master's last fd hangs it up (see `closed`).
+        outputs.0.pipe = None;
+        let err = &mut outputs.1;
+        let stderr = if port.settings.stderr_log { err.pipe.take().map(|pipe| (pipe, std::mem::take(&mut err.buf))) } else { None };
+        // Its exit signals go after what the relay has yet to forward (in
+        // moments: the program is stopped after).
+        let reason = if port.relay_busy() { Box::pin(port.relay_drained(reason)).await } else { reason };
+        port.closed(stderr);
+        reason
+    }
 }
 
 async fn pump(port: &mut Port, outputs: &mut (Output, Output)) -> Term {

@@ -82,16 +82,21 @@ impl Port {
         Next::Continue
     }
 
+    /// The relay has batches to forward.
+    pub(super) fn relay_busy(&self) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.busy())
+    }
+
     /// Waits until the relay has forwarded everything it was sent (or is
     /// gone), so that the handle's exit signals come after it; returns the
     /// exit reason. Calls made meanwhile are not answered: their callers
     /// hear of the exit.
     pub(super) async fn relay_drained(&mut self, reason: Term) -> Term {
-        if !self.relay.as_ref().is_some_and(|r| r.busy()) {
+        if !self.relay_busy() {
             return reason;
         }
         let drained = async {
-            while self.relay.as_ref().is_some_and(|r| r.busy()) {
+            while self.relay_busy() {
                 match Request::parse(self.me.recv().await) {
                     Request::Relayed(n) => {
                         self.relayed(n);

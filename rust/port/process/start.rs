@@ -26,7 +26,9 @@ pub(super) async fn launched(launch: Box<Launch>, starting: Box<Starting>) -> Te
     // Messages wait in the mailbox meanwhile (about as long as an exec takes).
     // Boxed: the start is over in an exec's time; its state must not size
     // the task that serves the port from then on.
-    let outcome = Box::pin((*starting).started()).await;
+    // Out of its box by a call: `(*starting)` would move it out and leave
+    // the box's memory with the task, for as long as the port lives.
+    let outcome = Box::pin(unboxed(starting).started()).await;
     // Out of the match before `serve`: a scrutinee kept across its await
     // would take room in every port's task.
     let (port, outputs) = match Port::start(launch, outcome) {
@@ -39,6 +41,11 @@ pub(super) async fn launched(launch: Box<Launch>, starting: Box<Starting>) -> Te
         Err(Failed::Reason(reason)) => return reason,
     };
     serve(port, outputs).await
+}
+
+/// What `b` holds, its memory freed now.
+fn unboxed<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// A program that did not start.
@@ -192,3 +199,22 @@ pub(super) async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, er
     a("normal")
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, F: Future>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every held port is a task of this future, which tokio allocates with
+    /// its 32-byte header and 48-byte trailer, the task's own 40 bytes
+    /// around the future, in 128-byte lines: up to 264 bytes, a task is
+    /// 384 bytes; 8 more and it is 512, 128 bytes more per held program.
+    #[test]
+    fn a_port_task_fits_in_three_lines() {
+        let size = future_size(launched);
+        assert!(size <= 264, "a port's future is {size} bytes: its task takes 4 or more 128-byte lines (see docs/performance.md, memory per held program)");
+    }
+}
