@@ -209,9 +209,10 @@ mod tests {
     }
 
     /// Every held port is a task of this future, which tokio allocates with
-    /// its 32-byte header and 48-byte trailer, the task's own 40 bytes
-    /// around the future, in 128-byte lines: up to 264 bytes, a task is
-    /// 384 bytes; 8 more and it is 512, 128 bytes more per held program.
+    /// 104 bytes of its own (header, stage, trailer), after portnode's
+    /// 16-byte wrapper (`Node::spawn`), in 128-byte lines: up to 264 bytes,
+    /// a task is 384 bytes; 8 more and it is 512, 128 bytes more per held
+    /// program.
     #[test]
     fn a_port_task_fits_in_three_lines() {
         let size = future_size(launched);
