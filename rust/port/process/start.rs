@@ -199,7 +199,6 @@ pub(super) async fn failed_start(mut me: Process, owner: Pid, spec: PortSpec, er
     a("normal")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
