@@ -90,11 +90,9 @@ impl Port {
     /// Waits until the relay has forwarded everything it was sent (or is
     /// gone), so that the handle's exit signals come after it; returns the
     /// exit reason. Calls made meanwhile are not answered: their callers
-    /// hear of the exit.
+    /// hear of the exit. Its caller looks first ([`Port::relay_busy`]):
+    /// the wait is boxed, and made only when there is one.
     pub(super) async fn relay_drained(&mut self, reason: Term) -> Term {
-        if !self.relay_busy() {
-            return reason;
-        }
         let drained = async {
             while self.relay_busy() {
                 match Request::parse(self.me.recv().await) {
