@@ -3,6 +3,9 @@
 %% <ul>
 %% <li>a plain port owned by a gen_server under an Erlang supervisor (the anchor),</li>
 %% <li>a service (`portnode:service/3') under an Erlang supervisor,</li>
+%% <li>the anchor's own gen_server with `portnode:open_port/2' in place of
+%%     `erlang:open_port/2' (no target: it shows what the service row
+%%     owes to the remote port itself, and what to the service's module),</li>
 %% <li>a child of a supervisor that runs inside portnode (`portnode:supervisor/3');</li>
 %% <li>the floor: one C process that restarts its program itself as soon as
 %%     it exits (bench/restart_floor.c): what no supervisor, Erlang's or
@@ -21,8 +24,8 @@
 -behaviour(gen_server).
 
 -export([main/1]).
-%% The anchor's worker: a plain port in a gen_server.
--export([start_port_worker/0, init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+%% The anchor's worker: a plain port in a gen_server (or a remote port).
+-export([start_port_worker/0, start_port_worker/1, init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(KILLS, 300).
 -define(PROGRAM, "/bin/sleep").
@@ -41,12 +44,15 @@ main(Words) ->
     Watch = start_watch(),
     Flags = #{strategy => one_for_one, intensity => 100000, period => 1},
     Port = #{id => port_worker, start => {?MODULE, start_port_worker, []}},
+    RemotePort = #{id => remote_port_worker, start => {?MODULE, start_port_worker, [portnode]}},
     Service = portnode:service(service, {spawn_executable, ?PROGRAM}, [{args, ["300"]}, {name, bench_service}, {output, ignore}]),
     Program = #{id => program, start => {{spawn_executable, ?PROGRAM}, [{args, ["300"]}]}},
     Cases = [{"plain port in a gen_server, Erlang supervisor", fun() -> by_name(Watch, Flags, Port, bench_port) end,
               {"anchor", fun(_) -> "-" end}},
              {"portnode:service, Erlang supervisor", fun() -> by_name(Watch, Flags, Service, bench_service) end,
               {"<= 1.0x", fun(R) -> met(Mode, R =< 1.0) end}},
+             {"portnode:open_port in the anchor's gen_server, Erlang supervisor", fun() -> by_name(Watch, Flags, RemotePort, bench_remote_port) end,
+              {"diagnostic", fun(_) -> "-" end}},
              {"portnode:supervisor child", fun() -> in_portnode(Watch, Flags, Program) end,
               {"<= 0.6x", fun(R) -> met(Mode, R =< 0.6) end}},
              {"floor: the parent restarts it alone (restart_floor)", fun() -> floor(Watch, Mode) end,
@@ -64,7 +70,7 @@ main(Words) ->
     io:format("~n| restart after kill -9 (~b kills each; kernel timestamps; ~s mode) | to fork: median ms | mean | p99 | to exec: median ms | median vs plain port (fork, exec) | target (to fork, cgroup mode) |~n|---|---|---|---|---|---|---|~n", [?KILLS, Mode]),
     [io:format("| ~s | ~.3f | ~.3f | ~.3f | ~.3f | ~.2fx, ~.2fx | ~s |~n",
                [N, median(F), mean(F), p99(F), median(E), median(F) / median(AnchorFork), median(E) / median(AnchorExec),
-                case T of "anchor" -> T; "floor" -> "(no target: the floor)"; _ -> T ++ ": " ++ Met(median(F) / median(AnchorFork)) end])
+                case T of "anchor" -> T; "floor" -> "(no target: the floor)"; "diagnostic" -> "(no target: the service's port alone)"; _ -> T ++ ": " ++ Met(median(F) / median(AnchorFork)) end])
      || {N, {F, E, _}, {T, Met}} <- Rows],
     io:format("~nThe stopwatch's own cost, per kill (median; it sleeps in recv(2) between events):~n~n| case | CPU us | process events read |~n|---|---|---|~n"),
     [io:format("| ~s | ~.1f | ~b |~n", [N, median(Cpu) / 1000, median(Ev)]) || {N, {_, _, {Cpu, Ev}}, _} <- Rows],
@@ -208,17 +214,28 @@ bench_sup() -> erlang_sup.
 
 %% @private
 start_port_worker() ->
-    gen_server:start_link({local, bench_port}, ?MODULE, [], []).
+    gen_server:start_link({local, bench_port}, ?MODULE, erlang, []).
 
 %% @private
-init([]) ->
+%% The same worker with a remote port: `portnode:open_port/2' for
+%% `erlang:open_port/2', and nothing else changed.
+start_port_worker(portnode) ->
+    gen_server:start_link({local, bench_remote_port}, ?MODULE, portnode, []).
+
+%% @private
+init(erlang) ->
     process_flag(trap_exit, true),
-    {ok, erlang:open_port({spawn_executable, ?PROGRAM}, [{args, ["300"]}, exit_status])}.
+    {ok, erlang:open_port({spawn_executable, ?PROGRAM}, [{args, ["300"]}, exit_status])};
+init(portnode) ->
+    process_flag(trap_exit, true),
+    {ok, portnode:open_port({spawn_executable, ?PROGRAM}, [{args, ["300"]}, exit_status])}.
 
 %% @private
-handle_call(os_pid, _From, Port) ->
+handle_call(os_pid, _From, Port) when is_port(Port) ->
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    {reply, OsPid, Port}.
+    {reply, OsPid, Port};
+handle_call(os_pid, _From, Handle) ->
+    {reply, portnode:os_pid(Handle), Handle}.
 
 %% @private
 handle_cast(_Msg, Port) ->
@@ -232,7 +249,10 @@ handle_info(_Msg, Port) ->
 
 %% @private
 %% Closing a port does not stop a program that never reads its stdin (the
-%% orphan problem portnode solves): the anchor stops its own program.
+%% orphan problem portnode solves): the anchor stops its own program. A
+%% remote port's program goes with its owner.
+terminate(_Reason, Handle) when is_pid(Handle) ->
+    ok;
 terminate(_Reason, Port) ->
     case erlang:port_info(Port, os_pid) of
         {os_pid, OsPid} -> os:cmd("kill -9 " ++ integer_to_list(OsPid));
