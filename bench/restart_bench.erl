@@ -38,8 +38,13 @@ main(Words) ->
     {ok, _} = application:ensure_all_started(portnode),
     %% The targets are for cgroup mode, the default wherever a cgroup v2
     %% hierarchy is writable (as root): see docs/containment.md.
-    Mode = maps:get(containment, portnode:info()),
-    io:format("containment: ~s~s~n", [Mode, [" (not cgroup: run as root for the mode the targets are for)" || Mode =/= cgroup]]),
+    %% (`none': a portnode from before containment, run with PORTNODE_EBIN.)
+    Mode = maps:get(containment, portnode:info(), none),
+    io:format("containment: ~s~s~n", [Mode, case Mode of
+                                              cgroup -> "";
+                                              none -> " (a portnode from before containment)";
+                                              _ -> " (not cgroup: run as root for the mode the targets are for)"
+                                          end]),
     process_flag(trap_exit, true),
     Watch = start_watch(),
     Flags = #{strategy => one_for_one, intensity => 100000, period => 1},
