@@ -25,8 +25,16 @@ use eetf::{Pid, Term};
 use std::cell::{Cell, OnceCell};
 
 /// Batches sent and not acknowledged, past which output is not read (the
-/// owner's VM is behind): with 64 KiB batches, about 1 MiB in flight.
+/// owner's VM is behind): with batches of at most 64 KiB, at most about
+/// 1 MiB in flight, and [`BATCH_FRAMES`] frames a batch, 8,192 frames.
 pub(crate) const WINDOW: u32 = 16;
+
+/// Frames in a batch at most (it also ends at 64 KiB). The relay's VM
+/// decodes each batch onto the relay's heap, where a window of them is
+/// live at once: with short lines or packets, 64 KiB batches made that
+/// several MB, past the caches, and the owner's VM took 1.5-2x erts's CPU
+/// per message (see docs/performance.md, issue 22's eleventh round).
+pub(crate) const BATCH_FRAMES: u32 = 512;
 
 /// Side-channel runs in flight at most.
 pub(crate) const SIDE_WINDOW: u32 = 4;
@@ -142,6 +150,11 @@ impl Batch {
         self.count += 1;
     }
 
+    /// It holds [`BATCH_FRAMES`]: the next frame goes in a new one.
+    pub(crate) fn is_full(&self) -> bool {
+        self.count >= BATCH_FRAMES
+    }
+
     /// Frames in it so far.
     #[cfg(test)]
     pub(crate) fn count(&self) -> u32 {
@@ -213,6 +226,20 @@ mod tests {
                 assert_eq!(&out[1..], &by_term[..], "binary {binary} lines {lines}");
             }
         }
+    }
+
+    #[test]
+    fn a_batch_is_full_at_batch_frames() {
+        let relay = Relay::new(Pid::new("owner@host", 99, 0, 9));
+        let port = Pid::new("portnode_x@host", 77, 0, 1_700_000_001);
+        let mut out = Vec::new();
+        let mut batch = relay.open(&port, &port, true, &mut out).expect("pids encode");
+        for _ in 1..BATCH_FRAMES {
+            batch.push(Kind::Eol, true, b"1", &mut out);
+        }
+        assert!(!batch.is_full());
+        batch.push(Kind::Eol, true, b"1", &mut out);
+        assert!(batch.is_full());
     }
 
     #[test]

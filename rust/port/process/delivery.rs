@@ -126,12 +126,17 @@ impl Port {
                                 self.deliver(frame_of(cut.kind, out.buf[range].to_vec()));
                             }
                         }
-                        if batch.len() >= BATCH {
+                        // A batch ends at BATCH bytes or BATCH_FRAMES frames;
+                        // the frames encoded go to the connection at BATCH bytes.
+                        let full = batch.len() >= BATCH;
+                        if full || open.as_ref().is_some_and(Batch::is_full) {
                             if let Some(b) = open.take() {
                                 b.close(&mut batch, relay.head_len());
                                 relay.sent();
                             }
-                            flush(outbox, &mut batch);
+                            if full {
+                                flush(outbox, &mut batch);
+                            }
                         }
                     }
                 }
