@@ -15,7 +15,7 @@
 -compile([export_all, nowarn_export_all]).
 
 all() ->
-    [lines_then_status_then_exit, lines_as_lists_in_order, small_packets_in_order,
+    [lines_then_status_then_exit, batches_end_at_512_frames, lines_as_lists_in_order, small_packets_in_order,
      eof_then_closed_and_nothing_after, port_close_returns_after_the_last_line,
      connect_hands_over_in_order, killed_relay_with_output_in_flight_ends_the_handle,
      killed_relay_while_idle_the_handle_goes_on, dropped_connection_mid_batch,
@@ -47,6 +47,37 @@ lines_then_status_then_exit(Config) ->
     ?assertEqual(N, Lines),
     ?assertEqual([{H, {exit_status, 0}}, {'EXIT', H, normal}], Rest),
     ?assertEqual([], after_end(H, 300)).
+
+%% @doc Short lines come in batches of at most 512 (BATCH_FRAMES in
+%% rust/port/relay.rs: the batches in flight, decoded on the relay's heap,
+%% must stay small enough for the cache; see docs/performance.md), many
+%% of them, and every line in order.
+batches_end_at_512_frames(Config) ->
+    N = 200000,
+    H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ},
+                           [{args, ["1", integer_to_list(N)]}, {line, 80}, binary, exit_status]),
+    %% The relay's batches from here on (the first may have gone already),
+    %% counted by a tracer of their own: out of this mailbox, where the
+    %% lines are received selectively.
+    Relay = relay_of(H),
+    Tracer = spawn_link(fun() -> batch_sizes(Relay, []) end),
+    erlang:trace(Relay, true, ['receive', {tracer, Tracer}]),
+    {Lines, [{H, {exit_status, 0}} | _]} = numbered_lines(H, 1, 20000),
+    ?assertEqual(N, Lines),
+    Tracer ! {sizes, self()},
+    Sizes = receive {Tracer, S} -> S after 20000 -> ct:fail(no_sizes) end,
+    ct:pal("~b batches seen, ~b to ~b lines each", [length(Sizes), lists:min(Sizes), lists:max(Sizes)]),
+    ?assert(length(Sizes) >= 100),
+    ?assert(lists:max(Sizes) =< 512).
+
+%% Collects the number of items in each batch the relay receives (as
+%% traced), until asked for them.
+batch_sizes(Relay, Sizes) ->
+    receive
+        {trace, Relay, 'receive', {'$portnode_relay', _, line, Items}} -> batch_sizes(Relay, [length(Items) | Sizes]);
+        {trace, Relay, 'receive', _} -> batch_sizes(Relay, Sizes);
+        {sizes, From} -> From ! {self(), Sizes}
+    end.
 
 %% @doc Lines as lists (no `binary'), with a piece of a long line as
 %% `noeol': the same messages erts sends for the same output, in order.
