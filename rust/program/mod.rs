@@ -7,6 +7,7 @@
 pub mod privileges;
 pub mod stdio;
 pub mod step;
+pub mod syscall;
 
 pub use privileges::Privileges;
 pub use stdio::Stderr;

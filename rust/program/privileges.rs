@@ -29,46 +29,40 @@ impl Privileges {
         }
     }
 
-    /// In the child, between clone and exec: system calls only, no
-    /// allocation. Limits, nice and umask first, while the child may still
-    /// be root (a negative nice or a higher hard limit needs it), then
-    /// supplementary groups dropped, the group, the user. `Err` names the
-    /// step that failed, with errno set.
+    /// In the child, between clone and exec: system calls only (not
+    /// libc's wrappers, see [`super::syscall`]), no allocation. Limits,
+    /// nice and umask first, while the child may still be root (a negative
+    /// nice or a higher hard limit needs it), then supplementary groups
+    /// dropped, the group, the user. `Err` names the step that failed, and
+    /// its errno.
     ///
     /// # Safety
     /// Only in the child `spawn` clones.
-    pub unsafe fn apply(&self) -> Result<(), Step> {
+    pub unsafe fn apply(&self) -> Result<(), (Step, i32)> {
+        use super::syscall::failed;
+        use crate::syscall;
+        let check = |ret: isize, step: Step| failed(ret).map_or(Ok(()), |errno| Err((step, errno)));
         // SAFETY: plain system calls on values prepared by the parent.
         unsafe {
             for &(resource, soft, hard) in &self.rlimits {
                 let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-                if libc::setrlimit(resource as _, &limit) != 0 {
-                    return Err(Step::Rlimit);
-                }
+                check(syscall!(libc::SYS_prlimit64, 0, resource, &limit as *const libc::rlimit, 0), Step::Rlimit)?;
             }
             if let Some(nice) = self.nice {
-                if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                    return Err(Step::Nice);
-                }
+                check(syscall!(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, nice as isize), Step::Nice)?;
             }
             if let Some(mask) = self.umask {
-                libc::umask(mask);
+                syscall!(libc::SYS_umask, mask);
             }
             let gid = self.gid.or(self.uid.and_then(|(_, primary)| primary));
             if self.uid.is_some() || gid.is_some() {
-                if libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err(Step::Setgroups);
-                }
+                check(syscall!(libc::SYS_setgroups, 0, 0), Step::Setgroups)?;
             }
             if let Some(gid) = gid {
-                if libc::setgid(gid) != 0 {
-                    return Err(Step::Setgid);
-                }
+                check(syscall!(libc::SYS_setgid, gid), Step::Setgid)?;
             }
             if let Some((uid, _)) = self.uid {
-                if libc::setuid(uid) != 0 {
-                    return Err(Step::Setuid);
-                }
+                check(syscall!(libc::SYS_setuid, uid), Step::Setuid)?;
             }
         }
         Ok(())

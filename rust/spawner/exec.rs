@@ -1,15 +1,26 @@
 //! Starting one program, in the spawner: pipes for the stdio it asks for,
 //! then `clone` and `exec`, into its cgroup when it has one.
 //!
-//! The program is started the way `posix_spawn` starts one: `clone` with
-//! `CLONE_VM | CLONE_VFORK`, so the child shares the spawner's memory until
-//! it execs and no page table is copied. Everything the child needs is
-//! prepared before the clone; between clone and exec it makes only system
-//! calls, and never allocates. (`posix_spawn` itself cannot arm the
-//! parent-death signal.) The spawner holds no fd of any running program
-//! (only those of the restart grants armed, a bounded number), so the fd
-//! table each clone copies and each exec closes stays small however many
-//! programs run.
+//! The program is started much as `posix_spawn` starts one: `clone` with
+//! `CLONE_VM`, so the child shares the spawner's memory until it execs and
+//! no page table is copied. Everything the child needs is prepared before
+//! the clone, in memory of its own ([`Starting`]); between clone and exec
+//! it makes only system calls, without libc's wrappers (see
+//! [`crate::program::syscall`]), and never allocates. (`posix_spawn` itself
+//! cannot arm the parent-death signal.) The spawner holds no fd of any
+//! running program (only those of the restart grants armed, a bounded
+//! number), so the fd table each clone copies and each exec closes stays
+//! small however many programs run.
+//!
+//! Unlike `posix_spawn`, the spawner does not wait for the exec
+//! (`CLONE_VFORK`): it goes on with the next request while the child
+//! execs, and hears that it has from a close-on-exec pipe whose other end
+//! only the child holds ([`Starting::done`]). A spawner that waited kept
+//! the cores idle while it and its child took turns on one of them (see
+//! docs/performance.md, issue 22's twelfth round). The child's memory is
+//! freed, and its stack reused, only once that pipe is closed: by the
+//! exec, after the child has left the spawner's memory, or by its exit,
+//! likewise.
 
 use super::pid_var::PidVar;
 use super::protocol::Command;
@@ -93,10 +104,86 @@ impl From<i32> for Failure {
     }
 }
 
-/// Starts `command` with the fds portnode gave, in its cgroup if given.
-/// Returns its pid, or why not: from the spawner (clone), or from the
-/// child before exec (it is reaped here).
-pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Failure> {
+/// A program cloned and not yet known to have exec'd: its pid, the pipe
+/// that says when it has exec'd or exited, and what it reads meanwhile.
+pub struct Starting {
+    pub pid: libc::pid_t,
+    /// Closed by the child's exec or exit (readable, at end of file, then).
+    done: OwnedFd,
+    memory: Option<Box<ChildMemory>>,
+}
+
+/// What a child reads between clone and exec, in the spawner's memory.
+struct ChildMemory {
+    plan: Plan,
+    stack: Box<[u128]>,
+    // What `plan` points into.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    _watchdog_pid: Option<PidVar>,
+}
+
+/// A child's stack, 16-byte aligned as the ABI wants it.
+const STACK: usize = 64 * 1024;
+
+/// Stacks of children that have exec'd, for the next ones: a new stack is
+/// new memory to fault in.
+static STACKS: std::sync::Mutex<Vec<Box<[u128]>>> = std::sync::Mutex::new(Vec::new());
+const STACKS_KEPT: usize = 32;
+
+fn new_stack() -> Box<[u128]> {
+    STACKS.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| vec![0u128; STACK / 16].into_boxed_slice())
+}
+
+impl Starting {
+    /// The fd to poll: readable once the child has exec'd or exited.
+    pub fn done_fd(&self) -> RawFd {
+        self.done.as_raw_fd()
+    }
+
+    /// True once the child has exec'd or exited (its end of the pipe is closed).
+    pub fn is_done(&self) -> bool {
+        let mut poll = libc::pollfd { fd: self.done.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll of one fd of ours, without waiting.
+        unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+    }
+
+    /// How it went, once [`Starting::is_done`]: its pid if it exec'd, or
+    /// why not (it failed before exec: it is reaped here).
+    pub fn finish(mut self) -> Result<libc::pid_t, Failure> {
+        let memory = self.memory.take().expect("finished once");
+        let (errno, step) = (memory.plan.errno.load(Ordering::Acquire), memory.plan.step.load(Ordering::Acquire));
+        let ChildMemory { stack, .. } = *memory;
+        let mut stacks = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+        if stacks.len() < STACKS_KEPT {
+            stacks.push(stack);
+        }
+        drop(stacks);
+        match errno {
+            0 => Ok(self.pid),
+            e => {
+                // The child has exited (it failed before exec): reap it.
+                reap(self.pid);
+                Err(Failure { errno: e, step: Step::from_u8(step) })
+            }
+        }
+    }
+}
+
+impl Drop for Starting {
+    /// Unfinished (the spawner is ending): the child may still be in our
+    /// memory, which must not be freed under it.
+    fn drop(&mut self) {
+        if !self.is_done() {
+            std::mem::forget(self.memory.take());
+        }
+    }
+}
+
+/// Starts `command` with the fds portnode gave, in its cgroup if given:
+/// clones its child, which execs on its own (see [`Starting`]). Or why
+/// not, from the spawner (before or at the clone).
+pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failure> {
     let path = c_string(&command.path)?;
     let argv: Vec<CString> = command.argv.iter().map(|a| c_string(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = command.envp.iter().map(|e| c_string(e)).collect::<Result<_, _>>()?;
@@ -141,10 +228,13 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
         stdio[3] = to_child;
         stdio[4] = from_child;
     }
+    // The pipe that says when the child has exec'd: its write end only in
+    // the child, above the fds it puts in place (0 to 4), which would close it.
+    let (done, done_write) = done_pipe().map_err(errno)?;
 
     let mut watchdog_pid = command.watchdog_pid.then(PidVar::watchdog);
     let watchdog_pid_var = watchdog_pid.as_mut().map_or(std::ptr::null_mut(), PidVar::as_mut_ptr);
-    let mut plan = Plan {
+    let plan = Plan {
         path,
         argv: argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
         envp: envp.iter().map(|e| e.as_ptr()).chain((!watchdog_pid_var.is_null()).then_some(watchdog_pid_var.cast_const().cast())).chain(std::iter::once(std::ptr::null())).collect(),
@@ -160,33 +250,54 @@ pub fn start_command(command: &Command, given: Given) -> Result<libc::pid_t, Fai
         errno: AtomicI32::new(0),
         step: AtomicU8::new(0),
     };
+    // Boxed before the clone: the child is given its address, which must
+    // not move until it has exec'd.
+    let mut memory = Box::new(ChildMemory { plan, stack: new_stack(), _argv: argv, _envp: envp, _watchdog_pid: watchdog_pid });
     let mut procs = None; // cgroup.procs, when the child must join by writing to it
-    let pid = match &cgroup {
-        Some(cgroup) => match start_in_cgroup(&plan, cgroup.as_raw_fd()) {
+    let started = match &cgroup {
+        Some(cgroup) => match start_in_cgroup(&mut memory, cgroup.as_raw_fd()) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => {
                 // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7): join before exec.
                 let file = open_procs(cgroup.as_raw_fd()).map_err(errno)?;
-                plan.cgroup_procs = file.as_raw_fd();
+                memory.plan.cgroup_procs = file.as_raw_fd();
                 procs = Some(file);
-                start(&plan)
+                start(&mut memory)
             }
             other => other,
         },
-        None => start(&plan),
-    }
-    .map_err(errno)?;
+        None => start(&mut memory),
+    };
+    // The child has its own copies of these (it shares our memory, not our fds).
+    drop(done_write);
     drop(procs);
     drop(join);
     drop(stdio); // the child's ends of the pipes
-    drop(watchdog_pid); // the child has exec'd (its copy is its own) or failed
-    match plan.errno.load(Ordering::Relaxed) {
-        0 => Ok(pid),
-        e => {
-            // The child has exited (it failed before exec): reap it.
-            reap(pid);
-            Err(Failure { errno: e, step: Step::from_u8(plan.step.load(Ordering::Relaxed)) })
-        }
+    match started {
+        Ok(pid) => Ok(Starting { pid, done, memory: Some(memory) }),
+        // No child: nothing reads the memory.
+        Err(e) => Err(Failure::from(errno(e))),
     }
+}
+
+/// A close-on-exec pipe: the read end, and the write end at fd 5 or above.
+fn done_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into an array of two.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two new fds that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if write.as_raw_fd() > 4 {
+        return Ok((read, write));
+    }
+    // SAFETY: fcntl on our own fd.
+    let high = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 5) };
+    if high < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok((read, unsafe { OwnedFd::from_raw_fd(high) }))
 }
 
 /// Reaps our child `pid`, waiting for it to exit.
@@ -260,19 +371,34 @@ struct Plan {
     step: AtomicU8,
 }
 
-/// The child, between clone and exec. It shares portnode's memory and its
-/// thread's TLS (as `posix_spawn`'s child does), while portnode's thread is
-/// suspended: only system calls here, no allocation, no locks.
+/// The child, between clone and exec. It shares the spawner's memory and
+/// its thread's TLS while the spawner goes on (see [`Starting`]): only
+/// system calls here, made without libc's wrappers (which would write the
+/// spawner's `errno`), no allocation, no locks.
 extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `plan` points to the Plan that `start` keeps alive until the
-    // child has exec'd or exited (CLONE_VFORK suspends it until then).
+    use crate::program::syscall::failed;
+    use crate::syscall;
+    // SAFETY: `plan` points to the Plan of a `Starting`, which keeps it
+    // until the child has exec'd or exited.
     let plan = unsafe { &*(plan as *const Plan) };
     /// Tells the parent why, and ends the child without running anything of portnode's.
-    fn fail(plan: &Plan, step: Step) -> ! {
-        plan.step.store(step as u8, Ordering::Relaxed);
-        plan.errno.store(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL), Ordering::Relaxed);
-        // SAFETY: _exit only ends this child.
-        unsafe { libc::_exit(127) }
+    fn fail(plan: &Plan, step: Step, errno: i32) -> ! {
+        plan.step.store(step as u8, Ordering::Release);
+        plan.errno.store(errno, Ordering::Release);
+        exit(127)
+    }
+    fn exit(code: i32) -> ! {
+        // SAFETY: exit_group only ends this child.
+        unsafe { syscall!(libc::SYS_exit_group, code) };
+        #[allow(clippy::empty_loop)]
+        loop {}
+    }
+    /// `fail` if `ret` is a failure.
+    fn check(plan: &Plan, ret: isize, step: Step) -> isize {
+        match failed(ret) {
+            Some(errno) => fail(plan, step, errno),
+            None => ret,
+        }
     }
     // SAFETY: plain system calls on values prepared by the parent.
     unsafe {
@@ -283,96 +409,92 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         for signal in 1..=64 {
             let changed = every || NOT_DEFAULT[signal as usize].load(Ordering::Relaxed);
             if changed && signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                rt_sigaction(signal, &default, std::ptr::null_mut());
+                syscall!(libc::SYS_rt_sigaction, signal, &default as *const KernelSigaction, 0, 8);
             }
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        let none: u64 = 0;
+        syscall!(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &none as *const u64, 0, 8);
 
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-            fail(plan, Step::Setup);
-        }
-        // portnode may have died before the death signal was armed.
-        if libc::getppid() != plan.parent {
-            libc::_exit(1);
+        check(plan, syscall!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL), Step::Setup);
+        // The spawner may have died before the death signal was armed.
+        if syscall!(libc::SYS_getppid) != plan.parent as isize {
+            exit(1);
         }
         // A session leader leads its process group too: its pid is the pgid either way.
-        if (if plan.session { libc::setsid() } else { libc::setpgid(0, 0) }) < 0 {
-            fail(plan, Step::Setup);
-        }
+        check(plan, if plan.session { syscall!(libc::SYS_setsid) } else { syscall!(libc::SYS_setpgid, 0, 0) }, Step::Setup);
         // Into the program's cgroup before anything of the program runs:
         // whatever it starts later (setsid, double forks) starts inside.
-        if plan.cgroup_procs >= 0 && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
-            fail(plan, Step::Setup);
+        if plan.cgroup_procs >= 0 && check(plan, syscall!(libc::SYS_write, plan.cgroup_procs, b"0".as_ptr(), 1), Step::Setup) != 1 {
+            fail(plan, Step::Setup, libc::EIO);
         }
         for &procs in plan.joins.iter().filter(|&&fd| fd >= 0) {
-            if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
-                fail(plan, Step::Setup);
+            if check(plan, syscall!(libc::SYS_write, procs, b"0".as_ptr(), 1), Step::Setup) != 1 {
+                fail(plan, Step::Setup, libc::EIO);
             }
         }
         // Move every source above the targets first, so that none is
-        // clobbered, then put each in place (dup2 clears close-on-exec).
-        let mut high = [-1; 5];
+        // clobbered, then put each in place (dup3 clears close-on-exec;
+        // a source is never its target, which dup3 refuses).
+        let mut high = [-1isize; 5];
         for (target, &fd) in plan.stdio.iter().enumerate() {
             if fd >= 0 {
-                high[target] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
-                if high[target] < 0 {
-                    fail(plan, Step::Setup);
-                }
+                high[target] = check(plan, syscall!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, 10), Step::Setup);
             }
         }
         for (target, &fd) in high.iter().enumerate() {
-            if fd >= 0 && libc::dup2(fd, target as RawFd) < 0 {
-                fail(plan, Step::Setup);
+            if fd >= 0 {
+                check(plan, syscall!(libc::SYS_dup3, fd, target, 0), Step::Setup);
             }
         }
-        if plan.session && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-            fail(plan, Step::Setup);
+        if plan.session {
+            check(plan, syscall!(libc::SYS_ioctl, 0, libc::TIOCSCTTY, 0), Step::Setup);
         }
         // The directory first, while the child still has portnode's
         // privileges (as sudo does): a user's program may start in a
         // directory that user could not enter (a root-owned 0700 checkout).
         if let Some(dir) = &plan.cwd {
-            if libc::chdir(dir.as_ptr()) != 0 {
-                fail(plan, Step::Chdir);
-            }
+            check(plan, syscall!(libc::SYS_chdir, dir.as_ptr()), Step::Chdir);
         }
-        if let Err(step) = plan.privileges.apply() {
-            fail(plan, step);
+        if let Err((step, errno)) = plan.privileges.apply() {
+            fail(plan, step, errno);
         }
         // A change of user or group clears the death signal: arm it again,
         // and look again whether the spawner is still there.
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-            fail(plan, Step::Setup);
-        }
-        if libc::getppid() != plan.parent {
-            libc::_exit(1);
+        check(plan, syscall!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL), Step::Setup);
+        if syscall!(libc::SYS_getppid) != plan.parent as isize {
+            exit(1);
         }
         if !plan.watchdog_pid_var.is_null() {
             PidVar::fill(plan.watchdog_pid_var);
         }
-        libc::execve(plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        fail(plan, Step::Exec)
+        let ret = syscall!(libc::SYS_execve, plan.path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        fail(plan, Step::Exec, failed(ret).unwrap_or(libc::EINVAL))
     }
 }
 
-/// Clones the child and returns its pid once it has exec'd or failed.
-fn start(plan: &Plan) -> io::Result<libc::pid_t> {
-    const STACK: usize = 64 * 1024;
-    let mut stack = vec![0u8; STACK];
-    // SAFETY: the stack outlives the child's use of it (CLONE_VFORK returns
-    // only after exec or exit); its top is 16-byte aligned as the ABI wants.
-    // All signals are blocked around the clone so that no handler of
-    // portnode's runs in the child before it has reset them.
+/// The flags every clone of a child takes: its own process, in our memory,
+/// and (where the child cannot make its system calls without libc, see
+/// [`crate::program::syscall::CHILD_RUNS_ALONE`]) returning only once it
+/// has exec'd or exited.
+fn clone_flags() -> libc::c_int {
+    if crate::program::syscall::CHILD_RUNS_ALONE { libc::CLONE_VM } else { libc::CLONE_VM | libc::CLONE_VFORK }
+}
+
+/// Clones the child and returns its pid.
+fn start(memory: &mut ChildMemory) -> io::Result<libc::pid_t> {
+    let plan = &memory.plan as *const Plan as *mut libc::c_void;
+    // SAFETY: the stack and the plan outlive the child's use of them (its
+    // `Starting` keeps them until it has exec'd or exited); the stack's top
+    // is 16-byte aligned as the ABI wants. All signals are blocked around
+    // the clone so that no handler of portnode's runs in the child before
+    // it has reset them.
     unsafe {
-        let top = stack.as_mut_ptr().add(STACK);
-        let top = top.sub(top as usize % 16) as *mut libc::c_void;
+        let top = memory.stack.as_mut_ptr().add(memory.stack.len()) as *mut libc::c_void;
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(child_main, top, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, plan as *const Plan as *mut libc::c_void);
+        let pid = libc::clone(child_main, top, clone_flags() | libc::SIGCHLD, plan);
         let error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 { Err(error) } else { Ok(pid) }
@@ -414,18 +536,16 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `cgroup.procs` waits for an RCU grace period (milliseconds); starting it
 /// in place costs next to nothing.
 #[cfg(target_arch = "x86_64")]
-fn start_in_cgroup(plan: &Plan, cgroup: RawFd) -> io::Result<libc::pid_t> {
-    const STACK: usize = 64 * 1024;
-    // 16-byte aligned, as the ABI wants the stack to be.
-    let mut stack = vec![0u128; STACK / 16];
+fn start_in_cgroup(memory: &mut ChildMemory, cgroup: RawFd) -> io::Result<libc::pid_t> {
+    let plan = &memory.plan as *const Plan;
     let args = CloneArgs {
-        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        flags: clone_flags() as u64 | CLONE_INTO_CGROUP,
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
-        stack: stack.as_mut_ptr() as u64,
-        stack_size: STACK as u64,
+        stack: memory.stack.as_mut_ptr() as u64,
+        stack_size: (memory.stack.len() * 16) as u64,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
@@ -433,8 +553,8 @@ fn start_in_cgroup(plan: &Plan, cgroup: RawFd) -> io::Result<libc::pid_t> {
     };
     let ret: i64;
     // SAFETY: as in `start`: the child shares our memory on its own stack
-    // (which outlives it: CLONE_VFORK returns only after it has exec'd or
-    // exited) and runs `child_main`, which makes only system calls and
+    // (which outlives its use: its `Starting` keeps it until it has exec'd
+    // or exited) and runs `child_main`, which makes only system calls and
     // never returns into this frame: on its return the child exits. In the
     // child, every register but rax, rcx, r11 and rsp is as it was at the
     // syscall, so r12 still holds the plan. Signals are blocked around the
@@ -459,19 +579,18 @@ fn start_in_cgroup(plan: &Plan, cgroup: RawFd) -> io::Result<libc::pid_t> {
             inlateout("rax") libc::SYS_clone3 => ret,
             in("rdi") &args as *const CloneArgs,
             in("rsi") std::mem::size_of::<CloneArgs>(),
-            in("r12") plan as *const Plan,
+            in("r12") plan,
             lateout("rcx") _,
             lateout("r11") _,
         );
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
-    drop(stack);
     if ret < 0 { Err(io::Error::from_raw_os_error(-ret as i32)) } else { Ok(ret as libc::pid_t) }
 }
 
 /// Elsewhere than x86_64: no clone3 here, the child joins by writing `cgroup.procs`.
 #[cfg(not(target_arch = "x86_64"))]
-fn start_in_cgroup(_plan: &Plan, _cgroup: RawFd) -> io::Result<libc::pid_t> {
+fn start_in_cgroup(_memory: &mut ChildMemory, _cgroup: RawFd) -> io::Result<libc::pid_t> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 

@@ -2,6 +2,11 @@
 //! request, passes their pipe ends to portnode, tells portnode when each
 //! exits, and reaps each when portnode says it may.
 //!
+//! It does not wait for a program's exec (see [`exec::Starting`]): the
+//! answers to spawn requests wait in [`Server::starting`], in the order of
+//! the requests, until each program has exec'd (or failed before), and a
+//! program's exit is reported only after its answer.
+//!
 //! It holds no fd of any running program, only its socket to portnode, a
 //! signalfd for SIGCHLD, and the fds of the restart grants portnode armed
 //! (a replacement's pipe ends and leaf, at most
@@ -65,8 +70,18 @@ struct Armed {
     old_leaf: OwnedFd,
 }
 
+/// An answer to a spawn request or a restart grant's start, in the order
+/// the requests came: a program still on its way to exec, or an answer
+/// ready.
+enum Answer {
+    Starting { child: exec::Starting, hold: bool, grant: Option<u32> },
+    Ready(Reply),
+}
+
 struct Server {
     sock: OwnedFd,
+    /// Answers not sent yet, in order (see [`Server::answer_started`]).
+    starting: VecDeque<Answer>,
     kids: HashMap<libc::pid_t, Kid>,
     /// Restart grants, by the program whose exit uses them.
     armed: HashMap<libc::pid_t, Armed>,
@@ -96,7 +111,7 @@ pub fn serve(sock: OwnedFd, portnode: libc::pid_t) -> ! {
             unsafe { libc::_exit(1) }
         }
     };
-    let mut server = Server { sock, kids: HashMap::new(), armed: HashMap::new(), armed_after: HashMap::new(), draining: false, broken: None, inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None, hidden_by_held: None };
+    let mut server = Server { sock, starting: VecDeque::new(), kids: HashMap::new(), armed: HashMap::new(), armed_after: HashMap::new(), draining: false, broken: None, inbox: Vec::new(), fds: VecDeque::new(), outbox: Vec::new(), hidden_exits_since: None, hidden_by_held: None };
     let code = match server.run(&signals) {
         Ok(()) => 0,
         Err(e) => {
@@ -159,23 +174,32 @@ impl Server {
     fn run(&mut self, signals: &OwnedFd) -> std::io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            // The first program whose answer waits, until it has exec'd.
+            let first = match self.starting.front() {
+                Some(Answer::Starting { child, .. }) => child.done_fd(),
+                _ => -1,
+            };
             let mut polls = [
                 libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: first, events: libc::POLLIN, revents: 0 },
             ];
             let mut timeout = if self.hidden_exits_since.is_some() { HIDDEN_EXITS_IDLE_MS } else { SWEEP_MS };
             if let Some((_, since)) = self.hidden_by_held {
                 let left = HELD_HIDES_AT_MOST.saturating_sub(since.elapsed()).as_millis() as i32;
                 timeout = timeout.min(left.max(1));
             }
-            // SAFETY: poll over our two fds.
-            let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, timeout) };
+            // SAFETY: poll over our fds (a negative one is skipped).
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), 3, timeout) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
+            }
+            if polls[2].revents != 0 {
+                self.answer_started();
             }
             if polls[1].revents != 0 {
                 self.read_signals(signals.as_raw_fd());
@@ -217,6 +241,7 @@ impl Server {
             if let Some(e) = self.broken.take() {
                 return Err(e);
             }
+            self.answer_started();
             self.flush()?;
         }
     }
@@ -231,14 +256,11 @@ impl Server {
             let request = Request::decode(body)?;
             used += len;
             match request {
-                Request::Spawn(command) => {
-                    let reply = match self.take_given(&command) {
-                        // Fds that did not arrive (our fd table was full).
-                        None => Reply::Failed { errno: libc::EMFILE, step: 0 },
-                        Some(given) => self.start(&command, given, |pid| Reply::Started { pid }, |errno, step| Reply::Failed { errno, step }),
-                    };
-                    reply.encode(&mut self.outbox);
-                }
+                Request::Spawn(command) => match self.take_given(&command) {
+                    // Fds that did not arrive (our fd table was full).
+                    None => self.starting.push_back(Answer::Ready(Reply::Failed { errno: libc::EMFILE, step: 0 })),
+                    Some(given) => self.start(&command, given, None),
+                },
                 Request::Arm { id, after, command } => {
                     let given = self.take_given(&command);
                     let old_leaf = self.fds.pop_front();
@@ -290,15 +312,46 @@ impl Server {
         complete.then_some(given)
     }
 
-    /// Starts `command` and says how, as `started` or `failed` word it.
-    fn start(&mut self, command: &protocol::Command, given: exec::Given, started: impl FnOnce(i32) -> Reply, failed: impl FnOnce(i32, u8) -> Reply) -> Reply {
-        match exec::start_command(command, given) {
-            Ok(pid) => {
-                self.kids.insert(pid, Kid::Running { hold: command.hold, reap: false });
-                started(pid)
+    /// Starts `command` (for restart grant `grant`, if any); its answer
+    /// waits its turn in [`Server::starting`].
+    fn start(&mut self, command: &protocol::Command, given: exec::Given, grant: Option<u32>) {
+        let answer = match exec::start_command(command, given) {
+            Ok(child) => Answer::Starting { child, hold: command.hold, grant },
+            Err(failure) => Answer::Ready(failed(grant, failure)),
+        };
+        self.starting.push_back(answer);
+    }
+
+    /// Sends the answers that are ready, in order: a program that has
+    /// exec'd becomes one of [`Server::kids`] as its answer goes, and its
+    /// exit, if it came already, is reported right after.
+    fn answer_started(&mut self) {
+        while let Some(front) = self.starting.front() {
+            if matches!(front, Answer::Starting { child, .. } if !child.is_done()) {
+                return;
             }
-            Err(exec::Failure { errno, step }) => failed(errno, step.map_or(0, |s| s as u8)),
+            match self.starting.pop_front() {
+                Some(Answer::Ready(reply)) => reply.encode(&mut self.outbox),
+                Some(Answer::Starting { child, hold, grant }) => match child.finish() {
+                    Ok(pid) => {
+                        match grant {
+                            None => Reply::Started { pid },
+                            Some(id) => Reply::Restarted { id, pid },
+                        }
+                        .encode(&mut self.outbox);
+                        self.kids.insert(pid, Kid::Running { hold, reap: false });
+                        self.check(pid);
+                    }
+                    Err(failure) => failed(grant, failure).encode(&mut self.outbox),
+                },
+                None => return,
+            }
         }
+    }
+
+    /// True if `pid` is a program whose answer has not gone yet.
+    fn is_starting(&self, pid: libc::pid_t) -> bool {
+        self.starting.iter().any(|a| matches!(a, Answer::Starting { child, .. } if child.pid == pid))
     }
 
     /// portnode's `Reap`: held program `pid` may go once it has exited.
@@ -356,6 +409,13 @@ impl Server {
                     self.hidden_by(pid);
                     return;
                 }
+                None if self.is_starting(pid) => {
+                    // Exited before its answer went (or failed before
+                    // exec): it is reported, or reaped, once the answer
+                    // goes; it hides the others until then, so look again.
+                    self.hidden_exits_since.get_or_insert_with(std::time::Instant::now);
+                    return;
+                }
                 None => exec::reap(pid), // not a program (cannot happen): do not let it linger
             }
         }
@@ -392,12 +452,13 @@ impl Server {
             if !leaf_empty(&old_leaf) {
                 // Something of the old program is left (a child it started):
                 // portnode stops it, and restarts the program itself.
-                return Reply::NotRestarted { id };
+                return Some(Reply::NotRestarted { id });
             }
-            self.start(&command, given, |pid| Reply::Restarted { id, pid }, |errno, step| Reply::RestartFailed { id, errno, step })
+            self.start(&command, given, Some(id));
+            None
         });
         Reply::Exited { pid, status }.encode(&mut self.outbox);
-        if let Some(reply) = restarted {
+        if let Some(Some(reply)) = restarted {
             reply.encode(&mut self.outbox);
         }
         if hold && !reap {
@@ -446,6 +507,15 @@ impl Server {
             self.outbox.clear();
         }
         Ok(())
+    }
+}
+
+/// The answer to a start that failed: a spawn's, or restart grant `grant`'s.
+fn failed(grant: Option<u32>, exec::Failure { errno, step }: exec::Failure) -> Reply {
+    let step = step.map_or(0, |s| s as u8);
+    match grant {
+        None => Reply::Failed { errno, step },
+        Some(id) => Reply::RestartFailed { id, errno, step },
     }
 }
 

@@ -18,8 +18,8 @@ all() ->
 %% holding a case per program shape.
 groups() ->
     Ways = [{group, Way} || Way <- ways()],
-    [{cgroup, [], Ways ++ [daemon_of_a_program_that_exits, cgroup_is_removed_when_portnode_is_killed]},
-     {process_group, [], Ways ++ [daemon_of_a_program_that_exits]}]
+    [{cgroup, [], Ways ++ [daemon_of_a_program_that_exits, cgroup_is_removed_when_portnode_is_killed, a_burst_of_starts_each_ends_as_its_program]},
+     {process_group, [], Ways ++ [daemon_of_a_program_that_exits, a_burst_of_starts_each_ends_as_its_program]}]
         ++ [{Way, [], [Shape || {Shape, _} <- shapes()]} || Way <- ways()].
 
 ways() -> [close, owner_exit, owner_vm_killed, portnode_killed].
@@ -154,6 +154,47 @@ daemon_of_a_program_that_exits(Config) ->
     receive {'DOWN', Ref, process, H, normal} -> ok after 10000 -> ct:fail(port_did_not_end) end,
     ?assertEqual([], os_process:wait_gone([Daemon], ?GONE_WITHIN)),
     ?assertEqual([], wait_no_zombies(own_portnode:os_pid(?config(portnode, Config)), 2000)).
+
+%% @doc 220 opens at once, of programs that print their pid and exit 5,
+%% exit 3 at once, or fail before exec (their script names an interpreter
+%% that does not exist): the spawner goes on while each child execs, and
+%% answers each request in turn once its child has exec'd or failed (see
+%% rust/spawner/exec.rs). Every handle ends as its own program did: a
+%% handle given another's answer would get another's pid, and so its exit
+%% status; a failure's errno is the child's own (erts's status for it). No
+%% program or zombie is left.
+a_burst_of_starts_each_ends_as_its_program(Config) ->
+    Node = own_portnode:node(?config(portnode, Config)),
+    Script = filename:join(?config(priv_dir, Config), "no_interpreter"),
+    ok = file:write_file(Script, <<"#!/no/such/interpreter\n">>),
+    ok = file:change_mode(Script, 8#755),
+    Erts = erlang:open_port({spawn_executable, Script}, [exit_status]),
+    NoExec = receive {Erts, {exit_status, S}} -> S after 5000 -> ct:fail(no_erts_status) end,
+    Kinds = [{prints_its_pid, {spawn_executable, "/bin/sh"}, [{args, ["-c", "echo $$; exit 5"]}, {line, 32}, exit_status], 5},
+             {exits_at_once, {spawn_executable, "/bin/sh"}, [{args, ["-c", "exit 3"]}, exit_status], 3},
+             {fails_before_exec, {spawn_executable, Script}, [exit_status], NoExec}],
+    %% A failure every fifth round: each is logged.
+    Opened = [{Kind, portnode:open_port(Node, PortName, Settings), Status}
+              || I <- lists:seq(1, 100), {Kind, PortName, Settings, Status} <- Kinds,
+                 Kind =/= fails_before_exec orelse I rem 5 =:= 0],
+    Ended = [{Kind, H, ended(H)} || {Kind, H, _} <- Opened],
+    Wrong = [{Kind, Got, Want} || {{Kind, _, Want}, {Kind, _, {Got, _}}} <- lists:zip(Opened, Ended), Got =/= Want],
+    ?assertEqual([], Wrong),
+    Pids = [Pid || {prints_its_pid, _, {_, [Pid]}} <- Ended],
+    ?assertEqual(100, length(lists:usort(Pids))),
+    ?assertEqual([], os_process:wait_gone(Pids, ?GONE_WITHIN)),
+    ?assertEqual([], wait_no_zombies(own_portnode:os_pid(?config(portnode, Config)), 2000)).
+
+%% A handle's exit status, and the pids its program printed, once it has ended.
+ended(H) ->
+    ended(H, []).
+
+ended(H, Lines) ->
+    receive
+        {H, {data, {eol, Line}}} -> ended(H, [list_to_integer(Line) | Lines]);
+        {H, {exit_status, Status}} -> {Status, lists:reverse(Lines)}
+    after 10000 -> ct:fail({no_exit_status, H})
+    end.
 
 %% @doc After portnode is killed, its watchdog removes its cgroup subtree.
 cgroup_is_removed_when_portnode_is_killed(Config) ->
