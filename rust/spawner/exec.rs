@@ -29,6 +29,7 @@ use crate::program::Stderr;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use crate::program::Step;
 use super::pipes::dev_null;
@@ -110,29 +111,81 @@ pub struct Starting {
     pub pid: libc::pid_t,
     /// Closed by the child's exec or exit (readable, at end of file, then).
     done: OwnedFd,
-    memory: Option<Box<ChildMemory>>,
+    /// A leaked `Box`, taken back once the child is done with it: while the
+    /// child runs, the spawner holds no reference into it (the child writes
+    /// its errno, step and `WATCHDOG_PID` there).
+    memory: Option<NonNull<ChildMemory>>,
 }
 
 /// What a child reads between clone and exec, in the spawner's memory.
 struct ChildMemory {
     plan: Plan,
-    stack: Box<[u128]>,
+    stack: Stack,
     // What `plan` points into.
     _argv: Vec<CString>,
     _envp: Vec<CString>,
     _watchdog_pid: Option<PidVar>,
 }
 
-/// A child's stack, 16-byte aligned as the ABI wants it.
+/// A child's stack: 64 KiB, 16-byte aligned as the ABI wants it, above a
+/// page that faults (the child runs beside the spawner, whose memory an
+/// overflow would otherwise overwrite).
+struct Stack {
+    base: NonNull<libc::c_void>,
+}
+
 const STACK: usize = 64 * 1024;
+const GUARD: usize = 4096;
+
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        // SAFETY: a new private anonymous mapping; its first page made inaccessible.
+        unsafe {
+            let base = libc::mmap(std::ptr::null_mut(), GUARD + STACK, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0);
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let stack = Stack { base: NonNull::new_unchecked(base) };
+            if libc::mprotect(base, GUARD, libc::PROT_NONE) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stack)
+        }
+    }
+
+    /// The lowest address the child may use.
+    fn bottom(&self) -> *mut u8 {
+        // SAFETY: within the mapping.
+        unsafe { self.base.as_ptr().cast::<u8>().add(GUARD) }
+    }
+
+    /// Where the stack starts (it grows down).
+    fn top(&self) -> *mut u8 {
+        // SAFETY: the end of the mapping.
+        unsafe { self.bottom().add(STACK) }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, which no child uses any more.
+        unsafe { libc::munmap(self.base.as_ptr(), GUARD + STACK) };
+    }
+}
 
 /// Stacks of children that have exec'd, for the next ones: a new stack is
-/// new memory to fault in.
-static STACKS: std::sync::Mutex<Vec<Box<[u128]>>> = std::sync::Mutex::new(Vec::new());
+/// a mapping to make and fault in.
+static STACKS: std::sync::Mutex<Vec<Stack>> = std::sync::Mutex::new(Vec::new());
 const STACKS_KEPT: usize = 32;
 
-fn new_stack() -> Box<[u128]> {
-    STACKS.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| vec![0u128; STACK / 16].into_boxed_slice())
+// SAFETY: a stack in the pool is used by no child; the spawner has one thread.
+unsafe impl Send for Stack {}
+
+fn pooled_stack() -> io::Result<Stack> {
+    match STACKS.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        Some(stack) => Ok(stack),
+        None => Stack::new(),
+    }
 }
 
 impl Starting {
@@ -151,7 +204,9 @@ impl Starting {
     /// How it went, once [`Starting::is_done`]: its pid if it exec'd, or
     /// why not (it failed before exec: it is reaped here).
     pub fn finish(mut self) -> Result<libc::pid_t, Failure> {
-        let memory = self.memory.take().expect("finished once");
+        let raw = self.memory.take().expect("finished once");
+        // SAFETY: the leaked Box of `start_command`; the child is done with it.
+        let memory = unsafe { Box::from_raw(raw.as_ptr()) };
         let (errno, step) = (memory.plan.errno.load(Ordering::Acquire), memory.plan.step.load(Ordering::Acquire));
         let ChildMemory { stack, .. } = *memory;
         let mut stacks = STACKS.lock().unwrap_or_else(|e| e.into_inner());
@@ -171,11 +226,14 @@ impl Starting {
 }
 
 impl Drop for Starting {
-    /// Unfinished (the spawner is ending): the child may still be in our
-    /// memory, which must not be freed under it.
+    /// Unfinished (the spawner is ending): the memory is freed only if the
+    /// child is done with it, else left to the spawner's exit.
     fn drop(&mut self) {
-        if !self.is_done() {
-            std::mem::forget(self.memory.take());
+        if let Some(raw) = self.memory.take() {
+            if self.is_done() {
+                // SAFETY: the leaked Box of `start_command`; the child is done with it.
+                drop(unsafe { Box::from_raw(raw.as_ptr()) });
+            }
         }
     }
 }
@@ -232,13 +290,12 @@ pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failur
     // the child, above the fds it puts in place (0 to 4), which would close it.
     let (done, done_write) = done_pipe().map_err(errno)?;
 
-    let mut watchdog_pid = command.watchdog_pid.then(PidVar::watchdog);
-    let watchdog_pid_var = watchdog_pid.as_mut().map_or(std::ptr::null_mut(), PidVar::as_mut_ptr);
+    let stack = pooled_stack().map_err(errno)?;
     let plan = Plan {
         path,
         argv: argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
-        envp: envp.iter().map(|e| e.as_ptr()).chain((!watchdog_pid_var.is_null()).then_some(watchdog_pid_var.cast_const().cast())).chain(std::iter::once(std::ptr::null())).collect(),
-        watchdog_pid_var,
+        envp: envp.iter().map(|e| e.as_ptr()).collect(),
+        watchdog_pid_var: std::ptr::null_mut(),
         cwd,
         stdio: std::array::from_fn(|i| stdio[i].as_ref().map_or(-1, |fd| fd.as_raw_fd())),
         cgroup_procs: -1,
@@ -250,23 +307,41 @@ pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failur
         errno: AtomicI32::new(0),
         step: AtomicU8::new(0),
     };
-    // Boxed before the clone: the child is given its address, which must
-    // not move until it has exec'd.
-    let mut memory = Box::new(ChildMemory { plan, stack: new_stack(), _argv: argv, _envp: envp, _watchdog_pid: watchdog_pid });
+    let watchdog_pid = command.watchdog_pid.then(PidVar::watchdog);
+    // In a Box of its own, leaked before the clone: the child is given
+    // addresses in it, which must not move, and the spawner keeps no
+    // reference into it, until the child has exec'd (see `Starting`).
+    let mut boxed = Box::new(ChildMemory { plan, stack, _argv: argv, _envp: envp, _watchdog_pid: watchdog_pid });
+    // `WATCHDOG_PID=`, where it now stays: the child writes its pid there.
+    if let Some(var) = boxed._watchdog_pid.as_mut().map(PidVar::as_mut_ptr) {
+        boxed.plan.watchdog_pid_var = var;
+        boxed.plan.envp.push(var.cast_const().cast());
+    }
+    boxed.plan.envp.push(std::ptr::null());
     let mut procs = None; // cgroup.procs, when the child must join by writing to it
-    let started = match &cgroup {
-        Some(cgroup) => match start_in_cgroup(&mut memory, cgroup.as_raw_fd()) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => {
-                // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7): join before exec.
-                let file = open_procs(cgroup.as_raw_fd()).map_err(errno)?;
-                memory.plan.cgroup_procs = file.as_raw_fd();
-                procs = Some(file);
-                start(&mut memory)
-            }
-            other => other,
-        },
-        None => start(&mut memory),
+    if cgroup.is_some() && !CLONE3_INTO_CGROUP {
+        // No clone3 with CLONE_INTO_CGROUP here: join before exec.
+        let file = open_procs(cgroup.as_ref().map_or(-1, |c| c.as_raw_fd())).map_err(errno)?;
+        boxed.plan.cgroup_procs = file.as_raw_fd();
+        procs = Some(file);
+    }
+    let memory = NonNull::from(Box::leak(boxed));
+    let mut started = match &cgroup {
+        Some(cgroup) if CLONE3_INTO_CGROUP => start_in_cgroup(memory, cgroup.as_raw_fd()),
+        _ => start(memory),
     };
+    if let (Some(cgroup), Err(e)) = (&cgroup, &started) {
+        if CLONE3_INTO_CGROUP && matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
+            // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7): no child was
+            // made, so the memory is ours again; join before exec.
+            started = open_procs(cgroup.as_raw_fd()).and_then(|file| {
+                // SAFETY: no child has the memory (the clone failed).
+                unsafe { (*memory.as_ptr()).plan.cgroup_procs = file.as_raw_fd() };
+                procs = Some(file);
+                start(memory)
+            });
+        }
+    }
     // The child has its own copies of these (it shares our memory, not our fds).
     drop(done_write);
     drop(procs);
@@ -274,8 +349,12 @@ pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failur
     drop(stdio); // the child's ends of the pipes
     match started {
         Ok(pid) => Ok(Starting { pid, done, memory: Some(memory) }),
-        // No child: nothing reads the memory.
-        Err(e) => Err(Failure::from(errno(e))),
+        Err(e) => {
+            // No child: nothing reads the memory.
+            // SAFETY: the Box leaked above, which no child has.
+            drop(unsafe { Box::from_raw(memory.as_ptr()) });
+            Err(Failure::from(errno(e)))
+        }
     }
 }
 
@@ -481,15 +560,15 @@ fn clone_flags() -> libc::c_int {
 }
 
 /// Clones the child and returns its pid.
-fn start(memory: &mut ChildMemory) -> io::Result<libc::pid_t> {
-    let plan = &memory.plan as *const Plan as *mut libc::c_void;
+fn start(memory: NonNull<ChildMemory>) -> io::Result<libc::pid_t> {
+    // SAFETY: the memory is live; only addresses are taken, no reference.
+    let (plan, top) = unsafe { (std::ptr::addr_of!((*memory.as_ptr()).plan) as *mut libc::c_void, (*memory.as_ptr()).stack.top() as *mut libc::c_void) };
     // SAFETY: the stack and the plan outlive the child's use of them (its
     // `Starting` keeps them until it has exec'd or exited); the stack's top
     // is 16-byte aligned as the ABI wants. All signals are blocked around
     // the clone so that no handler of portnode's runs in the child before
     // it has reset them.
     unsafe {
-        let top = memory.stack.as_mut_ptr().add(memory.stack.len()) as *mut libc::c_void;
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -536,16 +615,17 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `cgroup.procs` waits for an RCU grace period (milliseconds); starting it
 /// in place costs next to nothing.
 #[cfg(target_arch = "x86_64")]
-fn start_in_cgroup(memory: &mut ChildMemory, cgroup: RawFd) -> io::Result<libc::pid_t> {
-    let plan = &memory.plan as *const Plan;
+fn start_in_cgroup(memory: NonNull<ChildMemory>, cgroup: RawFd) -> io::Result<libc::pid_t> {
+    // SAFETY: the memory is live; only addresses are taken, no reference.
+    let (plan, bottom) = unsafe { (std::ptr::addr_of!((*memory.as_ptr()).plan), (*memory.as_ptr()).stack.bottom()) };
     let args = CloneArgs {
         flags: clone_flags() as u64 | CLONE_INTO_CGROUP,
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
-        stack: memory.stack.as_mut_ptr() as u64,
-        stack_size: (memory.stack.len() * 16) as u64,
+        stack: bottom as u64,
+        stack_size: STACK as u64,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
@@ -590,7 +670,11 @@ fn start_in_cgroup(memory: &mut ChildMemory, cgroup: RawFd) -> io::Result<libc::
 
 /// Elsewhere than x86_64: no clone3 here, the child joins by writing `cgroup.procs`.
 #[cfg(not(target_arch = "x86_64"))]
-fn start_in_cgroup(_memory: &mut ChildMemory, _cgroup: RawFd) -> io::Result<libc::pid_t> {
+fn start_in_cgroup(_memory: NonNull<ChildMemory>, _cgroup: RawFd) -> io::Result<libc::pid_t> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
+
+/// Whether `start_in_cgroup` is written here (else a child joins its
+/// cgroup by writing `cgroup.procs`).
+const CLONE3_INTO_CGROUP: bool = cfg!(target_arch = "x86_64");
 

@@ -39,8 +39,9 @@ impl PidVar {
 /// # Safety
 /// `at` points to at least 11 writable bytes.
 unsafe fn write_pid(at: *mut u8) {
-    // SAFETY: getpid as a raw system call (no libc cache in a cloned child).
-    let mut pid = unsafe { libc::syscall(libc::SYS_getpid) } as u64;
+    // SAFETY: getpid as a raw system call (no libc cache in a cloned
+    // child, and no libc wrapper: see `program::syscall`).
+    let mut pid = unsafe { crate::syscall!(libc::SYS_getpid) } as u64;
     let mut digits = [0u8; 10];
     let mut n = 0;
     loop {

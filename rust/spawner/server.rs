@@ -411,9 +411,9 @@ impl Server {
                 }
                 None if self.is_starting(pid) => {
                     // Exited before its answer went (or failed before
-                    // exec): it is reported, or reaped, once the answer
-                    // goes; it hides the others until then, so look again.
-                    self.hidden_exits_since.get_or_insert_with(std::time::Instant::now);
+                    // exec): it is reported, or reaped, once its answer
+                    // goes. The kernel lists children oldest first, so what
+                    // it hides is younger, and waits for its answer too.
                     return;
                 }
                 None => exec::reap(pid), // not a program (cannot happen): do not let it linger
