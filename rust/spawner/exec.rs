@@ -229,11 +229,9 @@ impl Drop for Starting {
     /// Unfinished (the spawner is ending): the memory is freed only if the
     /// child is done with it, else left to the spawner's exit.
     fn drop(&mut self) {
-        if let Some(raw) = self.memory.take() {
-            if self.is_done() {
-                // SAFETY: the leaked Box of `start_command`; the child is done with it.
-                drop(unsafe { Box::from_raw(raw.as_ptr()) });
-            }
+        if let Some(raw) = self.memory.take().filter(|_| self.is_done()) {
+            // SAFETY: the leaked Box of `start_command`; the child is done with it.
+            drop(unsafe { Box::from_raw(raw.as_ptr()) });
         }
     }
 }
@@ -318,30 +316,23 @@ pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failur
         boxed.plan.envp.push(var.cast_const().cast());
     }
     boxed.plan.envp.push(std::ptr::null());
-    let mut procs = None; // cgroup.procs, when the child must join by writing to it
-    if cgroup.is_some() && !CLONE3_INTO_CGROUP {
-        // No clone3 with CLONE_INTO_CGROUP here: join before exec.
-        let file = open_procs(cgroup.as_ref().map_or(-1, |c| c.as_raw_fd())).map_err(errno)?;
-        boxed.plan.cgroup_procs = file.as_raw_fd();
-        procs = Some(file);
-    }
     let memory = NonNull::from(Box::leak(boxed));
-    let mut started = match &cgroup {
-        Some(cgroup) if CLONE3_INTO_CGROUP => start_in_cgroup(memory, cgroup.as_raw_fd()),
-        _ => start(memory),
-    };
-    if let (Some(cgroup), Err(e)) = (&cgroup, &started) {
-        if CLONE3_INTO_CGROUP && matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
-            // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7): no child was
-            // made, so the memory is ours again; join before exec.
-            started = open_procs(cgroup.as_raw_fd()).and_then(|file| {
+    let mut procs = None; // cgroup.procs, when the child must join by writing to it
+    let started = match &cgroup {
+        Some(cgroup) => match start_in_cgroup(memory, cgroup.as_raw_fd()) {
+            // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7, or not written
+            // here): no child was made, so the memory is ours again; join
+            // before exec.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => open_procs(cgroup.as_raw_fd()).and_then(|file| {
                 // SAFETY: no child has the memory (the clone failed).
                 unsafe { (*memory.as_ptr()).plan.cgroup_procs = file.as_raw_fd() };
                 procs = Some(file);
                 start(memory)
-            });
-        }
-    }
+            }),
+            other => other,
+        },
+        None => start(memory),
+    };
     // The child has its own copies of these (it shares our memory, not our fds).
     drop(done_write);
     drop(procs);
@@ -673,8 +664,4 @@ fn start_in_cgroup(memory: NonNull<ChildMemory>, cgroup: RawFd) -> io::Result<li
 fn start_in_cgroup(_memory: NonNull<ChildMemory>, _cgroup: RawFd) -> io::Result<libc::pid_t> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
-
-/// Whether `start_in_cgroup` is written here (else a child joins its
-/// cgroup by writing `cgroup.procs`).
-const CLONE3_INTO_CGROUP: bool = cfg!(target_arch = "x86_64");
 

@@ -182,6 +182,7 @@ impl Server {
             let mut polls = [
                 libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                // Only to wake the loop: the answers go at its end.
                 libc::pollfd { fd: first, events: libc::POLLIN, revents: 0 },
             ];
             let mut timeout = if self.hidden_exits_since.is_some() { HIDDEN_EXITS_IDLE_MS } else { SWEEP_MS };
@@ -197,9 +198,6 @@ impl Server {
                     continue;
                 }
                 return Err(e);
-            }
-            if polls[2].revents != 0 {
-                self.answer_started();
             }
             if polls[1].revents != 0 {
                 self.read_signals(signals.as_raw_fd());
