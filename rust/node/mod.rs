@@ -151,6 +151,20 @@ impl Node {
         F: FnOnce(Process) -> Fut,
         Fut: Future<Output = Term> + Send + 'static,
     {
+        self.spawn_with(body, |_| {})
+    }
+
+    /// As [`Node::spawn`], with `setup` run on the new pid before the
+    /// process runs: as `spawn_opt` with `link`, what it sets up (links,
+    /// `trap_exit`, first messages sent as the process) is in place before
+    /// the process can send anything or exit. A link made after `spawn`
+    /// returns is not: a process that ends first is not there to link, and
+    /// the other end would never hear of its exit.
+    pub fn spawn_with<F, Fut>(self: &Arc<Self>, body: F, setup: impl FnOnce(&Pid)) -> Pid
+    where
+        F: FnOnce(Process) -> Fut,
+        Fut: Future<Output = Term> + Send + 'static,
+    {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let pid = Pid::new(self.name.name.clone(), id, 0, self.creation);
         let (tx, rx) = mailbox::mailbox();
@@ -166,6 +180,11 @@ impl Node {
             last_words: None,
         }));
         let fut = body(Process::new(pid.clone(), self.clone(), rx, backlog));
+        setup(&pid);
+        // Ended already (an exit signal it did not trap): it never runs.
+        if !self.lock().procs.contains_key(&id) {
+            return pid;
+        }
         let node = self.clone();
         // A combinator, not an `async` block: a block would keep the
         // captured future and the one it awaits apart, twice the size of

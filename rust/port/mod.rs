@@ -98,18 +98,22 @@ fn open_as(node: &Arc<Node>, owner: &Pid, port_name: &Term, settings: &Term, cal
     };
     let owner_pid = owner.clone();
     let relay = spec.relay.clone();
-    let pid = node.spawn(move |me| process::run(me, owner_pid, spec, starting, notify, on_start));
-    // Before the owner hears of the handle: trap exits, and link to the owner.
-    node.set_trap_exit(&pid, true);
-    node.link(&pid, owner);
-    if let Some(relay) = &relay {
-        // Linked first: a relay that is already gone breaks the link at once.
-        node.link(&pid, relay);
-        node.send(Some(&pid), relay, tuple(vec![a("$portnode_relay_hello"), Term::from(pid.clone())]));
-    }
-    if let Some(call) = answer_now {
-        node.send(Some(&pid), &call.from, tuple(vec![call.tag.clone(), tuple(vec![a("ok"), Term::from(pid.clone())])]));
-    }
+    // Before the handle runs (it may end at once, a program that cannot
+    // start): it traps exits, is linked to its owner and relay, and has
+    // said hello; the owner's answer, when it goes now, goes before
+    // anything the handle sends.
+    let pid = node.spawn_with(move |me| process::run(me, owner_pid, spec, starting, notify, on_start), |pid| {
+        node.set_trap_exit(pid, true);
+        node.link(pid, owner);
+        if let Some(relay) = &relay {
+            // Linked first: a relay that is already gone breaks the link at once.
+            node.link(pid, relay);
+            node.send(Some(pid), relay, tuple(vec![a("$portnode_relay_hello"), Term::from(pid.clone())]));
+        }
+        if let Some(call) = answer_now {
+            node.send(Some(pid), &call.from, tuple(vec![call.tag.clone(), tuple(vec![a("ok"), Term::from(pid.clone())])]));
+        }
+    });
     Ok(pid)
 }
 

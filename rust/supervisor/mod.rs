@@ -50,10 +50,11 @@ pub fn start(node: &Arc<Node>, replier: &Pid, call: Call, parent: &Pid, flags: &
         Err(reason) => return refuse(tuple(vec![a("start_spec"), reason])),
     };
     let parent_pid = parent.clone();
-    let pid = node.spawn(move |me| run(me, parent_pid, flags, specs, call));
     // Before it runs: trap exits, and link to the parent, as start_link does.
-    node.set_trap_exit(&pid, true);
-    node.link(&pid, parent);
+    node.spawn_with(move |me| run(me, parent_pid, flags, specs, call), |pid| {
+        node.set_trap_exit(pid, true);
+        node.link(pid, parent);
+    });
 }
 
 /// How long past a child's shutdown its handle may take to report its exit

@@ -251,13 +251,24 @@ stream_by_the_side_channel_in_order(Config) ->
     Args = ["1", "3200000"],
     Erts = iolist_to_binary([D || {_, {data, D}} <- all_messages(erlang:open_port({spawn_executable, ?SEQ}, [{args, Args}, binary, stream, exit_status]))]),
     H = portnode:open_port(?config(node, Config), {spawn_executable, ?SEQ}, [{args, Args}, binary, stream, exit_status]),
+    %% The side channel's bytes, as the handle announced them to the relay,
+    %% counted by a tracer of the relay's batches (once the relay is gone,
+    %% its socket's counters are too: a sample taken as the data arrives
+    %% misses the runs read after the last sample).
     Relay = relay_of(H),
-    {Bytes, Rest, SideBytes} = stream_bytes(H, Relay, [], 0, 0),
+    Counter = spawn_link(fun() -> side_total(Relay, 0) end),
+    erlang:trace(Relay, true, ['receive', {tracer, Counter}]),
+    {Bytes, Rest} = stream_bytes(H, [], 0),
+    Delivered = erlang:trace_delivered(Relay),
+    receive {trace_delivered, Relay, Delivered} -> ok after 20000 -> ct:fail(no_trace_delivered) end,
+    Counter ! {total, self()},
+    SideBytes = receive {Counter, Total} -> Total after 20000 -> ct:fail(no_side_total) end,
     ?assertEqual(byte_size(Erts), byte_size(Bytes)),
     ?assert(Bytes =:= Erts),
     ?assertEqual([{H, {exit_status, 0}}, {'EXIT', H, normal}], Rest),
     %% Most of it came by the side channel (the first reads, before the
-    %% relay has connected, by the distribution connection).
+    %% relay has connected, by the distribution connection; and any before
+    %% the tracer was set).
     ct:log("~b of ~b bytes by the side channel", [SideBytes, byte_size(Bytes)]),
     ?assert(SideBytes > byte_size(Bytes) div 2),
     ?assertEqual([], after_end(H, 300)).
@@ -342,15 +353,22 @@ side_channels_leave_no_fds(Config) ->
 
 %%% Helpers
 
-%% The bytes of a stream up to its status, what came after, and how many
-%% of them the relay had read from its side channel by the last of them.
-stream_bytes(H, Relay, Acc, N, Side) ->
+%% The bytes of a stream up to its status, and what came after.
+stream_bytes(H, Acc, N) ->
     receive
-        {H, {data, D}} ->
-            stream_bytes(H, Relay, [D | Acc], N + byte_size(D), max(Side, side_bytes(Relay)));
-        {H, {exit_status, _}} = S -> {iolist_to_binary(lists:reverse(Acc)), [S | ends(H, 5000)], Side};
+        {H, {data, D}} -> stream_bytes(H, [D | Acc], N + byte_size(D));
+        {H, {exit_status, _}} = S -> {iolist_to_binary(lists:reverse(Acc)), [S | ends(H, 5000)]};
         {H, Other} -> ct:fail({unexpected, Other})
     after 20000 -> ct:fail({no_data_after, N})
+    end.
+
+%% The bytes of the side-channel runs the relay receives (as traced),
+%% until asked for their sum.
+side_total(Relay, Total) ->
+    receive
+        {trace, Relay, 'receive', {'$portnode_relay', _, side, Bytes}} -> side_total(Relay, Total + Bytes);
+        {trace, Relay, 'receive', _} -> side_total(Relay, Total);
+        {total, From} -> From ! {self(), Total}
     end.
 
 %% Bytes the relay has read from its side channel (0 without one, or once
@@ -497,7 +515,20 @@ relay_of(H) ->
 no_relays_left() ->
     case os_process:poll(fun() -> relays() =:= [] end, 20000) of
         ok -> ok;
-        _ -> ct:fail({relays_left, [{R, process_info(R, [current_function, links, message_queue_len])} || R <- relays()]})
+        _ -> ct:fail({relays_left, [relay_state(R) || R <- relays()]})
+    end.
+
+%% What a relay is doing, what waits in its mailbox (the first few), and
+%% whether each handle it is linked to is still open.
+relay_state(R) ->
+    case process_info(R, [current_stacktrace, links, message_queue_len, messages]) of
+        undefined ->
+            {R, gone};
+        Info ->
+            {messages, Queued} = lists:keyfind(messages, 1, Info),
+            {links, Links} = lists:keyfind(links, 1, Info),
+            Handles = [{L, catch portnode:port_info(L, os_pid)} || L <- Links, is_pid(L), node(L) =/= node()],
+            {R, lists:keydelete(messages, 1, Info) ++ [{first_messages, lists:sublist(Queued, 5)}, {handles, Handles}]}
     end.
 
 relays() ->
