@@ -145,6 +145,12 @@ handle({'$portnode_relay', Dest, Kind, Items}, Port, Side, Acks, Waiting) when i
     forwarded(Port, Side, Acks + 1, Waiting ++ lists:reverse(New));
 handle({'$portnode_relay_side', Path, Token}, Port, none, Acks, Waiting) when is_binary(Path), is_binary(Token) ->
     loop(Port, connect(Path, Token), Acks, Waiting);
+handle({'$portnode_relay', _Dest, Kind, _}, _Port, _Side, _Acks, _Waiting) ->
+    %% A batch this relay cannot forward (a side channel's run with no
+    %% socket to read it from): its output is lost, and the handle, which
+    %% would wait for its acknowledgement, hears of it now, as of a relay
+    %% killed.
+    exit({unforwardable_batch, Kind});
 handle({'EXIT', Port, _}, Port, _Side, _Acks, _Waiting) ->
     %% After every batch the handle sent: all of them are handled.
     exit(normal);

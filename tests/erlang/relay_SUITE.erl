@@ -527,7 +527,7 @@ relay_state(R) ->
         Info ->
             {messages, Queued} = lists:keyfind(messages, 1, Info),
             {links, Links} = lists:keyfind(links, 1, Info),
-            Handles = [{L, catch portnode:port_info(L, os_pid)} || L <- Links, is_pid(L), node(L) =/= node()],
+            Handles = [{L, try portnode:port_info(L, os_pid) catch C:E -> {C, E} end} || L <- Links, is_pid(L), node(L) =/= node()],
             {R, lists:keydelete(messages, 1, Info) ++ [{first_messages, lists:sublist(Queued, 5)}, {handles, Handles}]}
     end.
 

@@ -38,6 +38,13 @@ end_per_testcase(_Case, Config) ->
 
 %% A program that writes the name of each signal it gets to `File' and
 %% exits 0 (or, `stubborn', goes on), and prints `ready' once it listens.
+%%
+%% It sleeps in short steps: CPython runs a handler in its main loop, and
+%% a signal that comes between the loop's last look and the start of a
+%% sleep's system call (as a stop sent the moment `ready' is read can,
+%% and on Python 3.14 often did) waits for the sleep to end. With
+%% `time.sleep(1)' the handler then ran up to a second late: after a
+%% 300 ms grace had ended the program with SIGKILL.
 recorder(File, Mode) ->
     Code = "import signal, sys, time\n"
            "def on(sig, _):\n"
@@ -46,7 +53,7 @@ recorder(File, Mode) ->
            "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):\n"
            "    signal.signal(s, on)\n"
            "print('ready', flush=True)\n"
-           "while True: time.sleep(1)\n",
+           "while True: time.sleep(0.02)\n",
     {{spawn_executable, notifier:python()},
      [{args, ["-u", "-c", Code, File, atom_to_list(Mode)]}, {line, 80}, {ready, {line, "ready"}}]}.
 
