@@ -202,6 +202,7 @@ impl Side {
         let Side::Offered(offer) = self else { return };
         match std::pin::Pin::new(&mut offer.answer).poll(cx) {
             std::task::Poll::Ready(Ok(conn)) => {
+                debug!("side channel: the relay's connection taken");
                 *self = match tokio::net::UnixStream::from_std(conn) {
                     Ok(conn) => Side::Open(conn),
                     Err(e) => {

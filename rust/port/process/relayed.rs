@@ -46,6 +46,7 @@ impl Port {
             Some((path, token, offer)) => {
                 let path = etf::binary(path.as_os_str().as_encoded_bytes().to_vec());
                 self.me.send(relay.pid(), tuple(vec![a("$portnode_relay_side"), path, etf::binary(token.to_vec())]));
+                debug!(port = %self.me.pid(), relay = %relay.pid(), bytes_in = self.bytes_in, "side channel offered");
                 self.side = Some(Box::new(Side::Offered(offer)));
             }
             None => self.side = Some(Box::new(Side::Off)),
