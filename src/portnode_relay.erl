@@ -107,6 +107,12 @@ init(Opener) ->
     receive
         {'$portnode_relay_hello', Port} when is_pid(Port) ->
             erlang:demonitor(Ref, [flush]),
+            %% The handle's link ends this relay (its 'EXIT', below); the
+            %% monitor ends it too if that link is not there. A relay was
+            %% once found in a test VM after its handle had gone: waiting,
+            %% unlinked, for good. The monitor's 'DOWN' comes after the
+            %% handle's last message, as its 'EXIT' does.
+            erlang:monitor(process, Port),
             %% Until its first batch, as small as a process gets: many
             %% handles (a sleeping service, a held program) never send one.
             erlang:hibernate(?MODULE, loop, [Port]);
@@ -158,6 +164,8 @@ handle({'$portnode_relay', _Dest, Kind, _}, _Port, _Side, _Acks, _Waiting) ->
     exit({unforwardable_batch, Kind});
 handle({'EXIT', Port, _}, Port, _Side, _Acks, _Waiting) ->
     %% After every batch the handle sent: all of them are handled.
+    exit(normal);
+handle({'DOWN', _, process, Port, _}, Port, _Side, _Acks, _Waiting) ->
     exit(normal);
 handle(_, Port, Side, Acks, Waiting) ->
     loop(Port, Side, Acks, Waiting).
