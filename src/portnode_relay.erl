@@ -68,6 +68,9 @@
 %%     signal arrives can still follow the `'EXIT''.</li>
 %% <li>The opener gone before the handle said hello (an open that failed
 %%     or was never made): the relay exits.</li>
+%% <li>The handle gone and its link not there to say so: the relay also
+%%     monitors the handle from its hello, and ends at its `'DOWN'' as at
+%%     its `'EXIT'' (both come after the handle's last message).</li>
 %% </ul>
 -module(portnode_relay).
 
