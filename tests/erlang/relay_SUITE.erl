@@ -60,24 +60,25 @@ batches_end_at_512_frames(Config) ->
     %% counted by a tracer of their own: out of this mailbox, where the
     %% lines are received selectively.
     Relay = relay_of(H),
-    Tracer = spawn_link(fun() -> batch_sizes(Relay, []) end),
+    Tracer = spawn_link(fun() -> traced_batches(Relay, line, []) end),
     erlang:trace(Relay, true, ['receive', {tracer, Tracer}]),
     {Lines, [{H, {exit_status, 0}} | _]} = numbered_lines(H, 1, 20000),
     ?assertEqual(N, Lines),
-    Tracer ! {sizes, self()},
-    Sizes = receive {Tracer, S} -> S after 20000 -> ct:fail(no_sizes) end,
+    Tracer ! {collected, self()},
+    Sizes = receive {Tracer, S} -> [length(Items) || Items <- S] after 20000 -> ct:fail(no_sizes) end,
     %% Counted first: with no batch seen, lists:min/1 below would fail without saying so.
     ?assert(length(Sizes) >= 100),
     ct:pal("~b batches seen, ~b to ~b lines each", [length(Sizes), lists:min(Sizes), lists:max(Sizes)]),
     ?assert(lists:max(Sizes) =< 512).
 
-%% Collects the number of items in each batch the relay receives (as
-%% traced), until asked for them.
-batch_sizes(Relay, Sizes) ->
+%% Collects what each batch of kind `Kind' (`line', `side', ...) that the
+%% relay receives (as traced) carries, until asked for them: a line
+%% batch's items, a side-channel run's byte count.
+traced_batches(Relay, Kind, Batches) ->
     receive
-        {trace, Relay, 'receive', {'$portnode_relay', _, line, Items}} -> batch_sizes(Relay, [length(Items) | Sizes]);
-        {trace, Relay, 'receive', _} -> batch_sizes(Relay, Sizes);
-        {sizes, From} -> From ! {self(), Sizes}
+        {trace, Relay, 'receive', {'$portnode_relay', _, Kind, Carried}} -> traced_batches(Relay, Kind, [Carried | Batches]);
+        {trace, Relay, 'receive', _} -> traced_batches(Relay, Kind, Batches);
+        {collected, From} -> From ! {self(), Batches}
     end.
 
 %% @doc Lines as lists (no `binary'), with a piece of a long line as
@@ -256,13 +257,13 @@ stream_by_the_side_channel_in_order(Config) ->
     %% its socket's counters are too: a sample taken as the data arrives
     %% misses the runs read after the last sample).
     Relay = relay_of(H),
-    Counter = spawn_link(fun() -> side_total(Relay, 0) end),
+    Counter = spawn_link(fun() -> traced_batches(Relay, side, []) end),
     erlang:trace(Relay, true, ['receive', {tracer, Counter}]),
     {Bytes, Rest} = stream_bytes(H, [], 0),
     Delivered = erlang:trace_delivered(Relay),
     receive {trace_delivered, Relay, Delivered} -> ok after 20000 -> ct:fail(no_trace_delivered) end,
-    Counter ! {total, self()},
-    SideBytes = receive {Counter, Total} -> Total after 20000 -> ct:fail(no_side_total) end,
+    Counter ! {collected, self()},
+    SideBytes = receive {Counter, Runs} -> lists:sum(Runs) after 20000 -> ct:fail(no_side_total) end,
     ?assertEqual(byte_size(Erts), byte_size(Bytes)),
     ?assert(Bytes =:= Erts),
     ?assertEqual([{H, {exit_status, 0}}, {'EXIT', H, normal}], Rest),
@@ -360,15 +361,6 @@ stream_bytes(H, Acc, N) ->
         {H, {exit_status, _}} = S -> {iolist_to_binary(lists:reverse(Acc)), [S | ends(H, 5000)]};
         {H, Other} -> ct:fail({unexpected, Other})
     after 20000 -> ct:fail({no_data_after, N})
-    end.
-
-%% The bytes of the side-channel runs the relay receives (as traced),
-%% until asked for their sum.
-side_total(Relay, Total) ->
-    receive
-        {trace, Relay, 'receive', {'$portnode_relay', _, side, Bytes}} -> side_total(Relay, Total + Bytes);
-        {trace, Relay, 'receive', _} -> side_total(Relay, Total);
-        {total, From} -> From ! {self(), Total}
     end.
 
 %% Bytes the relay has read from its side channel (0 without one, or once
@@ -511,7 +503,8 @@ relay_of(H) ->
 
 %% Waits until every relay in this VM is gone (each goes with its handle);
 %% if one stays, fails naming what each is doing and what it is linked to.
-%% 20 s: once, under a full CI run on OTP 29, 5 s was not enough.
+%% (A relay left for good once was not slow: it had lost its link, which
+%% its monitor of the handle now makes up for.)
 no_relays_left() ->
     case os_process:poll(fun() -> relays() =:= [] end, 20000) of
         ok -> ok;
