@@ -240,6 +240,28 @@ impl Drop for Starting {
 /// clones its child, which execs on its own (see [`Starting`]). Or why
 /// not, from the spawner (before or at the clone).
 pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failure> {
+    prepare(command, given)?.start()
+}
+
+/// A program ready to be cloned: what [`start_command`] makes before the
+/// clone (its strings, its plan, its stdio in place), made ahead for a
+/// restart grant, so that little more than the clone is left for the
+/// restart. Its exec pipe and stack are taken at the clone: the pipe's
+/// write end must be in no other child, and a stack in no idle grant.
+pub struct Prepared {
+    plan: Plan,
+    // What `plan` points into: heap memory and fds that stay where they
+    // are when a `Prepared` moves.
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    watchdog_pid: Option<PidVar>,
+    stdio: [Option<OwnedFd>; 5],
+    cgroup: Option<OwnedFd>,
+    join: Vec<OwnedFd>,
+}
+
+/// Prepares `command` with the fds portnode gave (see [`Prepared`]).
+pub fn prepare(command: &Command, given: Given) -> Result<Prepared, Failure> {
     let path = c_string(&command.path)?;
     let argv: Vec<CString> = command.argv.iter().map(|a| c_string(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = command.envp.iter().map(|e| c_string(e)).collect::<Result<_, _>>()?;
@@ -284,12 +306,8 @@ pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failur
         stdio[3] = to_child;
         stdio[4] = from_child;
     }
-    // The pipe that says when the child has exec'd: its write end only in
-    // the child, above the fds it puts in place (0 to 4), which would close it.
-    let (done, done_write) = done_pipe().map_err(errno)?;
-
-    let stack = pooled_stack().map_err(errno)?;
-    let plan = Plan {
+    let mut watchdog_pid = command.watchdog_pid.then(PidVar::watchdog);
+    let mut plan = Plan {
         path,
         argv: argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect(),
         envp: envp.iter().map(|e| e.as_ptr()).collect(),
@@ -305,46 +323,58 @@ pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failur
         errno: AtomicI32::new(0),
         step: AtomicU8::new(0),
     };
-    let watchdog_pid = command.watchdog_pid.then(PidVar::watchdog);
-    // In a Box of its own, leaked before the clone: the child is given
-    // addresses in it, which must not move, and the spawner keeps no
-    // reference into it, until the child has exec'd (see `Starting`).
-    let mut boxed = Box::new(ChildMemory { plan, stack, _argv: argv, _envp: envp, _watchdog_pid: watchdog_pid });
-    // `WATCHDOG_PID=`, where it now stays: the child writes its pid there.
-    if let Some(var) = boxed._watchdog_pid.as_mut().map(PidVar::as_mut_ptr) {
-        boxed.plan.watchdog_pid_var = var;
-        boxed.plan.envp.push(var.cast_const().cast());
+    // `WATCHDOG_PID=`, in its own heap memory: the child writes its pid there.
+    if let Some(var) = watchdog_pid.as_mut().map(PidVar::as_mut_ptr) {
+        plan.watchdog_pid_var = var;
+        plan.envp.push(var.cast_const().cast());
     }
-    boxed.plan.envp.push(std::ptr::null());
-    let memory = NonNull::from(Box::leak(boxed));
-    let mut procs = None; // cgroup.procs, when the child must join by writing to it
-    let started = match &cgroup {
-        Some(cgroup) => match start_in_cgroup(memory, cgroup.as_raw_fd()) {
-            // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7, or not written
-            // here): no child was made, so the memory is ours again; join
-            // before exec.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => open_procs(cgroup.as_raw_fd()).and_then(|file| {
-                // SAFETY: no child has the memory (the clone failed).
-                unsafe { (*memory.as_ptr()).plan.cgroup_procs = file.as_raw_fd() };
-                procs = Some(file);
-                start(memory)
-            }),
-            other => other,
-        },
-        None => start(memory),
-    };
-    // The child has its own copies of these (it shares our memory, not our fds).
-    drop(done_write);
-    drop(procs);
-    drop(join);
-    drop(stdio); // the child's ends of the pipes
-    match started {
-        Ok(pid) => Ok(Starting { pid, done, memory: Some(memory) }),
-        Err(e) => {
-            // No child: nothing reads the memory.
-            // SAFETY: the Box leaked above, which no child has.
-            drop(unsafe { Box::from_raw(memory.as_ptr()) });
-            Err(Failure::from(errno(e)))
+    plan.envp.push(std::ptr::null());
+    Ok(Prepared { plan, argv, envp, watchdog_pid, stdio, cgroup, join })
+}
+
+impl Prepared {
+    /// Clones the child, which execs on its own (see [`Starting`]); or why
+    /// not, from the spawner (at the clone).
+    pub fn start(self) -> Result<Starting, Failure> {
+        let Prepared { plan, argv, envp, watchdog_pid, stdio, cgroup, join } = self;
+        // The pipe that says when the child has exec'd: its write end only in
+        // the child, above the fds it puts in place (0 to 4), which would close it.
+        let (done, done_write) = done_pipe().map_err(errno)?;
+        let stack = pooled_stack().map_err(errno)?;
+        // In a Box of its own, leaked before the clone: the child is given
+        // addresses in it, which must not move, and the spawner keeps no
+        // reference into it, until the child has exec'd (see `Starting`).
+        let boxed = Box::new(ChildMemory { plan, stack, _argv: argv, _envp: envp, _watchdog_pid: watchdog_pid });
+        let memory = NonNull::from(Box::leak(boxed));
+        let mut procs = None; // cgroup.procs, when the child must join by writing to it
+        let started = match &cgroup {
+            Some(cgroup) => match start_in_cgroup(memory, cgroup.as_raw_fd()) {
+                // No clone3 with CLONE_INTO_CGROUP (Linux < 5.7, or not written
+                // here): no child was made, so the memory is ours again; join
+                // before exec.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) => open_procs(cgroup.as_raw_fd()).and_then(|file| {
+                    // SAFETY: no child has the memory (the clone failed).
+                    unsafe { (*memory.as_ptr()).plan.cgroup_procs = file.as_raw_fd() };
+                    procs = Some(file);
+                    start(memory)
+                }),
+                other => other,
+            },
+            None => start(memory),
+        };
+        // The child has its own copies of these (it shares our memory, not our fds).
+        drop(done_write);
+        drop(procs);
+        drop(join);
+        drop(stdio); // the child's ends of the pipes
+        match started {
+            Ok(pid) => Ok(Starting { pid, done, memory: Some(memory) }),
+            Err(e) => {
+                // No child: nothing reads the memory.
+                // SAFETY: the Box leaked above, which no child has.
+                drop(unsafe { Box::from_raw(memory.as_ptr()) });
+                Err(Failure::from(errno(e)))
+            }
         }
     }
 }

@@ -60,14 +60,18 @@ enum Kid {
 }
 
 /// A restart grant (see [`Request::Arm`]): what to start when its program
-/// exits, with the fds portnode gave for it.
+/// exits, prepared with the fds portnode gave for it, so that the restart
+/// is little more than a clone.
 struct Armed {
     id: u32,
-    command: protocol::Command,
-    given: exec::Given,
-    /// The leaf directory of the program it replaces: nothing may be left
-    /// in it when the replacement starts.
-    old_leaf: OwnedFd,
+    hold: bool,
+    /// The replacement, or why it cannot start (said at the exit, as a
+    /// failed start would be).
+    next: Result<exec::Prepared, exec::Failure>,
+    /// `cgroup.events` of the leaf of the program it replaces: nothing may
+    /// be left in it when the replacement starts. Opened when armed, and
+    /// read then with `pread`.
+    old_events: OwnedFd,
 }
 
 /// An answer to a spawn request or a restart grant's start, in the order
@@ -261,12 +265,13 @@ impl Server {
                 },
                 Request::Arm { id, after, command } => {
                     let given = self.take_given(&command);
-                    let old_leaf = self.fds.pop_front();
+                    let old_events = self.fds.pop_front().and_then(|leaf| open_events(&leaf));
                     let running = matches!(self.kids.get(&after), Some(Kid::Running { .. }));
-                    match (given, old_leaf) {
-                        (Some(given), Some(old_leaf)) if running && !self.armed.contains_key(&after) && !self.armed_after.contains_key(&id) => {
+                    match (given, old_events) {
+                        (Some(given), Some(old_events)) if running && !self.armed.contains_key(&after) && !self.armed_after.contains_key(&id) => {
                             self.armed_after.insert(id, after);
-                            self.armed.insert(after, Armed { id, command, given, old_leaf });
+                            let next = exec::prepare(&command, given);
+                            self.armed.insert(after, Armed { id, hold: command.hold, next, old_events });
                         }
                         // Exited already (portnode will hear, and restart
                         // it itself), or not one to arm: its fds close.
@@ -313,8 +318,13 @@ impl Server {
     /// Starts `command` (for restart grant `grant`, if any); its answer
     /// waits its turn in [`Server::starting`].
     fn start(&mut self, command: &protocol::Command, given: exec::Given, grant: Option<u32>) {
-        let answer = match exec::start_command(command, given) {
-            Ok(child) => Answer::Starting { child, hold: command.hold, grant },
+        self.started(exec::start_command(command, given), command.hold, grant);
+    }
+
+    /// Queues the answer of a start (see [`Server::start`]).
+    fn started(&mut self, start: Result<exec::Starting, exec::Failure>, hold: bool, grant: Option<u32>) {
+        let answer = match start {
+            Ok(child) => Answer::Starting { child, hold, grant },
             Err(failure) => Answer::Ready(failed(grant, failure)),
         };
         self.starting.push_back(answer);
@@ -430,14 +440,6 @@ impl Server {
     /// reaps it unless it is held. A program with a restart grant is
     /// replaced first, before anything else is done or said.
     fn check(&mut self, pid: libc::pid_t) {
-        if self.armed.contains_key(&pid) && !self.draining && matches!(exec::exited(pid), Ok(Some(_))) {
-            // portnode gives a grant up before it stops the program (or
-            // closes its pipes): what it sent before this exit is read
-            // first, so that a give-up it wrote first is not overtaken.
-            self.draining = true;
-            self.read_waiting_requests();
-            self.draining = false;
-        }
         let Some(Kid::Running { hold, reap }) = self.kids.get(&pid).copied() else { return };
         let status = match exec::exited(pid) {
             Ok(Some(status)) => status,
@@ -445,14 +447,28 @@ impl Server {
             // Not our child any more (cannot happen while we hold it): say 255.
             Err(_) => 255 << 8,
         };
-        let restarted = self.armed.remove(&pid).map(|Armed { id, command, given, old_leaf }| {
+        if self.armed.contains_key(&pid) && !self.draining {
+            // portnode gives a grant up before it stops the program (or
+            // closes its pipes): what it sent before this exit is read
+            // first, so that a give-up it wrote first is not overtaken.
+            // (A request read here that checks this program, a `Reap`,
+            // waits for the end of the read, and finds it as it is now.)
+            self.draining = true;
+            self.read_waiting_requests();
+            self.draining = false;
+            if self.kids.get(&pid).copied() != Some(Kid::Running { hold, reap }) {
+                return; // handled meanwhile
+            }
+        }
+        let restarted = self.armed.remove(&pid).map(|Armed { id, hold, next, old_events }| {
             self.armed_after.remove(&id);
-            if !leaf_empty(&old_leaf) {
+            if !leaf_empty(&old_events) {
                 // Something of the old program is left (a child it started):
                 // portnode stops it, and restarts the program itself.
                 return Some(Reply::NotRestarted { id });
             }
-            self.start(&command, given, Some(id));
+            let start = next.and_then(exec::Prepared::start);
+            self.started(start, hold, Some(id));
             None
         });
         Reply::Exited { pid, status }.encode(&mut self.outbox);
@@ -519,16 +535,19 @@ fn failed(grant: Option<u32>, exec::Failure { errno, step }: exec::Failure) -> R
 
 /// True if leaf cgroup `dir` holds no process (`populated 0`), as one
 /// read of its `cgroup.events` tells.
-fn leaf_empty(dir: &OwnedFd) -> bool {
+/// `cgroup.events` of the leaf cgroup whose directory is `dir`.
+fn open_events(dir: &OwnedFd) -> Option<OwnedFd> {
     // SAFETY: openat on our directory fd with a NUL-terminated name.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), c"cgroup.events".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return false;
-    }
     // SAFETY: a new fd, owned from here.
-    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// True if the leaf whose `cgroup.events` is `events` holds no process now
+/// (a read from offset 0 makes the file's text anew).
+fn leaf_empty(events: &OwnedFd) -> bool {
     let mut buf = [0u8; 128];
     // SAFETY: reading into a buffer of its size.
-    let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe { libc::pread(events.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     n > 0 && buf[..n as usize].split(|&b| b == b'\n').any(|line| line == b"populated 0")
 }
