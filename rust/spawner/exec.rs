@@ -15,7 +15,9 @@
 //! Unlike `posix_spawn`, the spawner does not wait for the exec
 //! (`CLONE_VFORK`): it goes on with the next request while the child
 //! execs, and hears that it has from a close-on-exec pipe whose other end
-//! only the child holds ([`Starting::done`]). A spawner that waited kept
+//! only the child holds ([`Starting::done`]; for a restart grant's child,
+//! also the children cloned while the grant waited, until they exec: see
+//! [`Prepared`]). A spawner that waited kept
 //! the cores idle while it and its child took turns on one of them (see
 //! docs/performance.md, issue 22's twelfth round). The child's memory is
 //! freed, and its stack reused, only once that pipe is closed: by the
@@ -244,10 +246,17 @@ pub fn start_command(command: &Command, given: Given) -> Result<Starting, Failur
 }
 
 /// A program ready to be cloned: what [`start_command`] makes before the
-/// clone (its strings, its plan, its stdio in place), made ahead for a
-/// restart grant, so that little more than the clone is left for the
-/// restart. Its exec pipe and stack are taken at the clone: the pipe's
-/// write end must be in no other child, and a stack in no idle grant.
+/// clone (its strings, its plan, its stdio in place, its exec pipe), made
+/// ahead for a restart grant, so that little more than the clone is left
+/// for the restart. Only its stack is taken at the clone, so that no idle
+/// grant holds one.
+///
+/// The exec pipe's write end, close-on-exec, is copied into every child
+/// cloned while the grant waits, until that child execs or exits. So its
+/// end of file still means that this program's child has exec'd or
+/// exited (it may come later, never earlier); and answers go in the order
+/// of the starts, so this child's answer waited for those earlier children
+/// anyway.
 pub struct Prepared {
     plan: Plan,
     // What `plan` points into: heap memory and fds that stay where they
@@ -258,6 +267,8 @@ pub struct Prepared {
     stdio: [Option<OwnedFd>; 5],
     cgroup: Option<OwnedFd>,
     join: Vec<OwnedFd>,
+    done: OwnedFd,
+    done_write: OwnedFd,
 }
 
 /// Prepares `command` with the fds portnode gave (see [`Prepared`]).
@@ -306,6 +317,10 @@ pub fn prepare(command: &Command, given: Given) -> Result<Prepared, Failure> {
         stdio[3] = to_child;
         stdio[4] = from_child;
     }
+    // The pipe that says when the child has exec'd: its write end in the
+    // child above the fds it puts in place (0 to 4), which would close it.
+    let (done, done_write) = done_pipe().map_err(errno)?;
+
     let mut watchdog_pid = command.watchdog_pid.then(PidVar::watchdog);
     let mut plan = Plan {
         path,
@@ -329,17 +344,14 @@ pub fn prepare(command: &Command, given: Given) -> Result<Prepared, Failure> {
         plan.envp.push(var.cast_const().cast());
     }
     plan.envp.push(std::ptr::null());
-    Ok(Prepared { plan, argv, envp, watchdog_pid, stdio, cgroup, join })
+    Ok(Prepared { plan, argv, envp, watchdog_pid, stdio, cgroup, join, done, done_write })
 }
 
 impl Prepared {
     /// Clones the child, which execs on its own (see [`Starting`]); or why
     /// not, from the spawner (at the clone).
     pub fn start(self) -> Result<Starting, Failure> {
-        let Prepared { plan, argv, envp, watchdog_pid, stdio, cgroup, join } = self;
-        // The pipe that says when the child has exec'd: its write end only in
-        // the child, above the fds it puts in place (0 to 4), which would close it.
-        let (done, done_write) = done_pipe().map_err(errno)?;
+        let Prepared { plan, argv, envp, watchdog_pid, stdio, cgroup, join, done, done_write } = self;
         let stack = pooled_stack().map_err(errno)?;
         // In a Box of its own, leaked before the clone: the child is given
         // addresses in it, which must not move, and the spawner keeps no
