@@ -207,7 +207,7 @@ impl Starting {
     /// why not (it failed before exec: it is reaped here).
     pub fn finish(mut self) -> Result<libc::pid_t, Failure> {
         let raw = self.memory.take().expect("finished once");
-        // SAFETY: the leaked Box of `start_command`; the child is done with it.
+        // SAFETY: the leaked Box of `Prepared::start`; the child is done with it.
         let memory = unsafe { Box::from_raw(raw.as_ptr()) };
         let (errno, step) = (memory.plan.errno.load(Ordering::Acquire), memory.plan.step.load(Ordering::Acquire));
         let ChildMemory { stack, .. } = *memory;
@@ -232,7 +232,7 @@ impl Drop for Starting {
     /// child is done with it, else left to the spawner's exit.
     fn drop(&mut self) {
         if let Some(raw) = self.memory.take().filter(|_| self.is_done()) {
-            // SAFETY: the leaked Box of `start_command`; the child is done with it.
+            // SAFETY: the leaked Box of `Prepared::start`; the child is done with it.
             drop(unsafe { Box::from_raw(raw.as_ptr()) });
         }
     }

@@ -9,8 +9,9 @@
 //!
 //! It holds no fd of any running program, only its socket to portnode, a
 //! signalfd for SIGCHLD, and the fds of the restart grants portnode armed
-//! (a replacement's pipe ends and leaf, at most
-//! [`crate::spawner::client::MAX_GRANTS`] of them), until each is used or
+//! (a replacement's pipe ends, leaf and exec pipe, and the old program's
+//! leaf's `cgroup.events`, for at most
+//! [`crate::spawner::client::MAX_GRANTS`] grants), until each is used or
 //! given up. An exit is found without a pidfd and without
 //! looking at every program: the SIGCHLD's siginfo names one child, which
 //! is reported at once, and at the next quiet moment (1 ms idle, 10 ms at
@@ -65,9 +66,8 @@ enum Kid {
 struct Armed {
     id: u32,
     hold: bool,
-    /// The replacement, or why it cannot start (said at the exit, as a
-    /// failed start would be).
-    next: Result<exec::Prepared, exec::Failure>,
+    /// The replacement, ready to clone.
+    next: exec::Prepared,
     /// `cgroup.events` of the leaf of the program it replaces: nothing may
     /// be left in it when the replacement starts. Opened when armed, and
     /// read then with `pread`.
@@ -267,14 +267,18 @@ impl Server {
                     let given = self.take_given(&command);
                     let old_events = self.fds.pop_front().and_then(|leaf| open_events(&leaf));
                     let running = matches!(self.kids.get(&after), Some(Kid::Running { .. }));
-                    match (given, old_events) {
-                        (Some(given), Some(old_events)) if running && !self.armed.contains_key(&after) && !self.armed_after.contains_key(&id) => {
+                    let armable = running && !self.armed.contains_key(&after) && !self.armed_after.contains_key(&id);
+                    // Prepared now: a replacement that cannot be (no fd
+                    // left for its exec pipe, say) is not armed, and
+                    // portnode restarts the program the usual way, then.
+                    let next = given.filter(|_| armable).map(|given| exec::prepare(&command, given));
+                    match (next, old_events) {
+                        (Some(Ok(next)), Some(old_events)) => {
                             self.armed_after.insert(id, after);
-                            let next = exec::prepare(&command, given);
                             self.armed.insert(after, Armed { id, hold: command.hold, next, old_events });
                         }
                         // Exited already (portnode will hear, and restart
-                        // it itself), or not one to arm: its fds close.
+                        // it itself), not one to arm, or not prepared: its fds close.
                         _ => Reply::NotRestarted { id }.encode(&mut self.outbox),
                     }
                 }
@@ -451,8 +455,8 @@ impl Server {
             // portnode gives a grant up before it stops the program (or
             // closes its pipes): what it sent before this exit is read
             // first, so that a give-up it wrote first is not overtaken.
-            // (A request read here that checks this program, a `Reap`,
-            // waits for the end of the read, and finds it as it is now.)
+            // A `Reap` of this program read here handles its exit itself
+            // (the report, the restart, the reap), and this returns.
             self.draining = true;
             self.read_waiting_requests();
             self.draining = false;
@@ -467,8 +471,7 @@ impl Server {
                 // portnode stops it, and restarts the program itself.
                 return Some(Reply::NotRestarted { id });
             }
-            let start = next.and_then(exec::Prepared::start);
-            self.started(start, hold, Some(id));
+            self.started(next.start(), hold, Some(id));
             None
         });
         Reply::Exited { pid, status }.encode(&mut self.outbox);
@@ -533,8 +536,6 @@ fn failed(grant: Option<u32>, exec::Failure { errno, step }: exec::Failure) -> R
     }
 }
 
-/// True if leaf cgroup `dir` holds no process (`populated 0`), as one
-/// read of its `cgroup.events` tells.
 /// `cgroup.events` of the leaf cgroup whose directory is `dir`.
 fn open_events(dir: &OwnedFd) -> Option<OwnedFd> {
     // SAFETY: openat on our directory fd with a NUL-terminated name.

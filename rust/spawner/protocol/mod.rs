@@ -72,8 +72,9 @@ pub enum Request {
     /// `after` is left in its leaf cgroup. Its fds are a `Spawn`'s, then
     /// `after`'s leaf directory. Answered once, when it is used or given
     /// up: `Restarted`, `RestartFailed` or `NotRestarted` (at once if
-    /// `after` has already exited or is not a running program; at its exit
-    /// if its leaf still holds a process).
+    /// `after` has already exited or is not a running program, or if the
+    /// replacement or the old leaf's `cgroup.events` cannot be made ready
+    /// now; at its exit if its leaf still holds a process).
     Arm { id: u32, after: i32, command: Command },
     /// Gives grant `id` up: answered `NotRestarted` if it was still armed;
     /// if it was used, its answer has gone already, and this is ignored.
