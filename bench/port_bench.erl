@@ -28,6 +28,7 @@
 main(Args) ->
     {ok, _} = application:ensure_all_started(portnode),
     process_flag(trap_exit, true),
+    damon_note(),
     Only = fun(Name) -> Args =:= [] orelse lists:any(fun(A) -> string:find(Name, A) =/= nomatch end, Args) end,
     %% Each group measures its rows together; a group runs if any of its rows is selected.
     %% The held group goes first, on a fresh node: later cases leave freed
@@ -62,6 +63,29 @@ main(Args) ->
     ok = application:stop(portnode),
     Mode =:= none orelse containment(Mode, Only),
     ok.
+
+%% The kernel's DAMON, where it runs in physical-address mode, checks
+%% sampled pages by walking every mapping of each (rmap): a page of libc
+%% that 5,000 held programs map takes long to walk, and a new program's
+%% exec or exit waits for it. On the development machine that stalled an
+%% open of /bin/true by 20-150 ms a few times a second while 5,000 were
+%% held, for erts and portnode alike, and set the held rows' spread (see
+%% docs/performance.md, issue 22's fourteenth round).
+damon_note() ->
+    Dir = "/sys/kernel/mm/damon/admin/kdamonds",
+    On = [K || K <- case file:list_dir(Dir) of {ok, Ks} -> Ks; _ -> [] end,
+               read_line(filename:join([Dir, K, "state"])) =:= "on"],
+    [io:format("kernel: DAMON is on (kdamond ~s: ~s, a sample every ~s us): with thousands of programs held, "
+               "its page walks stall new programs now and then; compare the held rows across runs with care~n",
+               [K, read_line(filename:join([Dir, K, "contexts/0/operations"])),
+                read_line(filename:join([Dir, K, "contexts/0/monitoring_attrs/intervals/sample_us"]))]) || K <- On],
+    ok.
+
+read_line(File) ->
+    case file:read_file(File) of
+        {ok, B} -> string:trim(binary_to_list(B));
+        {error, _} -> "?"
+    end.
 
 met(true) -> "met";
 met(false) -> "**NOT met**".
