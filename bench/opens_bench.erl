@@ -99,8 +99,12 @@ os_pid(erlang, P) ->
 os_pid(portnode, H) ->
     try portnode:os_pid(H) catch _:_ -> undefined end.
 
-close(erlang, P) -> catch erlang:port_close(P);
-close(portnode, H) -> catch portnode:port_close(H).
+close(erlang, P) -> quietly(fun() -> erlang:port_close(P) end);
+close(portnode, H) -> quietly(fun() -> portnode:port_close(H) end).
+
+%% Runs `Fun', whatever it raises (OTP 29 deprecates `catch Expr').
+quietly(Fun) ->
+    try Fun() catch _:_ -> ok end.
 
 %% Waits until none of the programs runs (a `cat' ends at the EOF of its stdin).
 wait_gone(OsPids, Deadline) ->

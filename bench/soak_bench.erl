@@ -128,7 +128,7 @@ proc_sample(Pid) ->
 children(Pid) ->
     {ok, Procs} = file:list_dir("/proc"),
     Rows = lists:filtermap(fun(Name) ->
-                                   case catch list_to_integer(Name) of
+                                   case try list_to_integer(Name) catch error:badarg -> not_a_pid end of
                                        K when is_integer(K) ->
                                            case file:read_file("/proc/" ++ Name ++ "/stat") of
                                                {ok, Stat} ->
