@@ -99,12 +99,8 @@ os_pid(erlang, P) ->
 os_pid(portnode, H) ->
     try portnode:os_pid(H) catch _:_ -> undefined end.
 
-close(erlang, P) -> quietly(fun() -> erlang:port_close(P) end);
-close(portnode, H) -> quietly(fun() -> portnode:port_close(H) end).
-
-%% Runs `Fun', whatever it raises (OTP 29 deprecates `catch Expr').
-quietly(Fun) ->
-    try Fun() catch _:_ -> ok end.
+close(erlang, P) -> try erlang:port_close(P) catch _:_ -> ok end;
+close(portnode, H) -> try portnode:port_close(H) catch _:_ -> ok end.
 
 %% Waits until none of the programs runs (a `cat' ends at the EOF of its stdin).
 wait_gone(OsPids, Deadline) ->

@@ -356,12 +356,8 @@ thousands(X) -> io_lib:format("~.1fk", [X / 1000]).
 open(erlang, Name, Settings) -> erlang:open_port(Name, Settings);
 open(portnode, Name, Settings) -> portnode:open_port(Name, Settings).
 
-close(erlang, P) -> quietly(fun() -> erlang:port_close(P) end);
-close(portnode, P) -> quietly(fun() -> portnode:port_close(P) end).
-
-%% Runs `Fun', whatever it raises (OTP 29 deprecates `catch Expr').
-quietly(Fun) ->
-    try Fun() catch _:_ -> ok end.
+close(erlang, P) -> try erlang:port_close(P) catch _:_ -> ok end;
+close(portnode, P) -> try portnode:port_close(P) catch _:_ -> ok end.
 
 %% Average ms from open_port to {exit_status, 0} for /bin/true.
 spawn_to_exit(Impl) ->
@@ -580,7 +576,7 @@ with_peer(Fun) ->
         {module, ?MODULE} = erpc:call(Node, code, ensure_loaded, [?MODULE]),
         Fun(Node)
     after
-        quietly(fun() -> peer:stop(Peer) end),
+        try peer:stop(Peer) catch _:_ -> ok end,
         receive {'EXIT', Peer, _} -> ok after 1000 -> ok end,
         is_integer(OsPid) andalso kill_if_running(OsPid, erlang:monotonic_time(millisecond) + 5000)
     end.

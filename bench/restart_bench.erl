@@ -68,7 +68,7 @@ main(Words) ->
                     {Name, Fun(), Target}
                 end || {Name, Fun, Target} <- Cases, selected(Name, Words)]
            after
-               quietly(fun() -> erlang:port_close(Watch) end),
+               try erlang:port_close(Watch) catch _:_ -> ok end,
                application:stop(portnode)
            end,
     [{_, {AnchorFork, AnchorExec, _}, _} | _] = Rows,
@@ -115,7 +115,7 @@ floor(Watch, Mode) ->
     try samples(Watch, fun() -> latest_pid(P, undefined) end)
     after
         %% Its stdin closed, it kills its program and removes its leaves.
-        quietly(fun() -> erlang:port_close(P) end),
+        try erlang:port_close(P) catch _:_ -> ok end,
         [remove_floor_cgroup(Dir, erlang:monotonic_time(millisecond) + 5000) || Dir =/= none]
     end.
 
@@ -207,10 +207,6 @@ met(_, _) -> "not measured (not cgroup mode)".
 selected("plain port" ++ _, _) -> true;
 selected(_, []) -> true;
 selected(Name, Words) -> lists:any(fun(W) -> string:find(Name, W) =/= nomatch end, Words).
-
-%% Runs `Fun', whatever it raises (OTP 29 deprecates `catch Expr').
-quietly(Fun) ->
-    try Fun() catch _:_ -> ok end.
 
 median(S) -> lists:nth((length(S) + 1) div 2, lists:sort(S)).
 mean(S) -> lists:sum(S) / length(S).
