@@ -65,12 +65,12 @@ main(Args) ->
     ok.
 
 %% The kernel's DAMON, where it runs in physical-address mode, checks
-%% sampled pages by walking every mapping of each (rmap): a page of libc
-%% that 5,000 held programs map takes long to walk, and a new program's
-%% exec or exit waits for it. On the development machine that stalled an
-%% open of /bin/true by 20-150 ms a few times a second while 5,000 were
-%% held, for erts and portnode alike, and set the held rows' spread (see
-%% docs/performance.md, issue 22's fourteenth round).
+%% sampled pages by walking every mapping of each (rmap), and a page of
+%% libc that 5,000 held programs map has 5,000. On the development machine,
+%% with it on, an open of /bin/true stalled by 20-150 ms a few times a
+%% second while 5,000 were held, for erts and portnode alike, and not with
+%% it off; this set the held rows' spread (see docs/performance.md, issue
+%% 22's fourteenth round).
 damon_note() ->
     Dir = "/sys/kernel/mm/damon/admin/kdamonds",
     On = [K || K <- case file:list_dir(Dir) of {ok, Ks} -> Ks; _ -> [] end,
