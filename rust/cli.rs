@@ -65,7 +65,7 @@ pub struct Cli {
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
 
-    /// Log level (error, warn, info, debug, trace); RUST_LOG wins if set.
+    /// Log level (off, error, warn, info, debug, trace); RUST_LOG wins if set.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 }

@@ -29,6 +29,11 @@
 %% {Node, Start}: the portnode this bridge launched, and what portnode:open_port
 %% needs of the environment it started with (see start_env/1).
 -define(LAUNCHED_KEY, {?MODULE, launched}).
+%% What portnode's lines carry for a filter to select them: `log' (its own
+%% lines) or `program_stderr'. No logger domain: OTP's default handler
+%% drops every event whose domain is not `[otp]' or `[otp, sasl]', so a
+%% program's stderr would not show in a plain Erlang VM.
+-define(LOG_META(Kind), #{portnode => Kind}).
 
 %%% API
 
@@ -157,7 +162,7 @@ connect(undefined, State) ->
 up(Node, State) ->
     true = erlang:monitor_node(Node, true),
     persistent_term:put(?NODE_KEY, Node),
-    logger:info("portnode ~s is up", [Node], #{domain => [portnode]}),
+    logger:info("portnode ~s is up", [Node], ?LOG_META(log)),
     {ok, State#state{node = Node}}.
 
 executable() ->
@@ -278,15 +283,15 @@ poll(Done, Every, Deadline) ->
 %% (target `program'), must not pick its level. Those lines are `notice',
 %% shown by default, as a plain port's stderr is.
 log_line(Line) ->
-    Level = case binary:split(Line, <<" ">>) of
-                [_Time, Rest] ->
-                    case binary:split(string:trim(Rest, leading), <<" ">>) of
-                        [<<"INFO">>, <<"program:", _/binary>>] -> notice;
-                        [Word | _] -> level(Word)
-                    end;
-                _ -> info
-            end,
-    logger:log(Level, "portnode: ~ts", [Line], #{domain => [portnode]}).
+    {Level, Kind} = case binary:split(Line, <<" ">>) of
+                        [_Time, Rest] ->
+                            case binary:split(string:trim(Rest, leading), <<" ">>) of
+                                [<<"INFO">>, <<"program:", _/binary>>] -> {notice, program_stderr};
+                                [Word | _] -> {level(Word), log}
+                            end;
+                        _ -> {info, log}
+                    end,
+    logger:log(Level, "portnode: ~ts", [Line], ?LOG_META(Kind)).
 
 level(<<"ERROR">>) -> error;
 level(<<"WARN">>) -> warning;

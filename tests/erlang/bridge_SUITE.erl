@@ -7,12 +7,14 @@
 -export([all/0, init_per_testcase/2, end_per_testcase/2]).
 -export([starts_and_answers/1, stop_leaves_nothing_running/1,
          portnode_death_restarts_the_bridge/1, attaches_to_a_named_node/1,
-         cookie_is_not_readable_from_proc/1, program_stderr_is_logged_quoted_at_notice/1]).
+         cookie_is_not_readable_from_proc/1, program_stderr_is_logged_quoted_at_notice/1,
+         program_stderr_shows_in_a_plain_vm/1]).
 
 all() ->
     [starts_and_answers, stop_leaves_nothing_running,
      portnode_death_restarts_the_bridge, attaches_to_a_named_node,
-     cookie_is_not_readable_from_proc, program_stderr_is_logged_quoted_at_notice].
+     cookie_is_not_readable_from_proc, program_stderr_is_logged_quoted_at_notice,
+     program_stderr_shows_in_a_plain_vm].
 
 init_per_testcase(_Case, Config) ->
     {ok, _} = application:ensure_all_started(portnode),
@@ -139,6 +141,42 @@ program_stderr_is_logged_quoted_at_notice(_Config) ->
         ?assertEqual([], [T || {_, T} <- Portnode, string:prefix(T, "portnode: 2026-01-01") =/= nomatch])
     after
         logger:remove_handler(capture)
+    end.
+
+%% @doc In a VM as a user starts it (`erl', logger as OTP configures it),
+%% a program's stderr line shows, as a plain port's does. OTP's default
+%% handler drops events of a logger domain of their own: a line logged
+%% with one was lost there (the test above captures with a handler of its
+%% own, which has no such filter).
+program_stderr_shows_in_a_plain_vm(_Config) ->
+    Ebin = filename:join(code:lib_dir(portnode), "ebin"),
+    Marker = "stderr-line-" ++ integer_to_list(erlang:unique_integer([positive])),
+    Eval = "{ok, _} = application:ensure_all_started(portnode), "
+        "H = portnode:open_port({spawn_executable, \"/bin/sh\"}, [{args, [\"-c\", \"echo " ++ Marker ++ " >&2\"]}, exit_status]), "
+        "receive {H, {exit_status, 0}} -> ok after 10000 -> io:format(\"no exit_status~n\") end, "
+        "timer:sleep(500), application:stop(portnode), halt().",
+    Erl = os:find_executable("erl"),
+    Vm = open_port({spawn_executable, Erl},
+                   [{args, ["-noshell", "-sname", "plain_vm_" ++ os:getpid(), "-pa", Ebin, "-eval", Eval]},
+                    exit_status, stderr_to_stdout, binary]),
+    {os_pid, VmPid} = erlang:port_info(Vm, os_pid),
+    try
+        {Status, Output} = vm_output(Vm, <<>>, erlang:monotonic_time(millisecond) + 30000),
+        ct:log("~ts", [Output]),
+        ?assertEqual(0, Status),
+        ?assertNotEqual(nomatch, string:find(Output, Marker)),
+        ?assertNotEqual(nomatch, string:find(Output, "program stderr"))
+    after
+        %% Gone already when it halted; by pid if the test failed first.
+        os_process:alive(VmPid) andalso os:cmd("kill -9 " ++ integer_to_list(VmPid))
+    end.
+
+vm_output(Vm, Acc, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {Vm, {data, Data}} -> vm_output(Vm, <<Acc/binary, Data/binary>>, Deadline);
+        {Vm, {exit_status, Status}} -> {Status, Acc}
+    after Left -> {timeout, Acc}
     end.
 
 collect_logs(Ms) ->
